@@ -1,0 +1,73 @@
+/**
+ * Typed errors for the cases callers handle. The CLI maps them to exit codes
+ * (BadInput → 2, NotFound → 1, Conflict → 1) and the HTTP server to status codes.
+ */
+
+export class BadInput extends Error {
+  readonly code = 'BAD_INPUT';
+  /** One message per offending field, e.g. `line 3: customer_email: Invalid email`. */
+  constructor(message: string, readonly issues: string[] = [message], options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BadInput';
+  }
+}
+
+export class NotFound extends Error {
+  readonly code = 'NOT_FOUND';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NotFound';
+  }
+}
+
+export class Conflict extends Error {
+  readonly code = 'CONFLICT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'Conflict';
+  }
+}
+
+/** The schema is missing or older than this build: the fix is `bundlefleet migrate`. */
+export class SchemaMissing extends Error {
+  readonly code = 'SCHEMA_MISSING';
+  constructor(message = 'the bundlefleet schema is missing: run `bundlefleet migrate`', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SchemaMissing';
+  }
+}
+
+export type ProviderErrorType = 'transient' | 'permanent';
+
+/**
+ * A provider call that did not book. `transient` (429, 5xx, reset, timeout): the outcome is
+ * unknown or temporary, retry with the same idempotency key. `permanent` (409 and other 4xx):
+ * a definitive no, never retried.
+ */
+export class ProviderError extends Error {
+  readonly code = 'PROVIDER_ERROR';
+  constructor(
+    message: string,
+    readonly type: ProviderErrorType,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ProviderError';
+  }
+  get transient(): boolean {
+    return this.type === 'transient';
+  }
+  static transient(message: string, status?: number, cause?: unknown): ProviderError {
+    return new ProviderError(message, 'transient', status, { cause });
+  }
+  static permanent(message: string, status?: number, cause?: unknown): ProviderError {
+    return new ProviderError(message, 'permanent', status, { cause });
+  }
+}
+
+/** Turns anything thrown into an Error, keeping the original as cause. */
+export function coerceError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : JSON.stringify(err), { cause: err });
+}
