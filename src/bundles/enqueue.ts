@@ -1,0 +1,98 @@
+/**
+ * Enqueue: one INSERT per batch (unnest), the history rows and the events in the same
+ * transaction, and a NOTIFY so idle schedulers wake at once.
+ */
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { withTransaction } from '../db/pool.js';
+import { publishEvents } from './events.js';
+import { bundleKind } from './kinds.js';
+
+export const DUE_CHANNEL = 'bundlefleet_due';
+
+export interface EnqueueItem {
+  payload: Record<string, unknown>;
+  idempotencyKey?: string;
+}
+
+export interface EnqueueResult {
+  vip_bundle_id: string;
+  booking_id: string;
+  /** false when the idempotency key was already used and the existing ids are returned. */
+  created: boolean;
+}
+
+export interface EnqueueOptions {
+  kind?: string;
+  batchSize?: number;
+  actor?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+const insertBatchSql = `
+WITH input AS (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, ord)
+), inserted AS (
+  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key)
+  SELECT id, booking_id, $5, payload, idempotency_key FROM input ORDER BY ord
+  ON CONFLICT (idempotency_key) DO NOTHING
+  RETURNING id, booking_id, idempotency_key
+), history AS (
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
+  SELECT id, $6, 0, NULL, 'pending', 'enqueued' FROM inserted
+)
+SELECT input.ord,
+       coalesce(ins.id, existing.id) AS id,
+       coalesce(ins.booking_id, existing.booking_id) AS booking_id,
+       ins.id IS NOT NULL AS created
+FROM input
+LEFT JOIN inserted ins ON ins.id = input.id
+LEFT JOIN bundles existing ON input.idempotency_key IS NOT NULL AND existing.idempotency_key = input.idempotency_key AND ins.id IS NULL
+ORDER BY input.ord`;
+
+/** Rows whose key was taken by a transaction that committed after our snapshot: read them now. */
+async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[], rows: Array<{ id: string | null; booking_id: string | null; created: boolean }>): Promise<void> {
+  const missing = rows.map((r, i) => (r.id ? null : items[i]!.idempotencyKey)).filter((k): k is string => !!k);
+  if (!missing.length) return;
+  const { rows: found } = await client.query<{ id: string; booking_id: string; idempotency_key: string }>(
+    'SELECT id, booking_id, idempotency_key FROM bundles WHERE idempotency_key = ANY($1::text[])',
+    [missing],
+  );
+  const byKey = new Map(found.map((f) => [f.idempotency_key, f]));
+  rows.forEach((r, i) => {
+    if (r.id) return;
+    const f = byKey.get(items[i]!.idempotencyKey!);
+    if (f) Object.assign(r, { id: f.id, booking_id: f.booking_id, created: false });
+  });
+}
+
+export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
+  const kind = bundleKind(opts.kind ?? 'vip');
+  const batchSize = opts.batchSize ?? 1000;
+  const results: EnqueueResult[] = [];
+  for (let start = 0; start < items.length; start += batchSize) {
+    const batch = items.slice(start, start + batchSize);
+    const rows = await withTransaction(pool, async (client) => {
+      const ids = batch.map(() => randomUUID());
+      const { rows } = await client.query<{ id: string | null; booking_id: string | null; created: boolean }>(insertBatchSql, [
+        ids,
+        batch.map(() => randomUUID()),
+        batch.map((b) => JSON.stringify(b.payload)),
+        batch.map((b) => b.idempotencyKey ?? null),
+        kind.name,
+        opts.actor ?? 'enqueue',
+      ]);
+      await resolveLateDuplicates(client, batch, rows);
+      const created = rows.filter((r) => r.created);
+      if (kind.events.initialized && created.length) {
+        const name = kind.events.initialized;
+        await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
+      }
+      if (created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
+      return rows;
+    });
+    for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });
+    opts.onProgress?.(Math.min(start + batchSize, items.length), items.length);
+  }
+  return results;
+}

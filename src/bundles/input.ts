@@ -1,0 +1,100 @@
+/**
+ * What a user may enqueue, validated with zod. The CLI (flags, JSON, NDJSON) and the HTTP API
+ * share these schemas, so a field is refused the same way everywhere, with its name and reason.
+ */
+import { z } from 'zod';
+import { BadInput } from '../errors.js';
+
+const text = (max: number) => z.string().trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
+
+export const vipBundleInput = z
+  .object({
+    customer_email: z.email('must be an email address'),
+    show_id: text(200),
+    number_of_tickets: z.number('must be a number').int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20'),
+    passengers: z.array(text(200), 'must be an array of names').min(1, 'needs at least one passenger').max(9, 'at most 9 passengers'),
+    inbound_flight_id: text(100),
+    return_flight_id: text(100),
+    idempotency_key: text(200).optional(),
+  })
+  .strict();
+
+export type VipBundleInput = z.infer<typeof vipBundleInput>;
+
+/** `customer_email: must be an email address` for each problem, prefixed with a location if given. */
+export function describeIssues(error: z.ZodError, where?: string): string[] {
+  return error.issues.map((issue) => {
+    const path = issue.path.join('.');
+    const field = issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : path || '(body)';
+    const reason = issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message;
+    return `${where ? `${where}: ` : ''}${field}: ${reason}`;
+  });
+}
+
+export function parseVipBundle(value: unknown, where?: string): VipBundleInput {
+  const result = vipBundleInput.safeParse(value);
+  if (!result.success) {
+    const issues = describeIssues(result.error, where);
+    throw new BadInput(issues.join('; '), issues);
+  }
+  return result.data;
+}
+
+/**
+ * Parses one JSON object, a JSON array of objects, or NDJSON (one object per line; blank lines
+ * ignored). Every problem is collected, each naming its line and field, before anything is refused.
+ */
+export function parseBundleDocument(textInput: string): VipBundleInput[] {
+  const trimmed = textInput.trim();
+  if (!trimmed) throw new BadInput('input: no bundle given (empty input)');
+  const whole = tryParse(trimmed);
+  if (whole.ok && (Array.isArray(whole.value) || (typeof whole.value === 'object' && whole.value !== null))) {
+    const items = Array.isArray(whole.value) ? whole.value : [whole.value];
+    return collect(items.map((item, i) => () => parseVipBundle(item, Array.isArray(whole.value) ? `item ${i + 1}` : undefined)));
+  }
+  const lines = textInput.split(/\r?\n/);
+  const parsers: Array<() => VipBundleInput> = [];
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    parsers.push(() => {
+      const parsed = tryParse(line);
+      if (!parsed.ok) throw new BadInput(`line ${i + 1}: not valid JSON (${parsed.error})`);
+      return parseVipBundle(parsed.value, `line ${i + 1}`);
+    });
+  });
+  return collect(parsers);
+}
+
+function collect(parsers: Array<() => VipBundleInput>): VipBundleInput[] {
+  const out: VipBundleInput[] = [];
+  const issues: string[] = [];
+  for (const parse of parsers) {
+    try {
+      out.push(parse());
+    } catch (err) {
+      if (!(err instanceof BadInput)) throw err;
+      issues.push(...err.issues);
+    }
+  }
+  if (issues.length) {
+    const shown = issues.slice(0, 20).join('\n');
+    throw new BadInput(issues.length > 20 ? `${shown}\n… and ${issues.length - 20} more` : shown, issues);
+  }
+  return out;
+}
+
+function tryParse(s: string): { ok: true; value: unknown } | { ok: false; error: string } {
+  try {
+    return { ok: true, value: JSON.parse(s) };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A vip_bundle_id or booking_id must be a UUID; anything else is bad input (exit 2, HTTP 400). */
+export function parseBundleId(value: string, field = 'id'): string {
+  if (!uuidPattern.test(value.trim())) throw new BadInput(`${field}: must be a UUID (a vip_bundle_id or booking_id), got ${JSON.stringify(value)}`);
+  return value.trim().toLowerCase();
+}

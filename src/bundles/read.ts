@@ -1,0 +1,123 @@
+/** Read models for `inspect`, `list`, `stats`, the HTTP API and the status page. */
+import type { Queryable } from '../db/pool.js';
+import { NotFound } from '../errors.js';
+import { bundleKind } from './kinds.js';
+import { parseBundleId } from './input.js';
+
+export const BUNDLE_STATES = ['pending', 'running', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
+export type BundleState = (typeof BUNDLE_STATES)[number];
+export const TERMINAL_STATES: readonly BundleState[] = ['completed', 'compensated', 'dead'];
+
+export interface BundleView {
+  vip_bundle_id: string;
+  booking_id: string;
+  kind: string;
+  state: BundleState;
+  phase: 'book' | 'undo';
+  attempt: number;
+  failure_count: number;
+  undo_failure_count: number;
+  reset_count: number;
+  locked_by: string | null;
+  locked_until: string | null;
+  next_run_at: string;
+  last_error: string | null;
+  last_error_class: string | null;
+  last_error_step: string | null;
+  created_at: string;
+  updated_at: string;
+  steps: Array<{ name: string; status: string; reference: string | null; idempotency_key: string | null; error: string | null }>;
+  history: Array<{ at: string; actor: string; attempt: number; from_state: string | null; to_state: string; step: string | null; reason: string; error: string | null }>;
+}
+
+const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : v === null || v === undefined ? null : String(v));
+
+/** One bundle by vip_bundle_id or booking_id, with its steps and timeline. Throws NotFound. */
+export async function inspectBundle(db: Queryable, rawId: string): Promise<BundleView> {
+  const id = parseBundleId(rawId);
+  const { rows } = await db.query('SELECT * FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
+  const b = rows[0];
+  if (!b) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+  const [steps, history] = await Promise.all([
+    db.query('SELECT position, name, status, reference, idempotency_key, error FROM steps WHERE bundle_id = $1 ORDER BY position', [b.id]),
+    db.query('SELECT at, actor, attempt, from_state, to_state, step, reason, error FROM bundle_history WHERE bundle_id = $1 ORDER BY id', [b.id]),
+  ]);
+  const kind = bundleKind(b.kind);
+  return {
+    vip_bundle_id: b.id,
+    booking_id: b.booking_id,
+    kind: b.kind,
+    state: b.state,
+    phase: b.phase,
+    attempt: b.attempt,
+    failure_count: b.failure_count,
+    undo_failure_count: b.undo_failure_count,
+    reset_count: b.reset_count,
+    locked_by: b.locked_by,
+    locked_until: iso(b.locked_until),
+    next_run_at: iso(b.next_run_at)!,
+    last_error: b.last_error,
+    last_error_class: b.last_error_class,
+    last_error_step: b.last_error_step,
+    created_at: iso(b.created_at)!,
+    updated_at: iso(b.updated_at)!,
+    // Every step of the kind, in order; one without a row has not been started (or has no external effect).
+    steps: kind.steps.map((def, position) => {
+      const row = steps.rows.find((r) => r.position === position);
+      const status = row?.status ?? (b.state === 'completed' ? 'booked' : 'pending');
+      return { name: def.name, status, reference: row?.reference ?? null, idempotency_key: row?.idempotency_key ?? null, error: row?.error ?? null };
+    }),
+    history: history.rows.map((h) => ({ ...h, at: iso(h.at)! })),
+  };
+}
+
+export interface ListedBundle {
+  vip_bundle_id: string;
+  booking_id: string;
+  kind: string;
+  state: BundleState;
+  attempt: number;
+  failure_count: number;
+  last_error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export async function listBundles(db: Queryable, opts: { state?: BundleState; limit?: number } = {}): Promise<ListedBundle[]> {
+  const { rows } = await db.query(
+    `SELECT id AS vip_bundle_id, booking_id, kind, state, attempt, failure_count, last_error, created_at, updated_at
+     FROM bundles WHERE ($1::text IS NULL OR state = $1) ORDER BY updated_at DESC, id LIMIT $2`,
+    [opts.state ?? null, opts.limit ?? 20],
+  );
+  return rows.map((r) => ({ ...r, created_at: iso(r.created_at)!, updated_at: iso(r.updated_at)! }));
+}
+
+export interface FleetStats {
+  by_state: Record<BundleState, number>;
+  total: number;
+  oldest_due_pending_age_seconds: number | null;
+  open_alerts: number;
+  completed_last_minute: number;
+}
+
+export async function fleetStats(db: Queryable): Promise<FleetStats> {
+  const [states, due, alerts, recent] = await Promise.all([
+    db.query<{ state: BundleState; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state'),
+    // Same literal condition as the claim, so the claim index serves it.
+    db.query<{ age: number | null }>(
+      `SELECT extract(epoch FROM now() - min(next_run_at))::float8 AS age FROM bundles
+       WHERE state IN ('pending', 'compensating') AND next_run_at <= now()`,
+    ),
+    db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL'),
+    db.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE finished_at > now() - interval '1 minute' AND state = 'completed'`),
+  ]);
+  const by_state = Object.fromEntries(BUNDLE_STATES.map((s) => [s, 0])) as Record<BundleState, number>;
+  for (const r of states.rows) by_state[r.state] = Number(r.n);
+  return {
+    by_state,
+    total: Object.values(by_state).reduce((a, b) => a + b, 0),
+    oldest_due_pending_age_seconds: due.rows[0]?.age ?? null,
+    open_alerts: Number(alerts.rows[0]?.n ?? 0),
+    completed_last_minute: Number(recent.rows[0]?.n ?? 0),
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * What every command shares: connecting (DATABASE_URL or the embedded server), checking the
+ * schema, printing JSON or text, and turning errors into exit codes
+ * (0 ok, 1 not found or runtime failure, 2 bad usage or bad input).
+ */
+import type pg from 'pg';
+import { z } from 'zod';
+import { BadInput, NotFound, Conflict, SchemaMissing } from '../errors.js';
+import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl } from '../db/pool.js';
+import { assertSchema } from '../db/migrate.js';
+
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+export interface Db {
+  pool: pg.Pool;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Connects, checks the database answers (fails within seconds naming it) and, unless told not to, that the schema is there. */
+export async function openDb(opts: { checkSchema?: boolean; max?: number } = {}): Promise<Db> {
+  const url = await resolveDatabaseUrl();
+  const pool = createPool(url, { max: opts.max ?? 4 });
+  try {
+    await checkConnection(pool, url);
+    if (opts.checkSchema !== false) await assertSchema(pool);
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+  return { pool, url, close: () => pool.end() };
+}
+
+export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema?: boolean }): Promise<T> {
+  const db = await openDb(opts);
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Maps an error to its message and exit code; never prints a stack trace for expected failures. */
+export function reportError(err: unknown): number {
+  if (err instanceof BadInput) {
+    process.stderr.write(`bundlefleet: bad input:\n  ${err.issues.join('\n  ')}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof NotFound || err instanceof Conflict || err instanceof SchemaMissing || err instanceof DatabaseUnavailable) {
+    process.stderr.write(`bundlefleet: ${err.message}\n`);
+    return EXIT.failure;
+  }
+  const e = err as Error;
+  process.stderr.write(`bundlefleet: ${e?.message ?? String(err)}\n`);
+  if (process.env.BUNDLEFLEET_DEBUG) process.stderr.write(`${e?.stack}\n`);
+  return EXIT.failure;
+}
+
+/**
+ * Validates parsed options with zod; a bad value becomes BadInput naming the flag (and its env
+ * variable, since commander's .env() may have supplied it).
+ */
+export function parseOptions<T extends z.ZodType>(schema: T, raw: Record<string, unknown>, names: Record<string, string>): z.infer<T> {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const issues = result.error.issues.map((i) => {
+    const key = String(i.path[0] ?? '');
+    return `${names[key] ?? key}: ${i.message}`;
+  });
+  throw new BadInput(issues.join('; '), issues);
+}
+
+/** Integer option: coerced from flag or env text, bounded. */
+export const intOption = (min: number, max: number) =>
+  z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);

@@ -1,0 +1,114 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { BadInput } from '../errors.js';
+import { enqueueBundles } from '../bundles/enqueue.js';
+import { parseBundleDocument, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
+import { printJson, withDb } from './context.js';
+
+const FLAG_OF: Record<string, string> = {
+  customer_email: '--customer-email',
+  show_id: '--show-id',
+  number_of_tickets: '--tickets',
+  passengers: '--passenger',
+  inbound_flight_id: '--inbound-flight-id',
+  return_flight_id: '--return-flight-id',
+  idempotency_key: '--idempotency-key',
+};
+
+const BUNDLE_FLAGS = ['customerEmail', 'showId', 'tickets', 'passenger', 'inboundFlightId', 'returnFlightId', 'idempotencyKey'] as const;
+
+interface EnqueueFlags {
+  customerEmail?: string;
+  showId?: string;
+  tickets?: string;
+  passenger?: string[];
+  inboundFlightId?: string;
+  returnFlightId?: string;
+  idempotencyKey?: string;
+  file?: string;
+  json?: boolean;
+}
+
+function fromFlags(f: EnqueueFlags): VipBundleInput {
+  const raw: Record<string, unknown> = {
+    customer_email: f.customerEmail,
+    show_id: f.showId,
+    number_of_tickets: f.tickets !== undefined && /^\s*-?\d+(\.\d+)?\s*$/.test(f.tickets) ? Number(f.tickets) : f.tickets,
+    passengers: f.passenger ?? [],
+    inbound_flight_id: f.inboundFlightId,
+    return_flight_id: f.returnFlightId,
+    ...(f.idempotencyKey !== undefined ? { idempotency_key: f.idempotencyKey } : {}),
+  };
+  try {
+    return parseVipBundle(raw);
+  } catch (err) {
+    if (!(err instanceof BadInput)) throw err;
+    const issues = err.issues.map((i) => {
+      const field = i.split(':')[0]!.split('.')[0]!;
+      return FLAG_OF[field] ? `${FLAG_OF[field]} (${i})` : i;
+    });
+    throw new BadInput(issues.join('; '), issues);
+  }
+}
+
+async function readSource(source: string): Promise<string> {
+  if (source === '-') {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+  try {
+    return await readFile(source, 'utf8');
+  } catch (err) {
+    throw new BadInput(`--file: cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function progress(done: number, total: number): void {
+  process.stderr.write(`\renqueued ${done}/${total} (${Math.round((done / total) * 100)}%)${done === total ? '\n' : ''}`);
+}
+
+export function registerEnqueueCommand(program: Command): void {
+  program
+    .command('enqueue')
+    .description('enqueue VIP bundles, from flags or from a JSON / NDJSON file or stdin')
+    .argument('[source]', '"-" to read JSON or NDJSON from stdin')
+    .option('--customer-email <email>', 'customer email')
+    .option('--show-id <id>', 'show to book tickets for')
+    .option('--tickets <n>', 'number of show tickets')
+    .option('--passenger <name>', 'a passenger (repeat for each)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--inbound-flight-id <id>', 'inbound flight')
+    .option('--return-flight-id <id>', 'return flight')
+    .option('--idempotency-key <key>', 'enqueue at most once per key')
+    .option('-f, --file <path>', 'JSON object, JSON array or NDJSON lines; "-" for stdin')
+    .option('--json', 'print {"vip_bundle_id","booking_id"} per bundle, one per line')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ bundlefleet enqueue --customer-email ada@example.com --show-id hamilton --tickets 2 \\
+      --passenger "Ada L" --passenger "Charles B" --inbound-flight-id BA117 --return-flight-id BA118
+  $ bundlefleet enqueue --file bundles.ndjson --json
+  $ cat bundles.ndjson | bundlefleet enqueue - --json`,
+    )
+    .action(async (source: string | undefined, flags: EnqueueFlags) => {
+      const fromFile = flags.file ?? source;
+      const usedFlags = BUNDLE_FLAGS.some((k) => flags[k] !== undefined);
+      if (source !== undefined && source !== '-') throw new BadInput(`source: expected "-" for stdin or --file <path>, got ${JSON.stringify(source)}`);
+      if (fromFile && usedFlags) throw new BadInput('give either bundle flags or --file / "-", not both');
+      // Validate everything before connecting: bad input writes nothing.
+      const inputs = fromFile ? parseBundleDocument(await readSource(fromFile)) : [fromFlags(flags)];
+      const showProgress = process.stderr.isTTY && inputs.length >= 5000;
+      const results = await withDb(({ pool }) =>
+        enqueueBundles(
+          pool,
+          inputs.map(({ idempotency_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key })),
+          { onProgress: showProgress ? progress : undefined },
+        ),
+      );
+      for (const r of results) {
+        if (flags.json) printJson({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id });
+        else process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
+      }
+    });
+}

@@ -1,0 +1,72 @@
+/**
+ * `bundlefleet providers`: runs the provider simulator (src/providers/simulator.ts) in the
+ * foreground until SIGINT/SIGTERM, for `dev`, manual testing, chaos runs and benchmarks.
+ */
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { BadInput } from '../errors.js';
+import { startProviderSimulator } from '../providers/simulator.js';
+
+// Flags and env values arrive as strings; refuse "", "abc" and "1e" rather than coercing them to 0 or NaN.
+const number = z.string().trim().regex(/^[-+]?(\d+\.?\d*|\.\d+)$/, 'must be a number').transform(Number);
+const rate = number.pipe(z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1'));
+const millis = number.pipe(z.number().int('must be a whole number of milliseconds').min(0, 'must not be negative'));
+
+/** One entry per flag: its zod schema, env fallback and help; the attribute name is commander's. */
+const flags = {
+  port: { flag: '--port <port>', env: 'PROVIDERS_PORT', schema: number.pipe(z.number().int('must be a whole number').min(0).max(65535, 'must be between 0 and 65535')), help: 'port to listen on (0 picks a free one)', default: '4010' },
+  host: { flag: '--host <host>', env: 'PROVIDERS_HOST', schema: z.string().trim().min(1, 'must not be empty'), help: 'address to listen on', default: '127.0.0.1' },
+  failRate: { flag: '--fail-rate <rate>', env: 'PROVIDERS_FAIL_RATE', schema: rate, help: 'share of calls answered 503 without effect (0..1)' },
+  lateRate: { flag: '--late-rate <rate>', env: 'PROVIDERS_LATE_RATE', schema: rate, help: 'share of bookings made whose reply is then lost (0..1)' },
+  hangRate: { flag: '--hang-rate <rate>', env: 'PROVIDERS_HANG_RATE', schema: rate, help: 'share of bookings never answered (0..1)' },
+  noRate: { flag: '--no-rate <rate>', env: 'PROVIDERS_NO_RATE', schema: rate, help: 'share of new bookings refused 409 "sold out" (0..1)' },
+  latencyMs: { flag: '--latency-ms <ms>', env: 'PROVIDERS_LATENCY_MS', schema: millis, help: 'delay before every answer' },
+  hangMs: { flag: '--hang-ms <ms>', env: 'PROVIDERS_HANG_MS', schema: millis, help: 'how long a hang lasts before the socket is dropped' },
+  seed: { flag: '--seed <n>', env: 'PROVIDERS_SEED', schema: number.pipe(z.number().int('must be a whole number')), help: 'seed for a repeatable fault pattern' },
+} satisfies Record<string, { flag: string; env: string; schema: z.ZodType; help: string; default?: string }>;
+
+type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']> };
+
+export function registerProvidersCommand(program: import('commander').Command): void {
+  const command = program.command('providers').description('run the provider simulator (tickets, flights, taxis) with fault injection');
+  for (const spec of Object.values(flags)) {
+    const option = new Option(spec.flag, spec.help).env(spec.env);
+    // Commander reads any `--no-x` as the negation of `--x`; `--no-rate` is a value, not a negation.
+    option.negate = false;
+    if ('default' in spec) option.default(spec.default);
+    command.addOption(option);
+  }
+  command.action(async (raw: Record<string, string | undefined>, cmd: Command) => {
+    const { port, host, ...faults } = parseFlags(raw, cmd);
+    const simulator = await startProviderSimulator({ ...faults, port, host });
+    process.stderr.write(`providers simulator listening on ${simulator.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: NodeJS.Signals) => {
+        process.off('SIGINT', stop).off('SIGTERM', stop);
+        process.stderr.write(`providers simulator stopping (${signal})\n`);
+        simulator.close().then(resolve, resolve);
+      };
+      process.on('SIGINT', stop).on('SIGTERM', stop);
+    });
+  });
+}
+
+/** Validates every given flag, naming it (and its env variable when that is where it came from). */
+function parseFlags(raw: Record<string, string | undefined>, cmd: Command): Parsed {
+  const parsed: Record<string, unknown> = {};
+  const issues: string[] = [];
+  for (const [name, spec] of Object.entries(flags)) {
+    const value = raw[name];
+    if (value === undefined) continue;
+    const result = spec.schema.safeParse(value);
+    if (result.success) {
+      parsed[name] = result.data;
+      continue;
+    }
+    const flag = spec.flag.split(' ')[0];
+    const where = cmd.getOptionValueSource(name) === 'env' ? `${flag} (from ${spec.env})` : flag;
+    issues.push(`${where}: ${result.error.issues[0]?.message ?? 'invalid'} (got ${JSON.stringify(value)})`);
+  }
+  if (issues.length) throw new BadInput(issues.join('; '), issues);
+  return parsed as Parsed;
+}

@@ -1,0 +1,55 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { providerUrlsFromEnv } from '../providers/client.js';
+import { Worker } from '../scheduler/worker.js';
+import { rootLogger } from '../logger.js';
+import { intOption, openDb, parseOptions } from './context.js';
+import { onShutdown } from './signals.js';
+
+export const workerOptionsSchema = z.object({
+  concurrency: intOption(1, 1000),
+  leaseSeconds: intOption(1, 86_400),
+  providerTimeoutMs: intOption(1, 600_000),
+  pollIntervalMs: intOption(10, 3_600_000),
+  drainTimeoutMs: intOption(0, 600_000),
+  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _.:- only, at most 64').optional(),
+});
+
+export const WORKER_FLAG_NAMES = {
+  concurrency: '--concurrency (BUNDLEFLEET_CONCURRENCY)',
+  leaseSeconds: '--lease-seconds (BUNDLEFLEET_LEASE_SECONDS)',
+  providerTimeoutMs: '--provider-timeout-ms (BUNDLEFLEET_PROVIDER_TIMEOUT_MS)',
+  pollIntervalMs: '--poll-interval-ms (BUNDLEFLEET_POLL_INTERVAL_MS)',
+  drainTimeoutMs: '--drain-timeout-ms (BUNDLEFLEET_DRAIN_TIMEOUT_MS)',
+  name: '--name (BUNDLEFLEET_WORKER_NAME)',
+};
+
+/** Adds the worker's options (each with its env variable) to a command; `dev` shares them. */
+export function addWorkerOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--concurrency <n>', 'agents running at once in this process').env('BUNDLEFLEET_CONCURRENCY').default('10'))
+    .addOption(new Option('--lease-seconds <s>', 'lease written at claim and extended between steps').env('BUNDLEFLEET_LEASE_SECONDS').default('60'))
+    .addOption(new Option('--provider-timeout-ms <ms>', 'timeout of one provider request').env('BUNDLEFLEET_PROVIDER_TIMEOUT_MS').default('5000'))
+    .addOption(new Option('--poll-interval-ms <ms>', 'poll for due bundles even without NOTIFY').env('BUNDLEFLEET_POLL_INTERVAL_MS').default('1000'))
+    .addOption(new Option('--drain-timeout-ms <ms>', 'on the first SIGTERM, how long in-flight agents may finish').env('BUNDLEFLEET_DRAIN_TIMEOUT_MS').default('20000'))
+    .addOption(new Option('--name <name>', "prefix of this worker's id (default <hostname>-<pid>)").env('BUNDLEFLEET_WORKER_NAME'));
+}
+
+export function registerWorkerCommand(program: Command): void {
+  addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))
+    .addHelpText('after', `
+Providers: PROVIDERS_URL (or TICKETS_URL, FLIGHTS_URL, TAXIS_URL).
+Example:
+  $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50`)
+    .action(async (flags: Record<string, unknown>) => {
+      const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
+      const providerUrls = providerUrlsFromEnv(process.env);
+      const db = await openDb();
+      await db.close();
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: rootLogger() });
+      worker.start();
+      onShutdown(async () => {
+        await worker.stop();
+      });
+    });
+}

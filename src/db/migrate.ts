@@ -1,0 +1,77 @@
+/**
+ * Forward-only migrations from `sql/NNN_name.sql`, each applied in one transaction under an
+ * advisory lock, recorded in `schema_migrations`. A second migrator waits for the lock, then
+ * finds nothing left to do. pg-boss (our event outbox) installs its own schema under its own lock.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { SchemaMissing } from '../errors.js';
+import { installEventQueues } from '../bundles/events.js';
+
+export const SQL_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'sql');
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export async function loadMigrations(dir = SQL_DIR): Promise<Migration[]> {
+  const files = (await readdir(dir)).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
+  return Promise.all(
+    files.map(async (file) => ({
+      version: Number(file.split('_')[0]),
+      name: file,
+      sql: await readFile(join(dir, file), 'utf8'),
+    })),
+  );
+}
+
+/** Applies what is missing; returns the names applied by this call. */
+export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
+  const migrations = await loadMigrations();
+  const applied: string[] = [];
+  const client = await pool.connect();
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`).catch((err) => {
+      // Two migrators racing on CREATE TABLE IF NOT EXISTS can collide on the catalog; the loser's table exists now.
+      if (err.code !== '23505' && err.code !== '42P07') throw err;
+    });
+    for (const m of migrations) {
+      await client.query('BEGIN');
+      try {
+        await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('bundlefleet.migrate', 0))`);
+        const { rowCount } = await client.query('SELECT 1 FROM schema_migrations WHERE version = $1', [m.version]);
+        if (!rowCount) {
+          await client.query(m.sql);
+          await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+          applied.push(m.name);
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw new Error(`migration ${m.name} failed: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  } finally {
+    client.release();
+  }
+  await installEventQueues(url);
+  return applied;
+}
+
+/** Throws SchemaMissing ("run bundlefleet migrate") when this build's migrations are not all applied. */
+export async function assertSchema(pool: pg.Pool): Promise<void> {
+  const migrations = await loadMigrations();
+  const latest = migrations.at(-1)?.version ?? 0;
+  try {
+    const { rows } = await pool.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    if ((rows[0]?.v ?? 0) < latest) throw new SchemaMissing('the bundlefleet schema is out of date: run `bundlefleet migrate`');
+  } catch (err) {
+    if ((err as { code?: string }).code === '42P01') throw new SchemaMissing();
+    throw err;
+  }
+}

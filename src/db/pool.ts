@@ -1,0 +1,87 @@
+/**
+ * Connection handling: where the database is, a pool with an 'error' listener, and errors that
+ * name the database instead of a stack trace.
+ */
+import pg from 'pg';
+import { ensureEmbeddedPostgres } from './embedded.js';
+
+/** DATABASE_URL when set; otherwise the embedded server under `.bundlefleet/`, started on first use. */
+export async function resolveDatabaseUrl(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const url = env.DATABASE_URL?.trim();
+  if (url) return url;
+  return ensureEmbeddedPostgres();
+}
+
+/** `host:port/db` without credentials, for messages. */
+export function describeDatabase(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {
+    return '(unparsable DATABASE_URL)';
+  }
+}
+
+export class DatabaseUnavailable extends Error {
+  readonly code = 'DATABASE_UNAVAILABLE';
+  constructor(url: string, cause: unknown) {
+    super(`cannot reach PostgreSQL at ${describeDatabase(url)}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'DatabaseUnavailable';
+  }
+}
+
+export interface PoolOptions {
+  max?: number;
+  applicationName?: string;
+  onError?: (err: Error) => void;
+}
+
+export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    application_name: opts.applicationName ?? 'bundlefleet',
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+  });
+  // An idle client losing its connection (PostgreSQL restarting) emits 'error' on the pool; without
+  // a listener that would crash the process. The pool discards the client and makes a new one.
+  pool.on('error', (err) => opts.onError?.(err));
+  return pool;
+}
+
+/** Checks that the database answers, failing within seconds with a message naming it. */
+export async function checkConnection(pool: pg.Pool, url: string): Promise<void> {
+  try {
+    await pool.query('SELECT 1');
+  } catch (err) {
+    throw new DatabaseUnavailable(url, err);
+  }
+}
+
+export type Queryable = Pick<pg.Pool | pg.PoolClient | pg.Client, 'query'>;
+
+/** Runs `fn` in one transaction on one pooled connection. */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Connection-level failures (server restarting, network) that are worth retrying. */
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (!e) return false;
+  if (e.code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08006', '08003', '08001', '08000'].includes(e.code)) return true;
+  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(e.message ?? '');
+}

@@ -1,0 +1,158 @@
+/**
+ * The HTTP client agents use to talk to the ticket, flight and taxi providers (DESIGN.md,
+ * "Providers"). Every failure is classified here, at the boundary, as a `ProviderError`:
+ * `permanent` is a definitive no (409, other 4xx) and `transient` means "outcome unknown or
+ * temporary" (408, 429, 5xx, resets, timeouts, aborts), to be resolved by replaying the call
+ * with the same idempotency key. The client never retries by itself: retry policy belongs to
+ * the agent (p-retry) and the supervisor, which record every attempt.
+ */
+import { BadInput, ProviderError } from '../errors.js';
+
+export type ProviderKind = 'tickets' | 'flights' | 'taxis';
+export const providerKinds: readonly ProviderKind[] = ['tickets', 'flights', 'taxis'];
+
+/** Base URL per kind; requests go to `${base}/${kind}/bookings...`, so one server may serve all three. */
+export interface ProviderUrls {
+  tickets: string;
+  flights: string;
+  taxis: string;
+}
+
+const overrideVar: Record<ProviderKind, string> = { tickets: 'TICKETS_URL', flights: 'FLIGHTS_URL', taxis: 'TAXIS_URL' };
+
+/** PROVIDERS_URL base, overridden per kind by TICKETS_URL, FLIGHTS_URL, TAXIS_URL. Throws BadInput naming the variable if none set / not a URL. */
+export function providerUrlsFromEnv(env: NodeJS.ProcessEnv): ProviderUrls {
+  const base = env.PROVIDERS_URL?.trim() || undefined;
+  const urls = {} as ProviderUrls;
+  for (const kind of providerKinds) {
+    const own = env[overrideVar[kind]]?.trim() || undefined;
+    const name = own ? overrideVar[kind] : 'PROVIDERS_URL';
+    const value = own ?? base;
+    if (!value) throw new BadInput(`PROVIDERS_URL is not set (nor ${overrideVar[kind]}): set it to the providers' base URL, e.g. http://127.0.0.1:4010`);
+    urls[kind] = checkedBaseUrl(name, value);
+  }
+  return urls;
+}
+
+function checkedBaseUrl(name: string, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch (err) {
+    throw new BadInput(`${name}: not a URL: ${JSON.stringify(value)}`, undefined, { cause: err });
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BadInput(`${name}: must be an http(s) URL, got ${JSON.stringify(value)}`);
+  // Keep any path prefix (http://gw/api → http://gw/api/tickets/bookings); drop the trailing slash.
+  return url.href.replace(/\/+$/, '');
+}
+
+export interface BookResult {
+  reference: string;
+  status: number;
+}
+
+interface Reply {
+  status: number;
+  body: unknown;
+}
+
+export class ProviderClient {
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly urls: ProviderUrls,
+    opts: { timeoutMs?: number /* per request, default 5000 */ } = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+  }
+
+  /** Books with `idempotencyKey`; replaying the same key and body gives the same reference. */
+  async book(kind: ProviderKind, idempotencyKey: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<BookResult> {
+    const what = `${kind} booking ${idempotencyKey}`;
+    const reply = await this.request(what, 'POST', this.url(kind, '/bookings'), signal, body, { 'idempotency-key': idempotencyKey });
+    const reference = (reply.body as { reference?: unknown } | null)?.reference;
+    if ((reply.status === 200 || reply.status === 201) && typeof reference === 'string' && reference) {
+      return { reference, status: reply.status };
+    }
+    // A success without a reference leaves the outcome unknown; a replay with the same key settles it.
+    throw ProviderError.transient(`${what}: unexpected ${reply.status} reply without a reference`, reply.status);
+  }
+
+  /** Cancels what `idempotencyKey` booked; `not_found` also tells the provider to refuse that key later. */
+  async cancel(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<'cancelled' | 'not_found'> {
+    const what = `${kind} cancel ${idempotencyKey}`;
+    const reply = await this.request(what, 'POST', this.url(kind, '/bookings/cancel'), signal, { idempotency_key: idempotencyKey });
+    const status = (reply.body as { status?: unknown } | null)?.status;
+    if (status === 'cancelled' || status === 'not_found') return status;
+    throw ProviderError.transient(`${what}: unexpected ${reply.status} reply ${JSON.stringify(reply.body)}`, reply.status);
+  }
+
+  /** What the provider holds for `idempotencyKey`, or null when it holds nothing (404). */
+  async lookup(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<unknown> {
+    const what = `${kind} lookup ${idempotencyKey}`;
+    const url = `${this.url(kind, '/bookings')}?idempotency_key=${encodeURIComponent(idempotencyKey)}`;
+    const reply = await this.request(what, 'GET', url, signal, undefined, {}, [404]);
+    return reply.status === 404 ? null : reply.body;
+  }
+
+  private url(kind: ProviderKind, path: string): string {
+    const base = this.urls[kind];
+    if (!base) throw new BadInput(`unknown provider kind ${JSON.stringify(kind)}`);
+    return `${base}/${kind}${path}`;
+  }
+
+  /** One HTTP exchange; returns 2xx replies (and `accept`ed statuses), throws a classified ProviderError otherwise. */
+  private async request(what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    let status: number;
+    let text: string;
+    try {
+      const res = await fetch(url, {
+        method,
+        headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+      });
+      status = res.status;
+      // Always read the body: it returns the keep-alive connection to the pool, and the
+      // timeout covers it too, so a provider that stalls mid-body is still a timeout.
+      text = await res.text();
+    } catch (err) {
+      throw ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout, this.timeoutMs)}`, undefined, err);
+    }
+    const parsed = parseJson(text);
+    if ((status >= 200 && status < 300) || accept.includes(status)) return { status, body: parsed };
+    throw classify(what, status, parsed, text);
+  }
+}
+
+function classify(what: string, status: number, body: unknown, text: string): ProviderError {
+  const said = (body as { error?: unknown } | null)?.error;
+  const detail = typeof said === 'string' ? said : text.slice(0, 200) || '(empty body)';
+  const message = `${what}: provider answered ${status}: ${detail}`;
+  const cause = { status, body: body ?? text };
+  if (status === 408 || status === 429 || status >= 500) return ProviderError.transient(message, status, cause);
+  if (status >= 400) return ProviderError.permanent(message, status, cause);
+  // 1xx/3xx are not part of the contract; treat the outcome as unknown rather than as a "no".
+  return ProviderError.transient(message, status, cause);
+}
+
+function describeFailure(err: unknown, signal: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): string {
+  if (signal?.aborted) return 'aborted by caller';
+  if (timeout.aborted) return `timed out after ${timeoutMs} ms`;
+  // fetch wraps socket errors as TypeError('fetch failed', { cause: { code: 'ECONNRESET', ... } }).
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  const reason = typeof cause?.message === 'string' ? cause.message : err instanceof Error ? err.message : String(err);
+  return code ? `${code}: ${reason}` : reason;
+}
+
+function parseJson(text: string): unknown {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}

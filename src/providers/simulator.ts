@@ -1,0 +1,219 @@
+/**
+ * An in-memory simulator of the provider contract (DESIGN.md, "Providers") on node:http, with
+ * fault injection and a ledger. `dev`, the tests, the chaos suite and the benchmarks run agents
+ * against it, then read the ledger to check that no key was booked twice and that everything
+ * a failed bundle booked was cancelled.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import type { ProviderKind } from './client.js';
+
+export interface SimulatorOptions {
+  failRate?: number;
+  lateRate?: number;
+  hangRate?: number;
+  noRate?: number;
+  latencyMs?: number;
+  seed?: number;
+  hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
+}
+
+export interface LedgerEntry {
+  kind: ProviderKind;
+  idempotency_key: string;
+  reference: string | null;
+  status: 'booked' | 'cancelled' | 'refused';
+  body: unknown;
+  booked_at: string | null;
+  cancelled_at: string | null;
+  book_calls: number;
+}
+
+export interface ProviderSimulator {
+  url: string;
+  port: number;
+  ledger(): LedgerEntry[];
+  setFaults(o: Partial<SimulatorOptions>): void;
+  close(): Promise<void>;
+}
+
+const rate = z.number().min(0).max(1);
+const faultsSchema = z.strictObject({
+  failRate: rate, lateRate: rate, hangRate: rate, noRate: rate,
+  latencyMs: z.number().int().min(0), hangMs: z.number().int().min(0), seed: z.number().int(),
+}).partial();
+
+const text = z.string().min(1);
+const count = z.number().int().positive();
+const bodySchemas: Record<ProviderKind, z.ZodType> = {
+  tickets: z.looseObject({ show_id: text, booking_id: text, customer_email: text, number_of_tickets: count }),
+  flights: z.looseObject({ flight_id: text, booking_id: text, customer_email: text, passengers: z.array(text).min(1) }),
+  taxis: z.looseObject({ booking_id: text, customer_email: text, number_of_passengers: count }),
+};
+const referencePrefix: Record<ProviderKind, string> = { tickets: 'TKT', flights: 'FLT', taxis: 'TAX' };
+
+/** mulberry32: tiny, seedable, good enough to make a fault pattern repeatable. */
+function mulberry32(seed: number): () => number {
+  let a = seed | 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Key order must not matter when deciding "same body": compare a canonical form. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+type Send = (status: number, body: unknown) => void;
+const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
+
+export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
+  const { port: wantPort = 0, host = '127.0.0.1', ...faultOpts } = opts;
+  const faults: Required<Omit<SimulatorOptions, 'seed'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+  let random: () => number = Math.random;
+  const entries = new Map<string, LedgerEntry>();
+  const timers = new Set<NodeJS.Timeout>();
+  let sequence = 0;
+
+  function setFaults(o: Partial<SimulatorOptions>): void {
+    const parsed = faultsSchema.safeParse(o);
+    if (!parsed.success) throw new RangeError(`provider simulator faults: ${z.prettifyError(parsed.error)}`);
+    const { seed, ...rest } = parsed.data;
+    Object.assign(faults, Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)));
+    if (seed !== undefined) random = mulberry32(seed);
+  }
+  setFaults(faultOpts);
+
+  /** Timers are tracked so close() can drop pending latencies and hangs instead of waiting them out. */
+  function after(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => { timers.delete(timer); fn(); }, ms);
+    timers.add(timer);
+  }
+
+  function book(kind: ProviderKind, key: string, body: unknown): [number, unknown] {
+    const id = `${kind}:${key}`;
+    const entry = entries.get(id);
+    if (entry) entry.book_calls += 1;
+    // A cancelled key is spent: a late or replayed booking must never take effect after the undo.
+    if (entry?.status === 'cancelled') return [409, { error: 'cancelled' }];
+    if (entry && canonical(entry.body) !== canonical(body)) return [422, { error: 'idempotency key reused with a different body' }];
+    if (entry?.status === 'refused') return [409, { error: 'sold out' }];
+    if (entry) return [200, { reference: entry.reference, status: 'booked', booked_at: entry.booked_at }];
+    const now = new Date().toISOString();
+    // Drawn only for new bookings: a replay of a booked key must not turn into a "no".
+    if (random() < faults.noRate) {
+      entries.set(id, { kind, idempotency_key: key, reference: null, status: 'refused', body, booked_at: null, cancelled_at: null, book_calls: 1 });
+      return [409, { error: 'sold out' }];
+    }
+    const reference = `${referencePrefix[kind]}-${String(++sequence).padStart(6, '0')}`;
+    entries.set(id, { kind, idempotency_key: key, reference, status: 'booked', body, booked_at: now, cancelled_at: null, book_calls: 1 });
+    return [201, { reference, status: 'booked', booked_at: now }];
+  }
+
+  function cancel(kind: ProviderKind, key: string): [number, unknown] {
+    const id = `${kind}:${key}`;
+    const entry = entries.get(id);
+    if (entry?.status === 'booked') {
+      entry.status = 'cancelled';
+      entry.cancelled_at = new Date().toISOString();
+    } else if (!entry) {
+      // Remember the key so a booking that arrives after its undo is refused.
+      entries.set(id, { kind, idempotency_key: key, reference: null, status: 'cancelled', body: null, booked_at: null, cancelled_at: new Date().toISOString(), book_calls: 0 });
+    }
+    return [200, { status: entries.get(id)!.reference ? 'cancelled' : 'not_found' }];
+  }
+
+  function handleBooking(kind: ProviderKind, req: http.IncomingMessage, body: unknown, send: Send): void {
+    // Draw every fault on every booking POST so a seeded run stays repeatable.
+    const [fail, hang, late] = [random() < faults.failRate, random() < faults.hangRate, random() < faults.lateRate];
+    if (hang) return after(faults.hangMs, () => req.socket.destroy());
+    if (fail) return after(faults.latencyMs, () => send(503, { error: 'service unavailable (injected)' }));
+    const key = req.headers['idempotency-key'];
+    if (typeof key !== 'string' || !key) return send(400, { error: 'missing Idempotency-Key header' });
+    const check = bodySchemas[kind].safeParse(body);
+    if (!check.success) return send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` });
+    const [status, reply] = book(kind, key, body);
+    // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
+    after(faults.latencyMs, () => (late ? req.socket.destroy() : send(status, reply)));
+  }
+
+  function handleCancel(kind: ProviderKind, body: unknown, send: Send): void {
+    const key = (body as { idempotency_key?: unknown } | null)?.idempotency_key;
+    if (typeof key !== 'string' || !key) return send(400, { error: 'missing field: idempotency_key' });
+    if (random() < faults.failRate) return after(faults.latencyMs, () => send(503, { error: 'service unavailable (injected)' }));
+    const [status, reply] = cancel(kind, key);
+    after(faults.latencyMs, () => send(status, reply));
+  }
+
+  function route(req: http.IncomingMessage, url: URL, body: unknown, send: Send): void {
+    if (req.method === 'GET' && url.pathname === '/__ledger') return send(200, [...entries.values()]);
+    if (req.method === 'POST' && url.pathname === '/__faults') {
+      const parsed = faultsSchema.safeParse(body);
+      if (!parsed.success) return send(400, { error: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
+      setFaults(parsed.data);
+      return send(200, { ...faults });
+    }
+    const match = ROUTE.exec(url.pathname);
+    if (!match) return send(404, { error: 'no such route' });
+    const kind = match[1] as ProviderKind;
+    if (req.method === 'POST' && match[2]) return handleCancel(kind, body, send);
+    if (req.method === 'POST') return handleBooking(kind, req, body, send);
+    if (req.method === 'GET' && !match[2]) {
+      const key = url.searchParams.get('idempotency_key');
+      if (!key) return send(400, { error: 'missing query parameter: idempotency_key' });
+      const entry = entries.get(`${kind}:${key}`);
+      return entry ? send(200, entry) : send(404, { error: 'not found' });
+    }
+    send(405, { error: 'method not allowed' });
+  }
+
+  const server = http.createServer((req, res) => {
+    const send: Send = (status, body) => {
+      if (res.destroyed || res.headersSent) return;
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    };
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body: unknown = null;
+      try {
+        body = raw ? JSON.parse(raw) : null;
+      } catch {
+        return send(400, { error: 'body is not JSON' });
+      }
+      route(req, new URL(req.url ?? '/', 'http://simulator'), body, send);
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(wantPort, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  let closing: Promise<void> | undefined; // close() twice is harmless
+
+  return {
+    url: `http://${urlHost}:${port}`,
+    port,
+    ledger: () => [...entries.values()].map((e) => ({ ...e })),
+    setFaults,
+    close: () => (closing ??= new Promise<void>((resolve, reject) => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      server.close((err) => (err ? reject(err) : resolve()));
+      // Idle keep-alive and hanging sockets would otherwise hold close() open.
+      server.closeAllConnections();
+    })),
+  };
+}

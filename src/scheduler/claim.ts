@@ -1,0 +1,58 @@
+/**
+ * The claim: one short statement. It picks due pending/compensating rows with FOR UPDATE SKIP
+ * LOCKED (so concurrent schedulers never see the same row), takes a transaction-scoped advisory
+ * lock per bundle, moves them to `running` with a new attempt and a lease, and writes their
+ * history — and then the transaction ends. No transaction is ever held across a provider call.
+ */
+import type { Queryable } from '../db/pool.js';
+
+export interface ClaimedBundle {
+  id: string;
+  booking_id: string;
+  kind: string;
+  phase: 'book' | 'undo';
+  payload: Record<string, unknown>;
+  attempt: number;
+  failure_count: number;
+  from_state: 'pending' | 'compensating';
+}
+
+export interface ClaimOptions {
+  workerId: string;
+  limit: number;
+  leaseSeconds: number;
+}
+
+// The WHERE of `due` repeats the partial index condition of bundles_claim_idx literally
+// (state IN ('pending', 'compensating')) so the planner can use that index.
+const claimSql = `
+WITH due AS (
+  SELECT id, state
+  FROM bundles
+  WHERE state IN ('pending', 'compensating') AND next_run_at <= now()
+  ORDER BY next_run_at
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE bundles b
+  SET state = 'running',
+      phase = CASE WHEN due.state = 'compensating' THEN 'undo' ELSE b.phase END,
+      attempt = b.attempt + 1,
+      locked_by = $2,
+      locked_until = now() + make_interval(secs => $3),
+      updated_at = now()
+  FROM due
+  WHERE b.id = due.id
+    AND pg_try_advisory_xact_lock(hashtextextended('bundlefleet.bundle.' || b.id::text, 0))
+  RETURNING b.id, b.booking_id, b.kind, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state
+), history AS (
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
+  SELECT id, $2, attempt, from_state, 'running', CASE WHEN phase = 'undo' THEN 'claimed to undo' ELSE 'claimed' END FROM claimed
+)
+SELECT * FROM claimed`;
+
+export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<ClaimedBundle[]> {
+  if (opts.limit <= 0) return [];
+  const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds]);
+  return rows;
+}

@@ -1,0 +1,196 @@
+/**
+ * A worker process's scheduler: wakes on NOTIFY, on a freed agent slot or on its poll interval;
+ * claims as many due bundles as it has free agent slots in one statement; hands each to an agent.
+ * Shutdown is in two stages (see stop()).
+ */
+import { hostname } from 'node:os';
+import type pg from 'pg';
+import { createPool } from '../db/pool.js';
+import { runAgent, type AgentOutcome } from '../agents/agent.js';
+import { Finisher } from '../agents/finisher.js';
+import { ProviderClient, type ProviderUrls } from '../providers/client.js';
+import { rootLogger, type Logger } from '../logger.js';
+import { claimBundles, type ClaimedBundle } from './claim.js';
+import { WorkerLiveness } from './liveness.js';
+import { releaseBundles } from './release.js';
+
+export interface WorkerOptions {
+  databaseUrl: string;
+  providerUrls: ProviderUrls;
+  /** Agents running at once in this process. Default 10. */
+  concurrency?: number;
+  /** Lease written at claim and extended at every step. Default 60 s. */
+  leaseSeconds?: number;
+  /** Timeout of one provider request. Default 5000 ms. */
+  providerTimeoutMs?: number;
+  /** Poll even without NOTIFY, for bundles whose backoff ends. Default 1000 ms. */
+  pollIntervalMs?: number;
+  /** Prefix of the worker id written to locked_by. Default `<hostname>-<pid>`. */
+  name?: string;
+  /** First stop: how long in-flight agents may finish before they are released. Default 20 s. */
+  drainTimeoutMs?: number;
+  /** Retries of a transient provider error within an attempt. Default 2. */
+  providerRetries?: number;
+  logger?: Logger;
+  /** Hooks for metrics. */
+  onClaim?: (count: number) => void;
+  onStep?: (step: string, outcome: string, seconds: number) => void;
+  onOutcome?: (outcome: AgentOutcome) => void;
+}
+
+interface InFlight {
+  bundle: ClaimedBundle;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+export class Worker {
+  readonly pool: pg.Pool;
+  private readonly liveness: WorkerLiveness;
+  private readonly finisher: Finisher;
+  private readonly providers: ProviderClient;
+  private readonly inFlight = new Map<string, InFlight>();
+  private readonly log: Logger;
+  private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly options: WorkerOptions) {
+    this.opts = {
+      concurrency: options.concurrency ?? 10,
+      leaseSeconds: options.leaseSeconds ?? 60,
+      pollIntervalMs: options.pollIntervalMs ?? 1000,
+      drainTimeoutMs: options.drainTimeoutMs ?? 20_000,
+      name: options.name ?? `${hostname()}-${process.pid}`,
+    };
+    this.log = (options.logger ?? rootLogger()).child({ worker: this.opts.name });
+    this.pool = createPool(options.databaseUrl, {
+      max: Math.min(this.opts.concurrency + 2, 20),
+      applicationName: `bundlefleet worker ${this.opts.name}`,
+      onError: (err) => this.log.warn({ err: err.message }, 'idle database connection lost'),
+    });
+    this.liveness = new WorkerLiveness(options.databaseUrl, this.opts.name);
+    this.liveness.on('due', () => this.wake?.());
+    this.liveness.on('lost', (err?: Error) => this.log.warn({ err: err?.message }, 'liveness connection lost; a new worker id will be taken before the next claim'));
+    this.finisher = new Finisher(this.pool);
+    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
+  }
+
+  get workerId(): string | undefined {
+    return this.liveness.workerId;
+  }
+
+  get activeCount(): number {
+    return this.inFlight.size;
+  }
+
+  get draining(): boolean {
+    return this.stopping;
+  }
+
+  start(): void {
+    if (this.loop) return;
+    this.log.info({ concurrency: this.opts.concurrency, leaseSeconds: this.opts.leaseSeconds }, 'worker started');
+    this.loop = this.run();
+  }
+
+  /** Claims once for every free slot and starts the agents; returns how many were claimed. */
+  async claimOnce(): Promise<number> {
+    const free = this.opts.concurrency - this.inFlight.size;
+    if (free <= 0 || this.stopping) return 0;
+    const workerId = await this.liveness.ensure();
+    const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
+    if (claimed.length) this.options.onClaim?.(claimed.length);
+    for (const bundle of claimed) this.dispatch(bundle, workerId);
+    return claimed.length;
+  }
+
+  private dispatch(bundle: ClaimedBundle, workerId: string): void {
+    const abort = new AbortController();
+    const done = runAgent(bundle, {
+      pool: this.pool,
+      providers: this.providers,
+      finisher: this.finisher,
+      workerId,
+      leaseSeconds: this.opts.leaseSeconds,
+      providerRetries: this.options.providerRetries,
+      logger: this.log,
+      signal: abort.signal,
+      onStep: this.options.onStep,
+    })
+      .then((outcome) => this.options.onOutcome?.(outcome))
+      .catch((err) => {
+        // Database trouble mid-agent (PostgreSQL restarting): the bundle stays leased to this
+        // attempt and the supervisor resets it; fencing keeps any later write of ours harmless.
+        this.log.error({ bundleId: bundle.id, err: (err as Error).message }, 'agent stopped on an error');
+      })
+      .finally(() => {
+        this.inFlight.delete(bundle.id);
+        this.wake?.();
+      });
+    this.inFlight.set(bundle.id, { bundle, abort, done });
+  }
+
+  private async run(): Promise<void> {
+    let errorDelay = 100;
+    while (!this.stopping) {
+      let claimed = 0;
+      try {
+        const free = this.opts.concurrency - this.inFlight.size;
+        claimed = await this.claimOnce();
+        errorDelay = 100;
+        // A full batch means more may be due: claim again as soon as slots allow.
+        if (claimed > 0 && claimed === free) continue;
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'claim failed; retrying');
+        await this.sleep(errorDelay);
+        errorDelay = Math.min(errorDelay * 2, 5_000);
+        continue;
+      }
+      await this.sleep(this.opts.pollIntervalMs);
+    }
+  }
+
+  /** Sleeps until woken (NOTIFY, a freed slot, stop) or the timeout. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, ms);
+      const self = this;
+      function finish() {
+        clearTimeout(timer);
+        if (self.wake === finish) self.wake = undefined;
+        resolve();
+      }
+      this.wake = finish;
+    });
+  }
+
+  /**
+   * Graceful stop: stop claiming, let in-flight agents finish within the drain timeout, then
+   * abort the rest and release their bundles for immediate re-claim by another worker.
+   */
+  async stop(drainTimeoutMs = this.opts.drainTimeoutMs): Promise<{ released: number }> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+    const drained = await Promise.race([
+      Promise.all([...this.inFlight.values()].map((f) => f.done)).then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), drainTimeoutMs).unref()),
+    ]);
+    let released: string[] = [];
+    if (!drained) {
+      const left = [...this.inFlight.values()];
+      for (const f of left) f.abort.abort();
+      released = await releaseBundles(this.pool, this.workerId ?? this.opts.name, left.map((f) => ({ id: f.bundle.id, attempt: f.bundle.attempt }))).catch((err) => {
+        this.log.error({ err: (err as Error).message }, 'could not release bundles; the supervisor will reset them');
+        return [];
+      });
+      await Promise.race([Promise.all(left.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
+    }
+    await this.liveness.close();
+    await this.pool.end();
+    this.log.info({ released: released.length }, 'worker stopped');
+    return { released: released.length };
+  }
+}

@@ -1,0 +1,69 @@
+/** In-process fleet pieces for tests: a provider simulator and workers, all closed after the test. */
+import { startProviderSimulator, type ProviderSimulator, type SimulatorOptions } from '../../src/providers/simulator.js';
+import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
+import { enqueueBundles, type EnqueueResult } from '../../src/bundles/enqueue.js';
+import { createLogger } from '../../src/logger.js';
+import type pg from 'pg';
+import { onCleanup } from './db.js';
+
+export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false });
+
+export async function startSimulator(opts: SimulatorOptions = {}): Promise<ProviderSimulator> {
+  const sim = await startProviderSimulator({ port: 0, host: '127.0.0.1', ...opts });
+  onCleanup(() => sim.close());
+  return sim;
+}
+
+export function simulatorUrls(sim: ProviderSimulator) {
+  return { tickets: sim.url, flights: sim.url, taxis: sim.url };
+}
+
+export function startWorker(url: string, sim: ProviderSimulator, opts: Partial<WorkerOptions> = {}): Worker {
+  const worker = new Worker({
+    databaseUrl: url,
+    providerUrls: simulatorUrls(sim),
+    pollIntervalMs: 100,
+    providerTimeoutMs: 2000,
+    logger: quietLogger(),
+    ...opts,
+  });
+  worker.start();
+  onCleanup(() => worker.stop(0));
+  return worker;
+}
+
+let n = 0;
+export function vipPayload(i = n++) {
+  return {
+    customer_email: `customer${i}@example.com`,
+    show_id: `show-${i % 7}`,
+    number_of_tickets: 1 + (i % 4),
+    passengers: [`Passenger ${i} A`, `Passenger ${i} B`],
+    inbound_flight_id: `IN${i % 13}`,
+    return_flight_id: `RT${i % 11}`,
+  };
+}
+
+export function enqueueVip(pool: pg.Pool, count: number): Promise<EnqueueResult[]> {
+  return enqueueBundles(pool, Array.from({ length: count }, () => ({ payload: vipPayload() })));
+}
+
+/** Polls until `check` returns true, failing with `what` after `timeoutMs`. */
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export async function countByState(pool: pg.Pool): Promise<Record<string, number>> {
+  const { rows } = await pool.query<{ state: string; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state');
+  return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+}
+
+export async function allInState(pool: pg.Pool, states: string[]): Promise<boolean> {
+  const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM bundles WHERE NOT (state = ANY($1))', [states]);
+  return Number(rows[0]!.n) === 0;
+}
