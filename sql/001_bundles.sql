@@ -29,6 +29,8 @@ CREATE INDEX bundles_claim_idx ON bundles (next_run_at) WHERE state IN ('pending
 -- Serves the supervisor's scans of leased and failed bundles.
 CREATE INDEX bundles_active_idx ON bundles (state, locked_until) WHERE state IN ('running', 'failed');
 CREATE INDEX bundles_updated_idx ON bundles (updated_at DESC);
+-- Serves the supervisor's stuck-bundle alert scan over non-terminal bundles only.
+CREATE INDEX bundles_unfinished_idx ON bundles (created_at) WHERE state IN ('pending', 'running', 'failed', 'compensating');
 CREATE INDEX bundles_finished_idx ON bundles (finished_at) WHERE finished_at IS NOT NULL;
 
 -- One row per step that an agent has started: the recovery point. The idempotency key is made

@@ -6,13 +6,15 @@ import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { openDb, parseOptions } from './context.js';
 import { onShutdown } from './signals.js';
+import { addSupervisorOptions, parseSupervisorOptions, superviseLoop } from './supervise-command.js';
 import { addWorkerOptions, workerOptionsSchema, WORKER_FLAG_NAMES } from './worker-command.js';
 
 export function registerDevCommand(program: Command): void {
-  addWorkerOptions(program.command('dev').description('everything in one process tree: embedded PostgreSQL, migrations, provider simulator, worker'))
+  addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process tree: embedded PostgreSQL, migrations, provider simulator, worker, supervisor loop')))
     .option('--providers-port <port>', 'port of the provider simulator (0 = any free port)', '4010')
     .action(async (flags: Record<string, unknown>) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
+      const supervisorOpts = parseSupervisorOptions(flags);
       const log = rootLogger();
       const db = await openDb({ checkSchema: false });
       await migrate(db.pool, db.url);
@@ -24,6 +26,7 @@ export function registerDevCommand(program: Command): void {
       const providerUrls = simulator ? { tickets: simulator.url, flights: simulator.url, taxis: simulator.url } : providerUrlsFromEnv(process.env);
       const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: log });
       worker.start();
+      const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log }, 5_000);
       process.stderr.write(`
 bundlefleet dev is running
   database:  ${db.url.replace(/:[^:@/]+@/, ':***@')}
@@ -33,9 +36,11 @@ In another terminal, from this directory:
       --passenger "Ada Lovelace" --inbound-flight-id BA117 --return-flight-id BA118 --json
   ./bin/bundlefleet inspect <vip_bundle_id>
   ./bin/bundlefleet stats
+  ./bin/bundlefleet alerts
 Ctrl-C stops everything (the embedded database keeps running: ./bin/bundlefleet db stop).
 `);
       onShutdown(async () => {
+        await supervisor.stop();
         await worker.stop();
         await simulator?.close();
       });

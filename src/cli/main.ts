@@ -5,6 +5,7 @@ import { registerDevCommand } from './dev-command.js';
 import { registerEnqueueCommand } from './enqueue-command.js';
 import { registerProvidersCommand } from './providers-command.js';
 import { registerReadCommands } from './read-commands.js';
+import { registerSuperviseCommands } from './supervise-command.js';
 import { registerWorkerCommand } from './worker-command.js';
 import { EXIT, reportError } from './context.js';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerEnqueueCommand(program);
   registerWorkerCommand(program);
   registerReadCommands(program);
+  registerSuperviseCommands(program);
   registerProvidersCommand(program);
   registerDevCommand(program);
   program.addHelpText('after', `

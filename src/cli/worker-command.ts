@@ -4,6 +4,9 @@ import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
+import { BadInput } from '../errors.js';
+import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
+import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
 import { onShutdown } from './signals.js';
 
 export const workerOptionsSchema = z.object({
@@ -36,19 +39,32 @@ export function addWorkerOptions(cmd: Command): Command {
 }
 
 export function registerWorkerCommand(program: Command): void {
-  addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))
+  addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))
+    .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
 Providers: PROVIDERS_URL (or TICKETS_URL, FLIGHTS_URL, TAXIS_URL).
-Example:
-  $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50`)
-    .action(async (flags: Record<string, unknown>) => {
+The worker's liveness connection holds a session advisory lock: point DATABASE_URL at PostgreSQL
+directly or through a session-mode pooler, never a transaction-mode one.
+Examples:
+  $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50
+  $ bundlefleet worker --supervise-cron "* * * * *"`)
+    .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
+      const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const providerUrls = providerUrlsFromEnv(process.env);
       const db = await openDb();
       await db.close();
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: rootLogger() });
+      const logger = rootLogger();
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger });
+      let schedule: SupervisorSchedule | undefined;
+      if (flags.superviseCron) {
+        schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger }).catch((err: Error) => {
+          throw /cron/i.test(err.message) ? new BadInput(`--supervise-cron (BUNDLEFLEET_SUPERVISE_CRON): ${err.message}`) : err;
+        });
+      }
       worker.start();
       onShutdown(async () => {
+        await schedule?.stop();
         await worker.stop();
       });
     });

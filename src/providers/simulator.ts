@@ -53,6 +53,15 @@ const bodySchemas: Record<ProviderKind, z.ZodType> = {
 };
 const referencePrefix: Record<ProviderKind, string> = { tickets: 'TKT', flights: 'FLT', taxis: 'TAX' };
 
+/**
+ * A show or flight id starting with SOLDOUT is always refused (409): a deterministic definitive
+ * no, so tests and people trying `dev` can drive a compensation on purpose.
+ */
+function soldOut(body: unknown): boolean {
+  const b = body as { show_id?: unknown; flight_id?: unknown };
+  return [b?.show_id, b?.flight_id].some((v) => typeof v === 'string' && v.startsWith('SOLDOUT'));
+}
+
 /** mulberry32: tiny, seedable, good enough to make a fault pattern repeatable. */
 function mulberry32(seed: number): () => number {
   let a = seed | 0;
@@ -110,7 +119,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     if (entry) return [200, { reference: entry.reference, status: 'booked', booked_at: entry.booked_at }];
     const now = new Date().toISOString();
     // Drawn only for new bookings: a replay of a booked key must not turn into a "no".
-    if (random() < faults.noRate) {
+    if (soldOut(body) || random() < faults.noRate) {
       entries.set(id, { kind, idempotency_key: key, reference: null, status: 'refused', body, booked_at: null, cancelled_at: null, book_calls: 1 });
       return [409, { error: 'sold out' }];
     }

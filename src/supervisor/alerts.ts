@@ -64,3 +64,77 @@ export async function countOpenAlerts(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL');
   return Number(rows[0]!.n);
 }
+
+export interface AlertRules {
+  stuckAfterSeconds: number;
+  /** A bundle reset more than this many times gets a `resets` alert. */
+  maxResets: number;
+  batchSize: number;
+}
+
+export interface RaisedAlert {
+  id: string;
+  bundle_id: string;
+  kind: AlertKind;
+  message: string;
+}
+
+/**
+ * Raises the alerts due now — stuck (non-terminal, older than stuck-after), dead, reset too often —
+ * at most one unresolved per (bundle, kind): ON CONFLICT on the partial unique index makes a
+ * second supervisor's insert a no-op. Returns only the alerts this call created.
+ */
+export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<RaisedAlert[]> {
+  const { rows } = await db.query<RaisedAlert>(
+    `WITH due AS (
+       (SELECT id AS bundle_id, 'stuck' AS kind,
+               'bundle not finished after ' || round(extract(epoch FROM now() - created_at)) || ' s (state ' || state || ', attempt ' || attempt || ')' AS message
+        FROM bundles
+        WHERE state IN ('pending', 'running', 'failed', 'compensating') AND created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at LIMIT $3)
+       UNION ALL
+       (SELECT b.id, 'dead', 'bundle is dead: undo exhausted after ' || b.undo_failure_count || ' failures; last error: ' || coalesce(b.last_error, 'none')
+        FROM bundles b
+        WHERE b.state = 'dead' AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.bundle_id = b.id AND a.kind = 'dead' AND a.created_at >= b.finished_at)
+        LIMIT $3)
+       UNION ALL
+       (SELECT id, 'resets', 'bundle reset ' || reset_count || ' times'
+        FROM bundles
+        WHERE state IN ('pending', 'running', 'failed', 'compensating') AND reset_count > $2
+        LIMIT $3)
+     )
+     INSERT INTO alerts (bundle_id, kind, message)
+     SELECT bundle_id, kind, message FROM due
+     ON CONFLICT (bundle_id, kind) WHERE resolved_at IS NULL DO NOTHING
+     RETURNING id::text, bundle_id, kind, message`,
+    [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize],
+  );
+  return rows;
+}
+
+/** Alerts whose bundle has since finished well (or was retried) resolve themselves. */
+export async function resolveAlerts(db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE alerts a SET resolved_at = now()
+     FROM bundles b
+     WHERE a.bundle_id = b.id AND a.resolved_at IS NULL
+       AND ((a.kind IN ('stuck', 'resets') AND b.state IN ('completed', 'compensated', 'dead'))
+         OR (a.kind = 'dead' AND b.state <> 'dead'))`,
+  );
+  return rowCount ?? 0;
+}
+
+/** Alerts not yet delivered to the webhook, oldest first. */
+export async function undeliveredAlerts(db: Queryable, limit: number): Promise<Alert[]> {
+  const { rows } = await db.query('SELECT * FROM alerts WHERE delivered_at IS NULL ORDER BY id LIMIT $1', [limit]);
+  return rows.map(toAlert);
+}
+
+export async function recordDelivery(db: Queryable, id: string, error: string | null): Promise<void> {
+  await db.query(
+    `UPDATE alerts SET delivery_attempts = delivery_attempts + 1,
+       delivered_at = CASE WHEN $2::text IS NULL THEN now() END, last_delivery_error = $2
+     WHERE id = $1`,
+    [id, error],
+  );
+}

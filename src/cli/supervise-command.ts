@@ -1,0 +1,157 @@
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { rootLogger } from '../logger.js';
+import { runOnce, type SupervisorOptions } from '../supervisor/supervisor.js';
+import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
+import { cancelBundle, retryBundle } from '../supervisor/operator.js';
+import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
+import { onShutdown } from './signals.js';
+
+const seconds = z.coerce.number({ error: 'must be a number' }).positive('must be more than 0').max(31_536_000, 'must be at most a year');
+
+export const supervisorOptionsSchema = z.object({
+  maxAttempts: intOption(1, 1000),
+  maxUndoAttempts: intOption(1, 1000),
+  stuckAfterSeconds: seconds,
+  backoffBaseSeconds: seconds,
+  retentionDays: z.coerce.number({ error: 'must be a number' }).positive('must be more than 0').max(3650, 'must be at most 3650'),
+  alertWebhookUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+});
+
+export const SUPERVISOR_FLAG_NAMES = {
+  maxAttempts: '--max-attempts (BUNDLEFLEET_MAX_ATTEMPTS)',
+  maxUndoAttempts: '--max-undo-attempts (BUNDLEFLEET_MAX_UNDO_ATTEMPTS)',
+  stuckAfterSeconds: '--stuck-after-seconds (BUNDLEFLEET_STUCK_AFTER_SECONDS)',
+  backoffBaseSeconds: '--backoff-base-seconds (BUNDLEFLEET_BACKOFF_BASE_SECONDS)',
+  retentionDays: '--retention-days (BUNDLEFLEET_RETENTION_DAYS)',
+  alertWebhookUrl: 'ALERT_WEBHOOK_URL',
+};
+
+/** The supervisor's options (each with its env variable); `worker` and `dev` share them. */
+export function addSupervisorOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--max-attempts <n>', 'attempts at booking before a bundle is compensated').env('BUNDLEFLEET_MAX_ATTEMPTS').default('5'))
+    .addOption(new Option('--max-undo-attempts <n>', 'attempts at undoing before a bundle is dead').env('BUNDLEFLEET_MAX_UNDO_ATTEMPTS').default('10'))
+    .addOption(new Option('--stuck-after-seconds <s>', 'alert on a bundle not finished after this long').env('BUNDLEFLEET_STUCK_AFTER_SECONDS').default('900'))
+    .addOption(new Option('--backoff-base-seconds <s>', 'first retry delay, doubled per failure, with jitter').env('BUNDLEFLEET_BACKOFF_BASE_SECONDS').default('2'))
+    .addOption(new Option('--retention-days <d>', 'prune finished bundles and history older than this').env('BUNDLEFLEET_RETENTION_DAYS').default('30'));
+}
+
+export function parseSupervisorOptions(flags: Record<string, unknown>): SupervisorOptions {
+  const o = parseOptions(supervisorOptionsSchema, { ...flags, alertWebhookUrl: process.env.ALERT_WEBHOOK_URL || undefined }, SUPERVISOR_FLAG_NAMES);
+  return {
+    maxAttempts: o.maxAttempts,
+    maxUndoAttempts: o.maxUndoAttempts,
+    stuckAfterSeconds: o.stuckAfterSeconds,
+    backoffBaseSeconds: o.backoffBaseSeconds,
+    retentionSeconds: o.retentionDays * 86_400,
+    alertWebhookUrl: o.alertWebhookUrl,
+  };
+}
+
+/** Runs supervisor passes every `intervalMs` until stopped; one failing pass is logged, not fatal. */
+export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, intervalMs: number): { stop(): Promise<void> } {
+  const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<unknown> = Promise.resolve();
+  const tick = () => {
+    current = runOnce(pool, opts)
+      .catch((err) => log.error({ err: (err as Error).message }, 'supervisor pass failed; retrying next interval'))
+      .finally(() => {
+        if (!stopped) timer = setTimeout(tick, intervalMs);
+      });
+  };
+  tick();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await current;
+    },
+  };
+}
+
+export function registerSuperviseCommands(program: Command): void {
+  addSupervisorOptions(program.command('supervise').description('one supervisor pass (for cron): reset orphans and expired leases, retry or compensate failures, alert, prune'))
+    .option('--loop', 'repeat passes until SIGTERM')
+    .addOption(new Option('--interval-seconds <s>', 'seconds between passes with --loop').env('BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS').default('15'))
+    .option('--fail-on-alert', 'exit 3 while unacknowledged alerts exist (for cron and monitoring)')
+    .option('--json', 'print the pass report as JSON')
+    .addHelpText('after', `
+Examples:
+  * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron
+  $ bundlefleet supervise --loop --interval-seconds 15                   # as a process`)
+    .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }) => {
+      const opts = parseSupervisorOptions(flags);
+      const interval = parseOptions(z.object({ intervalSeconds: seconds }), flags, { intervalSeconds: '--interval-seconds' }).intervalSeconds;
+      if (flags.loop) {
+        const db = await openDb({ max: 3 });
+        const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000);
+        onShutdown(async () => {
+          await loop.stop();
+          await db.close();
+        });
+        return;
+      }
+      await withDb(async ({ pool }) => {
+        const report = await runOnce(pool, { ...opts, logger: rootLogger() });
+        if (flags.json) printJson(report);
+        else if (!report.ran) process.stdout.write('another supervisor pass is running; nothing done\n');
+        else process.stdout.write(`${Object.entries(report).filter(([k, v]) => k !== 'ran' && v).map(([k, v]) => `${k}=${v}`).join(' ') || 'nothing to do'}\n`);
+        if (flags.failOnAlert) {
+          const open = await countOpenAlerts(pool);
+          if (open > 0) {
+            process.stderr.write(`bundlefleet: ${open} open alert(s): see \`bundlefleet alerts\`\n`);
+            process.exitCode = 3;
+          }
+        }
+      });
+    });
+
+  program
+    .command('retry')
+    .description('send a dead or failed bundle back (counters reset): to pending, or to compensating if it was being undone')
+    .argument('<id>', 'vip_bundle_id or booking_id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const r = await withDb(({ pool }) => retryBundle(pool, id));
+      flags.json ? printJson(r) : process.stdout.write(`${r.vip_bundle_id}: ${r.from_state} → ${r.state}\n`);
+    });
+
+  program
+    .command('cancel')
+    .description('undo a non-terminal bundle: everything it may have booked is cancelled')
+    .argument('<id>', 'vip_bundle_id or booking_id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const r = await withDb(({ pool }) => cancelBundle(pool, id));
+      flags.json ? printJson(r) : process.stdout.write(`${r.vip_bundle_id}: ${r.from_state} → ${r.state}\n`);
+    });
+
+  const alerts = program
+    .command('alerts')
+    .description('list open stuck-process alerts (or all with --all); `alerts ack <id>` acknowledges one')
+    .option('--all', 'include acknowledged and resolved alerts')
+    .option('--json', 'print a JSON array')
+    .action(async (flags: { all?: boolean; json?: boolean }) => {
+      const rows = await withDb(({ pool }) => listAlerts(pool, { all: flags.all }));
+      if (flags.json) return printJson(rows);
+      for (const a of rows) {
+        const status = a.resolved_at ? 'resolved' : a.acked_at ? 'acked' : 'open';
+        process.stdout.write(`#${a.id}  ${status.padEnd(8)} ${a.kind.padEnd(7)} ${a.bundle_id}  ${a.created_at}  ${a.message}\n`);
+      }
+      if (!rows.length) process.stdout.write(flags.all ? 'no alerts\n' : 'no open alerts\n');
+    });
+  alerts
+    .command('ack')
+    .description('acknowledge an alert: it stays on record but stops counting for --fail-on-alert')
+    .argument('<alert_id>', 'the alert id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const a = await withDb(({ pool }) => ackAlert(pool, id));
+      flags.json ? printJson(a) : process.stdout.write(`alert #${a.id} acknowledged\n`);
+    });
+}
+
+

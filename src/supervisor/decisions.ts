@@ -1,0 +1,114 @@
+/**
+ * The supervisor's decisions, each one conditional UPDATE over a small batch picked with
+ * FOR UPDATE SKIP LOCKED — never read-then-write — so a supervisor and an agent (or two
+ * supervisors) racing on one bundle cannot both win: the loser's WHERE no longer matches.
+ *
+ * Where a bundle goes next:
+ *   booking (phase book):  failure_count + 1 reaches max attempts, or a definitive no → compensating
+ *                          otherwise → pending, after exponential backoff with jitter
+ *   undoing (phase undo):  undo_failure_count + 1 reaches max undo attempts → dead
+ *                          otherwise → compensating, after backoff
+ */
+import type { Queryable } from '../db/pool.js';
+import { DUE_CHANNEL } from '../bundles/enqueue.js';
+
+export interface DecisionLimits {
+  maxAttempts: number;
+  maxUndoAttempts: number;
+  backoffBaseSeconds: number;
+  backoffMaxSeconds: number;
+  batchSize: number;
+  actor: string;
+}
+
+export interface Decided {
+  id: string;
+  booking_id: string;
+  kind: string;
+  attempt: number;
+  from_state: string;
+  to_state: 'pending' | 'compensating' | 'dead';
+}
+
+/** Live worker ids are those whose session advisory lock is held in this database (see scheduler/liveness.ts). */
+const liveWorkersCte = `live AS MATERIALIZED (
+  SELECT (l.classid::bigint << 32) | l.objid::bigint AS key
+  FROM pg_locks l
+  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+)`;
+
+const ownerGone = `NOT EXISTS (SELECT 1 FROM live WHERE live.key = hashtextextended('bundlefleet.worker.' || b.locked_by, 0))`;
+
+type Selection = 'orphans' | 'expired' | 'failed';
+
+const selections: Record<Selection, { where: string; reason: string; isReset: boolean; backoff: boolean }> = {
+  // The worker holding the lease is gone: back now, no waiting for the lease.
+  orphans: { where: `b.state = 'running' AND ${ownerGone}`, reason: 'owner gone: reset', isReset: true, backoff: false },
+  // The worker lives but its lease ran out (stuck agent): back after backoff; the old attempt is fenced out.
+  expired: { where: `b.state = 'running' AND b.locked_until < now()`, reason: 'lease expired: reset', isReset: true, backoff: true },
+  failed: { where: `b.state = 'failed'`, reason: 'failure handled', isReset: false, backoff: true },
+};
+
+function decisionSql(selection: Selection): string {
+  const s = selections[selection];
+  return `
+WITH ${liveWorkersCte},
+candidates AS (
+  SELECT b.id FROM bundles b
+  WHERE ${s.where}
+  ORDER BY b.updated_at
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), decided AS (
+  SELECT b.id, b.state AS from_state,
+    CASE WHEN b.phase = 'book' THEN
+           CASE WHEN (b.state = 'failed' AND b.last_error_class = 'permanent') OR b.failure_count + 1 >= $2 THEN 'compensating' ELSE 'pending' END
+         ELSE
+           CASE WHEN b.undo_failure_count + 1 >= $3 THEN 'dead' ELSE 'compensating' END
+    END AS to_state,
+    CASE WHEN b.phase = 'book' THEN b.failure_count + 1 ELSE b.undo_failure_count + 1 END AS failures
+  FROM bundles b JOIN candidates c ON c.id = b.id
+), updated AS (
+  UPDATE bundles b SET
+    state = d.to_state,
+    failure_count = b.failure_count + (b.phase = 'book')::int,
+    undo_failure_count = b.undo_failure_count + (b.phase = 'undo')::int,
+    reset_count = b.reset_count + ${s.isReset ? 1 : 0},
+    locked_by = NULL,
+    locked_until = NULL,
+    next_run_at = CASE
+      WHEN ${s.backoff} AND NOT (b.phase = 'book' AND d.to_state = 'compensating') AND d.to_state <> 'dead'
+        THEN now() + make_interval(secs => least($5::float8, $4::float8 * power(2, least(d.failures - 1, 30))) * (0.5 + random() * 0.5))
+      ELSE now() END,
+    finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
+    updated_at = now()
+  FROM decided d
+  WHERE b.id = d.id AND ${s.where.replace(ownerGone, 'true')}
+  RETURNING b.id, b.booking_id, b.kind, b.attempt, d.from_state, d.to_state, b.last_error
+), history AS (
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
+  SELECT id, $6, attempt, from_state, to_state, $7 || ' → ' || to_state, CASE WHEN from_state = 'failed' THEN last_error END FROM updated
+)
+SELECT id, booking_id, kind, attempt, from_state, to_state,
+       CASE WHEN to_state <> 'dead' THEN pg_notify('${DUE_CHANNEL}', '') END AS notified
+FROM updated`;
+}
+
+const sqlBySelection = Object.fromEntries((Object.keys(selections) as Selection[]).map((k) => [k, decisionSql(k)])) as Record<Selection, string>;
+
+/** Applies one batch of one decision; returns the bundles it moved. */
+export async function decideBatch(db: Queryable, selection: Selection, limits: DecisionLimits): Promise<Decided[]> {
+  const { rows } = await db.query<Decided>(sqlBySelection[selection], [
+    limits.batchSize,
+    limits.maxAttempts,
+    limits.maxUndoAttempts,
+    limits.backoffBaseSeconds,
+    limits.backoffMaxSeconds,
+    limits.actor,
+    selections[selection].reason,
+  ]);
+  return rows;
+}
+
+export type { Selection };

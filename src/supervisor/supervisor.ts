@@ -1,0 +1,182 @@
+/**
+ * The supervisor: detects and arranges, never calls a provider or runs business logic.
+ * One pass at a time fleet-wide (a session advisory lock); `runOnce()` is the whole pass, and
+ * the `--loop` and the pg-boss cron schedule only wrap it.
+ *
+ * A pass, like River's job rescuer, is a loop over small batches per decision, each batch one
+ * conditional UPDATE in its own short transaction together with the events it announces:
+ *   1. orphans          running, owner's liveness lock gone       → pending/compensating now
+ *   2. expired leases   running, locked_until passed              → pending/compensating after backoff
+ *   3. failed           transient & attempts left                 → pending after backoff
+ *                       definitive no / attempts exhausted        → compensating
+ *                       undo failed: undo attempts left → compensating, else → dead
+ *   4. alerts           stuck / dead / reset too often; resolve the ones that no longer hold;
+ *                       deliver undelivered ones to ALERT_WEBHOOK_URL
+ *   5. retention        prune finished bundles, old history and resolved alerts
+ */
+import type pg from 'pg';
+import { withTransaction } from '../db/pool.js';
+import { publishEvents, type PendingEvent } from '../bundles/events.js';
+import { bundleKind } from '../bundles/kinds.js';
+import { rootLogger, type Logger } from '../logger.js';
+import { decideBatch, type DecisionLimits, type Selection } from './decisions.js';
+import { raiseAlerts, recordDelivery, resolveAlerts, undeliveredAlerts, type RaisedAlert } from './alerts.js';
+import { pruneBatch } from './retention.js';
+
+export interface SupervisorOptions {
+  /** Attempts at booking before a bundle is compensated. Default 5. */
+  maxAttempts?: number;
+  /** Attempts at undoing before a bundle is dead. Default 10. */
+  maxUndoAttempts?: number;
+  /** A non-terminal bundle older than this gets a `stuck` alert. Default 900 s. */
+  stuckAfterSeconds?: number;
+  /** A bundle reset more than this many times gets a `resets` alert. Default 3. */
+  maxResets?: number;
+  /** First retry delay; doubles per failure, with jitter. Default 2 s. */
+  backoffBaseSeconds?: number;
+  /** Cap of the retry delay. Default 300 s. */
+  backoffMaxSeconds?: number;
+  /** Finished bundles, history and resolved alerts older than this are pruned. Default 30 days. */
+  retentionSeconds?: number;
+  /** Rows per statement. Default 500. */
+  batchSize?: number;
+  /** Batches per decision per pass, so one pass stays short. Default 20. */
+  maxBatches?: number;
+  /** POST each alert here (JSON); a failed post is retried on the next pass. */
+  alertWebhookUrl?: string;
+  actor?: string;
+  logger?: Logger;
+  onAction?: (action: string, count: number) => void;
+}
+
+export interface PassReport {
+  ran: boolean;
+  orphans: number;
+  expired: number;
+  failed: number;
+  to_pending: number;
+  to_compensating: number;
+  to_dead: number;
+  alerts_raised: number;
+  alerts_resolved: number;
+  alerts_delivered: number;
+  pruned: number;
+}
+
+const emptyReport = (ran: boolean): PassReport => ({
+  ran, orphans: 0, expired: 0, failed: 0, to_pending: 0, to_compensating: 0, to_dead: 0,
+  alerts_raised: 0, alerts_resolved: 0, alerts_delivered: 0, pruned: 0,
+});
+
+export const SUPERVISOR_LOCK_SQL = `hashtextextended('bundlefleet.supervisor', 0)`;
+
+export function supervisorDefaults(opts: SupervisorOptions): Required<Omit<SupervisorOptions, 'alertWebhookUrl' | 'logger' | 'onAction'>> & SupervisorOptions {
+  return {
+    maxAttempts: 5,
+    maxUndoAttempts: 10,
+    stuckAfterSeconds: 900,
+    maxResets: 3,
+    backoffBaseSeconds: 2,
+    backoffMaxSeconds: 300,
+    retentionSeconds: 30 * 86_400,
+    batchSize: 500,
+    maxBatches: 20,
+    actor: 'supervisor',
+    ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+  };
+}
+
+/** One supervisor pass. Returns `ran: false` at once when another pass holds the fleet-wide lock. */
+export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): Promise<PassReport> {
+  const opts = supervisorDefaults(options);
+  const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
+  const lockClient = await pool.connect();
+  let locked = false;
+  try {
+    locked = (await lockClient.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${SUPERVISOR_LOCK_SQL}) AS ok`)).rows[0]!.ok;
+    if (!locked) {
+      log.info('another supervisor pass is running; skipping this one');
+      return emptyReport(false);
+    }
+    const report = emptyReport(true);
+    const limits: DecisionLimits = { ...opts, actor: opts.actor };
+    for (const selection of ['orphans', 'expired', 'failed'] as Selection[]) {
+      await decide(pool, selection, limits, opts.maxBatches, report, log, opts.onAction);
+    }
+    await handleAlerts(pool, opts, report, log);
+    for (let i = 0; i < opts.maxBatches; i++) {
+      const n = await pruneBatch(pool, opts.retentionSeconds, opts.batchSize);
+      report.pruned += n;
+      if (n === 0) break;
+    }
+    if (report.pruned) log.info({ pruned: report.pruned }, 'pruned old rows');
+    return report;
+  } finally {
+    if (locked) await lockClient.query(`SELECT pg_advisory_unlock(${SUPERVISOR_LOCK_SQL})`).catch(() => {});
+    lockClient.release();
+  }
+}
+
+async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction?: (action: string, count: number) => void): Promise<void> {
+  for (let i = 0; i < maxBatches; i++) {
+    // The decision and the events it announces (VipBundleFailed_v1 for dead) commit together.
+    const moved = await withTransaction(pool, async (client) => {
+      const rows = await decideBatch(client, selection, limits);
+      const events: PendingEvent[] = [];
+      for (const r of rows) {
+        const name = r.to_state === 'dead' ? bundleKind(r.kind).events.failed : undefined;
+        if (name) events.push({ name, correlationId: r.id, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: 'dead' } });
+      }
+      await publishEvents(client, events);
+      return rows;
+    });
+    if (!moved.length) return;
+    report[selection] += moved.length;
+    for (const r of moved) {
+      if (r.to_state === 'pending') report.to_pending++;
+      else if (r.to_state === 'compensating') report.to_compensating++;
+      else report.to_dead++;
+      const level = r.to_state === 'dead' ? 'error' : 'info';
+      log[level]({ bundleId: r.id, attempt: r.attempt, from: r.from_state, to: r.to_state, decision: selection }, `supervisor: ${selection} → ${r.to_state}`);
+    }
+    onAction?.(selection, moved.length);
+    if (moved.length < limits.batchSize) return;
+  }
+}
+
+async function handleAlerts(pool: pg.Pool, opts: ReturnType<typeof supervisorDefaults>, report: PassReport, log: Logger): Promise<void> {
+  const raised = await withTransaction(pool, async (client) => {
+    const alerts = await raiseAlerts(client, { stuckAfterSeconds: opts.stuckAfterSeconds, maxResets: opts.maxResets, batchSize: opts.batchSize });
+    await publishEvents(client, alerts.map((a: RaisedAlert) => ({ name: 'BundleStuck_v1' as const, correlationId: a.bundle_id, data: { alert_id: a.id, vip_bundle_id: a.bundle_id, kind: a.kind, message: a.message } })));
+    return alerts;
+  });
+  report.alerts_raised = raised.length;
+  for (const a of raised) log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
+  if (raised.length) opts.onAction?.('alert', raised.length);
+  report.alerts_resolved = await resolveAlerts(pool);
+  if (opts.alertWebhookUrl) report.alerts_delivered = await deliverAlerts(pool, opts.alertWebhookUrl, log);
+}
+
+/** POSTs undelivered alerts; a failure is recorded and retried on the next pass, never dropped. */
+async function deliverAlerts(pool: pg.Pool, url: string, log: Logger): Promise<number> {
+  let delivered = 0;
+  for (const alert of await undeliveredAlerts(pool, 50)) {
+    let error: string | null = null;
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ alert }),
+        signal: AbortSignal.timeout(5_000),
+      });
+      await res.body?.cancel();
+      if (!res.ok) error = `HTTP ${res.status}`;
+    } catch (err) {
+      error = (err as Error).message;
+    }
+    await recordDelivery(pool, alert.id, error);
+    if (error) log.warn({ alertId: alert.id, err: error }, 'alert webhook failed; will retry next pass');
+    else delivered++;
+  }
+  return delivered;
+}
