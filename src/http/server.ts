@@ -127,6 +127,15 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
   }
 }
 
+/** A path segment, percent-decoded; a malformed escape is bad input, not a crash. */
+function segment(value: string, field: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw new BadInput(`${field}: malformed percent-encoding in the path`);
+  }
+}
+
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 
 /** Constant-time bearer check: both sides hashed first, so their lengths always match. */
@@ -246,7 +255,7 @@ export function createHttpServer(opts: HttpServerOptions): http.Server {
         sendJson(res, created ? 201 : 200, { vip_bundle_id, booking_id }, { location: `/bundles/${vip_bundle_id}`, ...(created ? {} : { 'idempotent-replayed': 'true' }) });
       },
     },
-    { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, decodeURIComponent(params[0]!))) },
+    { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, segment(params[0]!, 'id'))) },
     { method: 'GET', path: /^\/healthz$/, handler: ({ res }) => sendJson(res, 200, { status: 'ok' }) },
     {
       method: 'GET',
@@ -274,7 +283,7 @@ export function createHttpServer(opts: HttpServerOptions): http.Server {
       async handler({ req, res, params, log }) {
         // No body is needed; one that is sent must be JSON and small.
         if (req.headers['content-length'] && req.headers['content-length'] !== '0') await readJson(req);
-        const alert = await ackAlert(pool, decodeURIComponent(params[0]!));
+        const alert = await ackAlert(pool, segment(params[0]!, 'alert_id'));
         log.info({ alertId: alert.id, bundleId: alert.bundle_id }, 'alert acknowledged');
         sendJson(res, 200, alert);
       },
@@ -286,7 +295,7 @@ export function createHttpServer(opts: HttpServerOptions): http.Server {
       handler({ res, params }) {
         let id: string;
         try {
-          id = parseBundleId(decodeURIComponent(params[0]!));
+          id = parseBundleId(segment(params[0]!, 'id'));
         } catch (err) {
           return sendPage(res, 400, errorPageHtml('Bad bundle id', (err as Error).message));
         }

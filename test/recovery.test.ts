@@ -1,0 +1,148 @@
+/**
+ * Invariant 1 through crashes, lost replies and shutdowns: a step whose outcome is unknown is
+ * resolved by replaying the call with the same idempotency key, so each step is booked once.
+ */
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDb } from './support/db.js';
+import { allInState, enqueueVip, quietLogger, simulatorUrls, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import type { LedgerEntry, ProviderSimulator } from '../src/providers/simulator.js';
+import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
+import { releaseBundles } from '../src/scheduler/release.js';
+import { recordIntent } from '../src/agents/fenced-writes.js';
+import { Finisher } from '../src/agents/finisher.js';
+import { runAgent } from '../src/agents/agent.js';
+import { stepIdempotencyKey } from '../src/bundles/kinds.js';
+import { ProviderClient } from '../src/providers/client.js';
+
+async function claimOne(pool: pg.Pool, workerId: string): Promise<ClaimedBundle> {
+  const claimed = await claimBundles(pool, { workerId, limit: 1, leaseSeconds: 60 });
+  expect(claimed).toHaveLength(1);
+  return claimed[0]!;
+}
+
+function ledgerOf(sim: ProviderSimulator, bundleId: string): LedgerEntry[] {
+  return sim.ledger().filter((e) => e.idempotency_key.startsWith(`${bundleId}:`));
+}
+
+/** One live booking per step of the bundle, each under its own key, each matching the reference stored in `steps`. */
+async function expectBookedOnce(pool: pg.Pool, sim: ProviderSimulator, bundleId: string): Promise<Map<string, LedgerEntry>> {
+  const entries = ledgerOf(sim, bundleId);
+  expect(entries.map((e) => e.kind).sort()).toEqual(['flights', 'flights', 'taxis', 'tickets']);
+  expect(entries.every((e) => e.status === 'booked')).toBe(true);
+  expect(new Set(entries.map((e) => e.idempotency_key)).size).toBe(4);
+  const { rows: steps } = await pool.query<{ name: string; status: string; idempotency_key: string; reference: string }>(
+    'SELECT name, status, idempotency_key, reference FROM steps WHERE bundle_id = $1 ORDER BY position',
+    [bundleId],
+  );
+  expect(steps.map((s) => s.name)).toEqual(['show_tickets', 'inbound_flight', 'return_flight', 'taxi']);
+  const byKey = new Map(entries.map((e) => [e.idempotency_key, e]));
+  for (const s of steps) {
+    expect(s.status).toBe('booked');
+    expect(s.idempotency_key).toBe(stepIdempotencyKey(bundleId, s.name));
+    expect(byKey.get(s.idempotency_key)?.reference).toBe(s.reference);
+  }
+  return byKey;
+}
+
+describe('recovery', () => {
+  it('books a step once after a crash between its intent and its outcome', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+
+    // Attempt 1 records the intent for show tickets and calls the provider, which books...
+    const crashed = await claimOne(db.pool, 'crashed-worker');
+    const key = stepIdempotencyKey(id, 'show_tickets');
+    expect(await recordIntent(db.pool, { bundleId: id, attempt: crashed.attempt, actor: 'crashed-worker', leaseSeconds: 60 }, 0, 'show_tickets', key)).toBe(key);
+    const p = crashed.payload as { show_id: string; customer_email: string; number_of_tickets: number };
+    const client = new ProviderClient(simulatorUrls(sim));
+    const first = await client.book('tickets', key, { show_id: p.show_id, booking_id: crashed.booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets });
+    // ...and then the worker dies before recording the outcome. The bundle is handed back.
+    expect(await releaseBundles(db.pool, 'crashed-worker', [{ id, attempt: crashed.attempt }])).toEqual([id]);
+    const { rows: mid } = await db.pool.query('SELECT state FROM bundles WHERE id = $1', [id]);
+    expect(mid[0].state).toBe('pending');
+    const { rows: stepMid } = await db.pool.query('SELECT status, idempotency_key, reference FROM steps WHERE bundle_id = $1', [id]);
+    expect(stepMid).toEqual([{ status: 'booking', idempotency_key: key, reference: null }]);
+
+    startWorker(db.url, sim, { name: 'recovering' });
+    await waitFor('bundle completed', () => allInState(db.pool, ['completed']));
+
+    const { rows } = await db.pool.query('SELECT state, attempt FROM bundles WHERE id = $1', [id]);
+    expect(rows[0]).toEqual({ state: 'completed', attempt: 2 });
+    const byKey = await expectBookedOnce(db.pool, sim, id);
+    const tickets = byKey.get(key)!;
+    expect(tickets.book_calls).toBe(2);
+    expect(tickets.reference).toBe(first.reference);
+    for (const [k, e] of byKey) if (k !== key) expect(e.book_calls).toBe(1);
+    const local = await db.pool.query('SELECT reference FROM tickets WHERE bundle_id = $1', [id]);
+    expect(local.rows).toEqual([{ reference: first.reference }]);
+  });
+
+  it('replays the same key when a reply is lost after booking, and books once', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ lateRate: 1 });
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const bundle = await claimOne(db.pool, 'w');
+
+    const agent = runAgent(bundle, {
+      pool: db.pool,
+      providers: new ProviderClient(simulatorUrls(sim), { timeoutMs: 2000 }),
+      finisher: new Finisher(db.pool),
+      workerId: 'w',
+      leaseSeconds: 60,
+      providerRetries: 3,
+      // Leaves the test ample time to end the fault between the lost reply and the retry.
+      providerRetryMs: 1000,
+      logger: quietLogger(),
+    });
+    // The first booking is made but its reply is lost; then the provider answers again.
+    await waitFor('the first booking', async () => ledgerOf(sim, id).length > 0, 10_000);
+    sim.setFaults({ lateRate: 0 });
+    expect(await agent).toBe('completed');
+
+    const { rows } = await db.pool.query('SELECT state, attempt FROM bundles WHERE id = $1', [id]);
+    expect(rows[0]).toEqual({ state: 'completed', attempt: 1 });
+    const byKey = await expectBookedOnce(db.pool, sim, id);
+    const tickets = byKey.get(stepIdempotencyKey(id, 'show_tickets'))!;
+    expect(tickets.book_calls).toBe(2);
+    const local = await db.pool.query('SELECT reference FROM tickets WHERE bundle_id = $1', [id]);
+    expect(local.rows).toEqual([{ reference: tickets.reference }]);
+  });
+
+  it('releases in-flight bundles at shutdown, and another worker books each step once', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ latencyMs: 1500 });
+    const bundles = await enqueueVip(db.pool, 5);
+    const worker = startWorker(db.url, sim, { concurrency: 5, name: 'stopping' });
+    // All five agents are inside a provider call that has reached the provider (booked, reply pending).
+    await waitFor(
+      'five calls in flight',
+      async () => {
+        const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM steps WHERE status = 'booking'`);
+        return rows[0]!.n === 5 && sim.ledger().length === 5;
+      },
+      10_000,
+    );
+    const stopped = await worker.stop(100);
+    expect(stopped.released).toBe(5);
+
+    const { rows } = await db.pool.query<{ id: string; state: string; locked_by: string | null; released: number }>(
+      `SELECT b.id, b.state, b.locked_by,
+              (SELECT count(*)::int FROM bundle_history h
+               WHERE h.bundle_id = b.id AND h.reason = 'released at shutdown' AND h.from_state = 'running' AND h.to_state = 'pending' AND h.attempt = b.attempt) AS released
+       FROM bundles b`,
+    );
+    expect(rows).toHaveLength(5);
+    for (const r of rows) expect(r).toMatchObject({ state: 'pending', locked_by: null, released: 1 });
+
+    sim.setFaults({ latencyMs: 0 });
+    startWorker(db.url, sim, { concurrency: 5, name: 'successor' });
+    await waitFor('all completed', () => allInState(db.pool, ['completed']));
+    for (const b of bundles) await expectBookedOnce(db.pool, sim, b.vip_bundle_id);
+    // The calls cut off at shutdown had booked; the successor replayed their keys.
+    expect(sim.ledger().filter((e) => e.book_calls === 2)).toHaveLength(5);
+  });
+});
