@@ -202,6 +202,9 @@ describe('compensation end to end', () => {
     ]);
     const { rows: events } = await db.pool.query(`SELECT data FROM pgboss.job WHERE name = 'VipBundleFailed_v1'`);
     expect(events.map((e) => e.data.data.outcome)).toEqual(['compensated']);
+    // The local tickets record goes with the cancelled tickets.
+    const { rowCount } = await db.pool.query('SELECT 1 FROM tickets WHERE booking_id = $1', [b!.booking_id]);
+    expect(rowCount).toBe(0);
   });
 
   it('retries an undo that fails transiently until it completes', async () => {

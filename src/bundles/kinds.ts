@@ -35,22 +35,34 @@ export interface BundleKind {
 
 type Vip = VipBundleInput & Record<string, unknown>;
 
-function providerStep(name: string, provider: ProviderKind, body: (p: Vip, bookingId: string) => Record<string, unknown>, after?: (ctx: StepContext, reference: string) => Promise<void>): StepDefinition {
+interface LocalRecord {
+  afterBook(ctx: StepContext, reference: string): Promise<void>;
+  afterCancel(ctx: StepContext): Promise<void>;
+}
+
+function providerStep(name: string, provider: ProviderKind, body: (p: Vip, bookingId: string) => Record<string, unknown>, local?: LocalRecord): StepDefinition {
   return {
     name,
     provider,
     async book(ctx) {
       const { reference } = await ctx.providers.book(provider, ctx.idempotencyKey, body(ctx.payload as Vip, ctx.bookingId), ctx.signal);
-      if (after) await after(ctx, reference);
+      await local?.afterBook(ctx, reference);
       return { reference };
     },
     async cancel(ctx) {
       await ctx.providers.cancel(provider, ctx.idempotencyKey, ctx.signal);
+      await local?.afterCancel(ctx);
     },
   };
 }
 
 /** Local record of show tickets; a unique violation means "already booked", which is success. */
+const localTickets: LocalRecord = { afterBook: recordTickets, afterCancel: forgetTickets };
+
+async function forgetTickets(ctx: StepContext): Promise<void> {
+  await ctx.db.query('DELETE FROM tickets WHERE booking_id = $1', [ctx.bookingId]);
+}
+
 async function recordTickets(ctx: StepContext, reference: string): Promise<void> {
   const p = ctx.payload as Vip;
   try {
@@ -66,7 +78,7 @@ async function recordTickets(ctx: StepContext, reference: string): Promise<void>
 export const vipKind: BundleKind = {
   name: 'vip',
   steps: [
-    providerStep('show_tickets', 'tickets', (p, booking_id) => ({ show_id: p.show_id, booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets }), recordTickets),
+    providerStep('show_tickets', 'tickets', (p, booking_id) => ({ show_id: p.show_id, booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets }), localTickets),
     providerStep('inbound_flight', 'flights', (p, booking_id) => ({ flight_id: p.inbound_flight_id, booking_id, customer_email: p.customer_email, passengers: p.passengers })),
     providerStep('return_flight', 'flights', (p, booking_id) => ({ flight_id: p.return_flight_id, booking_id, customer_email: p.customer_email, passengers: p.passengers })),
     providerStep('taxi', 'taxis', (p, booking_id) => ({ booking_id, customer_email: p.customer_email, number_of_passengers: p.passengers.length })),

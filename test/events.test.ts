@@ -1,0 +1,135 @@
+/**
+ * Invariant 6: events (pg-boss jobs, our outbox) are written in the same transaction as the state
+ * they announce — they commit together or not at all.
+ */
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDb } from './support/db.js';
+import { allInState, enqueueVip, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { publishEvents, type EventEnvelope } from '../src/bundles/events.js';
+import { withTransaction } from '../src/db/pool.js';
+import { claimBundles } from '../src/scheduler/claim.js';
+import { Finisher } from '../src/agents/finisher.js';
+
+async function jobs(pool: pg.Pool, name: string): Promise<EventEnvelope[]> {
+  const { rows } = await pool.query<{ data: EventEnvelope }>('SELECT data FROM pgboss.job WHERE name = $1 ORDER BY created_on', [name]);
+  return rows.map((r) => r.data);
+}
+
+async function count(pool: pg.Pool, sql: string): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${sql}`);
+  return rows[0]!.n;
+}
+
+/** A check on `table` that fails only at COMMIT, after every statement of the transaction has run. */
+async function failAtCommit(pool: pg.Pool, table: string, when = 'true'): Promise<void> {
+  await pool.query(`CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$`);
+  await pool.query(`CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT OR UPDATE ON ${table}
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION fail_at_commit()`);
+}
+
+describe('events in the same transaction as the state', () => {
+  it('publishes one VipBundleInitialized_v1 per enqueued bundle, then one VipBundleFinalized_v1 on completion', async () => {
+    const db = await createTestDb();
+    const bundles = await enqueueVip(db.pool, 3);
+    const ids = bundles.map((b) => b.vip_bundle_id).sort();
+
+    const initialized = await jobs(db.pool, 'VipBundleInitialized_v1');
+    expect(initialized.map((e) => e.header.correlation_id).sort()).toEqual(ids);
+    for (const e of initialized) {
+      const b = bundles.find((x) => x.vip_bundle_id === e.header.correlation_id)!;
+      expect(e.header.event_name).toBe('VipBundleInitialized_v1');
+      expect(e.header.event_id).toMatch(/^[0-9a-f-]{36}$/);
+      expect(Number.isNaN(Date.parse(e.header.published_at))).toBe(false);
+      expect(e.data).toEqual({ vip_bundle_id: b.vip_bundle_id, booking_id: b.booking_id });
+    }
+    expect(new Set(initialized.map((e) => e.header.event_id)).size).toBe(3);
+    expect(await jobs(db.pool, 'VipBundleFinalized_v1')).toEqual([]);
+
+    // Enqueueing again under an existing idempotency key announces nothing new.
+    const keyed = await enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-1' }]);
+    await enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-1' }]);
+    expect((await jobs(db.pool, 'VipBundleInitialized_v1')).filter((e) => e.header.correlation_id === keyed[0]!.vip_bundle_id)).toHaveLength(1);
+
+    const sim = await startSimulator();
+    startWorker(db.url, sim);
+    await waitFor('all completed', () => allInState(db.pool, ['completed']));
+    const finalized = await jobs(db.pool, 'VipBundleFinalized_v1');
+    expect(finalized.map((e) => e.header.correlation_id).sort()).toEqual([...ids, keyed[0]!.vip_bundle_id].sort());
+    for (const e of finalized) expect(e.data).toMatchObject({ vip_bundle_id: e.header.correlation_id, outcome: 'completed' });
+    expect(await jobs(db.pool, 'VipBundleFailed_v1')).toEqual([]);
+  });
+
+  it('leaves no job when the transaction that published it rolls back', async () => {
+    const db = await createTestDb();
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await publishEvents(client, [{ name: 'VipBundleFailed_v1', correlationId: '00000000-0000-4000-8000-000000000001', data: { x: 1 } }]);
+      // Visible inside the transaction: the insert really happened on this connection.
+      const inside = await client.query(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'VipBundleFailed_v1'`);
+      expect(inside.rows[0].n).toBe(1);
+      await client.query('ROLLBACK');
+    } finally {
+      client.release();
+    }
+    expect(await jobs(db.pool, 'VipBundleFailed_v1')).toEqual([]);
+
+    // And the same call committed does leave the job.
+    await withTransaction(db.pool, (c) => publishEvents(c, [{ name: 'VipBundleFailed_v1', correlationId: '00000000-0000-4000-8000-000000000002', data: {} }]));
+    expect((await jobs(db.pool, 'VipBundleFailed_v1')).map((e) => e.header.correlation_id)).toEqual(['00000000-0000-4000-8000-000000000002']);
+  });
+
+  it('writes neither bundle nor event when the enqueue transaction fails at commit', async () => {
+    const db = await createTestDb();
+    await failAtCommit(db.pool, 'bundles');
+    await expect(enqueueVip(db.pool, 2)).rejects.toThrow(/injected failure at commit/);
+    expect(await count(db.pool, 'bundles')).toBe(0);
+    expect(await count(db.pool, 'bundle_history')).toBe(0);
+    expect(await jobs(db.pool, 'VipBundleInitialized_v1')).toEqual([]);
+  });
+
+  it('writes neither bundle nor event when the event insert fails', async () => {
+    const db = await createTestDb();
+    // Drop the pg-boss partition of the queue: the job insert then fails ("no partition of relation").
+    const { rows } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'VipBundleInitialized_v1'`);
+    expect(rows).toHaveLength(1);
+    await db.pool.query(`DROP TABLE pgboss."${rows[0]!.partition_name}"`);
+    await expect(enqueueVip(db.pool, 2)).rejects.toThrow(/partition/);
+    expect(await count(db.pool, 'bundles')).toBe(0);
+    expect(await count(db.pool, 'bundle_history')).toBe(0);
+  });
+
+  it('writes neither the completion nor VipBundleFinalized_v1 when the finishing transaction fails at commit', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    await failAtCommit(db.pool, 'bundles', `NEW.state = 'completed'`);
+    const finisher = new Finisher(db.pool);
+    await expect(finisher.finish({ bundleId: b!.vip_bundle_id, attempt: claimed!.attempt, kind: 'vip', actor: 'w', outcome: 'completed' })).rejects.toThrow(/injected failure/);
+    const { rows } = await db.pool.query('SELECT state, attempt FROM bundles WHERE id = $1', [b!.vip_bundle_id]);
+    expect(rows[0]).toEqual({ state: 'running', attempt: 1 });
+    expect(await jobs(db.pool, 'VipBundleFinalized_v1')).toEqual([]);
+    expect(await count(db.pool, `bundle_history WHERE to_state = 'completed'`)).toBe(0);
+
+    // Without the injected failure the same finish commits the state and its event together.
+    await db.pool.query('DROP TRIGGER fail_at_commit ON bundles');
+    expect(await finisher.finish({ bundleId: b!.vip_bundle_id, attempt: 1, kind: 'vip', actor: 'w', outcome: 'completed' })).toBe(true);
+    expect((await jobs(db.pool, 'VipBundleFinalized_v1')).map((e) => e.header.correlation_id)).toEqual([b!.vip_bundle_id]);
+  });
+
+  it('leaves the bundle running when VipBundleFinalized_v1 cannot be written', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    const { rows: queue } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'VipBundleFinalized_v1'`);
+    await db.pool.query(`DROP TABLE pgboss."${queue[0]!.partition_name}"`);
+    const finisher = new Finisher(db.pool);
+    await expect(finisher.finish({ bundleId: b!.vip_bundle_id, attempt: claimed!.attempt, kind: 'vip', actor: 'w', outcome: 'completed' })).rejects.toThrow(/partition/);
+    const { rows } = await db.pool.query('SELECT state, attempt, finished_at FROM bundles WHERE id = $1', [b!.vip_bundle_id]);
+    expect(rows[0]).toEqual({ state: 'running', attempt: 1, finished_at: null });
+    expect(await count(db.pool, `bundle_history WHERE to_state = 'completed'`)).toBe(0);
+  });
+});
