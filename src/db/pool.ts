@@ -65,6 +65,10 @@ export type Queryable = Pick<pg.Pool | pg.PoolClient | pg.Client, 'query'>;
 /** Runs `fn` in one transaction on one pooled connection. */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  // A checked-out client has no pool 'error' listener: a connection lost mid-transaction (PostgreSQL
+  // restarting) would be an uncaught 'error' event and kill the process. The failed query rejects anyway.
+  const onError = () => {};
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -74,6 +78,7 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
+    client.removeListener('error', onError);
     client.release();
   }
 }

@@ -91,6 +91,10 @@ export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): P
   const opts = supervisorDefaults(options);
   const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
   const lockClient = await pool.connect();
+  // Checked out for the whole pass: without a listener, losing its connection (PostgreSQL
+  // restarting) would be an uncaught 'error' event that kills the process.
+  const onError = () => {};
+  lockClient.on('error', onError);
   let locked = false;
   try {
     locked = (await lockClient.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${SUPERVISOR_LOCK_SQL}) AS ok`)).rows[0]!.ok;
@@ -113,6 +117,7 @@ export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): P
     return report;
   } finally {
     if (locked) await lockClient.query(`SELECT pg_advisory_unlock(${SUPERVISOR_LOCK_SQL})`).catch(() => {});
+    lockClient.removeListener('error', onError);
     lockClient.release();
   }
 }
