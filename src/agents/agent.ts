@@ -84,7 +84,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     const error = coerceError(cause);
     const errorClass = classify(cause);
     const step = current?.step.name ?? 'none';
-    log.warn({ step, errorClass, err: { message: scrubText(error.message) } }, 'attempt failed');
+    log.warn({ step, errorClass, error: scrubText(error.message) }, 'attempt failed');
     const recorded = await recordFailure(deps.pool, fence, { step, position: current?.position ?? -1, errorClass, message: scrubText(error.message) });
     return recorded ? 'failed' : 'fenced';
   }

@@ -29,11 +29,19 @@ export interface WorkerOptions {
   name?: string;
   /** First stop: how long in-flight agents may finish before they are released. Default 20 s. */
   drainTimeoutMs?: number;
+  /**
+   * Most bundles claimed in one statement. Each claimed bundle takes a transaction-scoped advisory
+   * lock, and those live in PostgreSQL's shared lock table (max_locks_per_transaction ×
+   * max_connections, 6,400 by default), so one claim must stay well below that. Default 500.
+   */
+  claimBatchSize?: number;
   /** Retries of a transient provider error within an attempt. Default 2. */
   providerRetries?: number;
   logger?: Logger;
   /** Hooks for metrics. */
   onClaim?: (count: number) => void;
+  /** Called as each claimed bundle's agent starts (the benchmark times enqueue → agent start with it). */
+  onAgentStart?: (bundleId: string) => void;
   onStep?: (step: string, outcome: string, seconds: number) => void;
   onOutcome?: (outcome: AgentOutcome) => void;
 }
@@ -97,7 +105,7 @@ export class Worker {
 
   /** Claims once for every free slot and starts the agents; returns how many were claimed. */
   async claimOnce(): Promise<number> {
-    const free = this.opts.concurrency - this.inFlight.size;
+    const free = Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
@@ -107,6 +115,7 @@ export class Worker {
   }
 
   private dispatch(bundle: ClaimedBundle, workerId: string): void {
+    this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
     const done = runAgent(bundle, {
       pool: this.pool,
@@ -137,7 +146,7 @@ export class Worker {
     while (!this.stopping) {
       let claimed = 0;
       try {
-        const free = this.opts.concurrency - this.inFlight.size;
+        const free = Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
         claimed = await this.claimOnce();
         errorDelay = 100;
         // A full batch means more may be due: claim again as soon as slots allow.
