@@ -5,14 +5,15 @@
 import { z } from 'zod';
 import { BadInput } from '../errors.js';
 
-const text = (max: number) => z.string().trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
+const required = (what: string) => ({ error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`) });
+const text = (max: number) => z.string(required('a string')).trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
 
 export const vipBundleInput = z
   .object({
-    customer_email: z.email('must be an email address'),
+    customer_email: z.email(required('an email address')),
     show_id: text(200),
-    number_of_tickets: z.number('must be a number').int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20'),
-    passengers: z.array(text(200), 'must be an array of names').min(1, 'needs at least one passenger').max(9, 'at most 9 passengers'),
+    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20'),
+    passengers: z.array(text(200), required('an array of names')).min(1, 'needs at least one passenger').max(9, 'at most 9 passengers'),
     inbound_flight_id: text(100),
     return_flight_id: text(100),
     idempotency_key: text(200).optional(),

@@ -6,6 +6,7 @@ import { registerEnqueueCommand } from './enqueue-command.js';
 import { registerProvidersCommand } from './providers-command.js';
 import { registerReadCommands } from './read-commands.js';
 import { registerSuperviseCommands } from './supervise-command.js';
+import { registerServeCommand } from './serve-command.js';
 import { registerWorkerCommand } from './worker-command.js';
 import { EXIT, reportError } from './context.js';
 
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerWorkerCommand(program);
   registerReadCommands(program);
   registerSuperviseCommands(program);
+  registerServeCommand(program);
   registerProvidersCommand(program);
   registerDevCommand(program);
   program.addHelpText('after', `

@@ -5,6 +5,7 @@ import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
 import { BadInput } from '../errors.js';
+import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
 import { onShutdown } from './signals.js';
@@ -40,6 +41,7 @@ export function addWorkerOptions(cmd: Command): Command {
 
 export function registerWorkerCommand(program: Command): void {
   addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))
+    .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
 Providers: PROVIDERS_URL (or TICKETS_URL, FLIGHTS_URL, TAXIS_URL).
@@ -50,15 +52,18 @@ Examples:
   $ bundlefleet worker --supervise-cron "* * * * *"`)
     .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
+      const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const providerUrls = providerUrlsFromEnv(process.env);
       const db = await openDb();
       await db.close();
       const logger = rootLogger();
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger });
+      const metrics = metricsPort ? createMetrics({ logger }) : undefined;
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger, ...metrics?.hooks });
+      const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {
-        schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger }).catch((err: Error) => {
+        schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction }).catch((err: Error) => {
           throw /cron/i.test(err.message) ? new BadInput(`--supervise-cron (BUNDLEFLEET_SUPERVISE_CRON): ${err.message}`) : err;
         });
       }
@@ -66,6 +71,7 @@ Examples:
       onShutdown(async () => {
         await schedule?.stop();
         await worker.stop();
+        await metricsServer?.close();
       });
     });
 }

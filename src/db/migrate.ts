@@ -34,6 +34,7 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
   const migrations = await loadMigrations();
   const applied: string[] = [];
   const client = await pool.connect();
+  let released = false;
   try {
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`).catch((err) => {
@@ -56,10 +57,22 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
         throw new Error(`migration ${m.name} failed: ${(err as Error).message}`, { cause: err });
       }
     }
+    // pg-boss's create_queue deadlocks when two migrators create the same queue at once (each
+    // inserts the queue row, then alters the job table), so the queues are installed under the
+    // same lock, held for the session on this connection while pg-boss uses its own.
+    await client.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.migrate', 0))`);
+    try {
+      await installEventQueues(url);
+    } finally {
+      // A connection that cannot unlock is discarded (which drops the lock) rather than pooled.
+      await client.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.migrate', 0))`).catch(() => {
+        released = true;
+        client.release(true);
+      });
+    }
   } finally {
-    client.release();
+    if (!released) client.release();
   }
-  await installEventQueues(url);
   return applied;
 }
 

@@ -328,7 +328,8 @@ export function createHttpServer(opts: HttpServerOptions): http.Server {
     await route.handler({ req, res, url, params, log: reqLog });
   }
 
-  const server = http.createServer((req, res) => {
+  // Bounded slow clients: headers within 10 s, the whole (small) request within 30 s.
+  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     const requestId = randomUUID();
     const started = performance.now();
     const reqLog = log.child({ requestId });
@@ -360,8 +361,6 @@ export function createHttpServer(opts: HttpServerOptions): http.Server {
       sendJson(res, 500, { error: 'internal error', request_id: requestId });
     });
   });
-  // Bound slow uploads; bodies are small.
-  server.requestTimeout = 30_000;
   return server;
 }
 

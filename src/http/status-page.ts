@@ -51,6 +51,7 @@ export function statusPageHtml(): string {
   <section aria-labelledby="h-throughput">
     <h2 id="h-throughput">Throughput <small>bundles finished per minute, last 15 minutes</small></h2>
     <div id="throughput" class="chart" aria-describedby="throughput-legend"></div>
+    <div id="throughput-axis" class="axis"></div>
     <p id="throughput-legend" class="legend"><span class="swatch completed"></span>completed <span class="swatch failed"></span>compensated or dead</p>
   </section>
   <section aria-labelledby="h-alerts">
@@ -85,7 +86,7 @@ export function bundlePageHtml(bundleId: string): string {
     `bundle ${bundleId} · bundlefleet`,
     `<main class="wrap" id="bundle" data-id="${escapeHtml(bundleId)}">
   <p><a href="/">← all bundles</a> · <a href="/bundles/${escapeHtml(encodeURIComponent(bundleId))}">JSON</a></p>
-  <h1>Bundle <code>${escapeHtml(bundleId)}</code> <span id="state"></span></h1>
+  <h1>Bundle <code id="bundle-id">${escapeHtml(bundleId)}</code> <span id="state"></span></h1>
   <p id="load-error" class="error" hidden></p>
   <dl id="summary" class="summary"></dl>
   <div id="last-error"></div>
@@ -143,7 +144,7 @@ section { background: var(--panel); border: 1px solid var(--line); border-radius
 .chart .bar { width: 100%; }
 .chart .bar.completed, .swatch.completed { background: var(--completed); }
 .chart .bar.failed, .swatch.failed { background: var(--dead); }
-.chart .axis { display: flex; justify-content: space-between; color: var(--muted); font-size: 11px; }
+.axis { display: flex; justify-content: space-between; color: var(--muted); font-size: 11px; }
 .legend { color: var(--muted); font-size: 12px; margin: 6px 0 0; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin: 0 4px 0 10px; vertical-align: -1px; }
 .swatch:first-child { margin-left: 0; }
@@ -152,6 +153,7 @@ table.grid { width: 100%; border-collapse: collapse; }
 .grid td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
 .grid tbody tr:hover { background: #f3f5f9; }
 .grid tr.new-attempt td { border-top: 2px solid #c9d1e0; }
+.grid td time, .grid td .badge { white-space: nowrap; }
 .grid td.empty { color: var(--muted); text-align: center; padding: 14px; }
 .grid td.err { color: var(--dead); max-width: 380px; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 12px; font-weight: 600; color: #fff; background: var(--c, var(--pending)); }
@@ -255,16 +257,19 @@ window.BF = (function () {
     el.textContent = text;
     el.className = ok ? 'conn' : 'conn bad';
   }
-  /** Calls fn every ms milliseconds, one call at a time, skipping while the tab is hidden. */
+  /** Calls fn every ms milliseconds, one call at a time, skipping while the tab is hidden; fn returning false stops it. */
   function poll(fn, ms) {
-    var timer;
+    var timer, running = false, stopped = false;
     async function tick() {
       clearTimeout(timer);
-      if (!document.hidden) {
-        var again = await fn();
-        if (again === false) return;
+      if (running || stopped) return;
+      running = true;
+      try {
+        if (!document.hidden && (await fn()) === false) stopped = true;
+      } finally {
+        running = false;
       }
-      timer = setTimeout(tick, ms);
+      if (!stopped) timer = setTimeout(tick, ms);
     }
     document.addEventListener('visibilitychange', function () { if (!document.hidden) tick(); });
     tick();
@@ -298,11 +303,18 @@ const STATUS_JS = String.raw`'use strict';
     });
   }
 
+  function minuteLabel(iso) { return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }); }
+
   function renderThroughput(points) {
+    var busiest = Math.max.apply(null, [0].concat(points.map(function (p) { return p.completed + p.failed; })));
+    var max = Math.max(1, busiest);
+    BF.renderInto(document.getElementById('throughput-axis'), points.length ? [points[0].minute, busiest] : [], function () {
+      if (!points.length) return [];
+      return [h('span', { text: minuteLabel(points[0].minute) }), h('span', { text: 'busiest minute: ' + busiest }), h('span', { text: 'now' })];
+    });
     BF.renderInto(document.getElementById('throughput'), points, function (pts) {
-      var max = Math.max.apply(null, [1].concat(pts.map(function (p) { return p.completed + p.failed; })));
       return pts.map(function (p) {
-        var at = new Date(p.minute).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        var at = minuteLabel(p.minute);
         var col = h('div', { class: 'col', title: at + ': ' + p.completed + ' completed, ' + p.failed + ' compensated or dead' });
         var ok = h('div', { class: 'bar completed' });
         var bad = h('div', { class: 'bar failed' });
@@ -395,6 +407,8 @@ const BUNDLE_JS = String.raw`'use strict';
 
   function render(b) {
     document.title = 'bundle ' + BF.shortId(b.vip_bundle_id) + ' (' + b.state + ') · bundlefleet';
+    // The page may have been opened by booking id: show the bundle's own id.
+    document.getElementById('bundle-id').textContent = b.vip_bundle_id;
     BF.renderInto(document.getElementById('state'), b.state, function (state) { return BF.badge(state); });
     BF.renderInto(document.getElementById('summary'), b, function (b) {
       return [

@@ -80,7 +80,9 @@ candidates AS (
     next_run_at = CASE
       WHEN ${s.backoff} AND NOT (b.phase = 'book' AND d.to_state = 'compensating') AND d.to_state <> 'dead'
         THEN now() + make_interval(secs => least($5::float8, $4::float8 * power(2, least(d.failures - 1, 30))) * (0.5 + random() * 0.5))
-      ELSE now() END,
+      -- No backoff: due at once, keeping its place in the queue (its old due time) so that under a
+      -- backlog an orphan or a compensation is claimed next, not after every bundle enqueued since.
+      ELSE least(b.next_run_at, now()) END,
     finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
     updated_at = now()
   FROM decided d

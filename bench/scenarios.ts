@@ -1,0 +1,528 @@
+/**
+ * The seven scenarios of issue #5. Each returns a ScenarioResult with the figures, the peers'
+ * figures beside them (measured in the same run where they apply, documented otherwise), the
+ * target and whether it was met. Method: ../../shared/BENCHMARKING.md.
+ */
+import type pg from 'pg';
+import * as bf from './systems/bundlefleet.js';
+import * as gw from './systems/graphile.js';
+import * as pb from './systems/pgboss.js';
+import type { BenchServer } from './lib/server.js';
+import { startSimulator, spawnCli, type Child } from './lib/procs.js';
+import { log, median, now, percentile, round, rssMiB, sleep, waitFor } from './lib/util.js';
+
+export interface Config {
+  quick: boolean;
+  /** Scenario 1 and 3: jobs per run, runs per system. */
+  jobs: number;
+  reps: number;
+  /** bundlefleet settings for scenario 1 (no-op). */
+  noopConcurrency: number;
+  enqueueBatch: number;
+  latencySamples: number;
+  vipBundles: number;
+  vipReps: number;
+  vipConcurrencyZero: number;
+  finishedRows: number;
+  claimSamples: number;
+  recoveryBundles: number;
+  recoveryReps: number;
+  rssBundles: number;
+}
+
+export interface Figure {
+  /** The headline number, in the scenario's unit. */
+  value: number | null;
+  /** How it reads in the table. */
+  text: string;
+  /** measured in this run, or documented / referenced (not measured here). */
+  source: 'measured' | 'documented';
+  detail?: Record<string, unknown>;
+}
+
+export interface ScenarioResult {
+  id: string;
+  name: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  bundlefleet: Figure;
+  pgboss: Figure | null;
+  graphile: Figure | null;
+  /** bundlefleet relative to the peer named in ratioNote (or to the baseline of the scenario). */
+  ratio: number | null;
+  ratioNote: string;
+  target: string;
+  targetValue: number | null;
+  met: boolean | null;
+  settings: Record<string, unknown>;
+  /** Bars for the chart. */
+  bars: Array<{ label: string; value: number; system: 'bundlefleet' | 'pg-boss' | 'graphile-worker' | 'reference' }>;
+  notes?: string[];
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const measured = (value: number, text: string, detail?: Record<string, unknown>): Figure => ({ value, text, source: 'measured', detail });
+
+async function analyze(url: string, pool: pg.Pool): Promise<void> {
+  void url;
+  await pool.query('ANALYZE');
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1 and 3: no-op throughput and bulk enqueue, from the same runs.
+
+interface ThroughputRuns {
+  enqueue: Record<string, number[]>; // jobs/s per system
+  process: Record<string, number[]>; // jobs/s per configuration
+}
+
+export async function noopRuns(server: BenchServer, cfg: Config): Promise<ThroughputRuns> {
+  const runs: ThroughputRuns = { enqueue: {}, process: {} };
+  const push = (m: Record<string, number[]>, k: string, v: number) => (m[k] ??= []).push(v);
+  const N = cfg.jobs;
+  for (let rep = 1; rep <= cfg.reps; rep++) {
+    // bundlefleet
+    {
+      const url = await server.createDatabase('noop_bf');
+      const pool = await bf.setup(url);
+      try {
+        const s = await bf.enqueue(pool, bf.noopItems(N), 'noop', cfg.enqueueBatch);
+        push(runs.enqueue, 'bundlefleet', N / s);
+        await analyze(url, pool);
+        const { seconds } = await bf.processAll(pool, url, N, { concurrency: cfg.noopConcurrency });
+        push(runs.process, 'bundlefleet', N / seconds);
+        log(`1. rep ${rep} bundlefleet: enqueue ${fmt(N / s)}/s, process ${fmt(N / seconds)}/s`);
+      } finally {
+        await pool.end();
+        await server.dropDatabase(url);
+      }
+    }
+    // graphile-worker, concurrency 10 and 32
+    for (const concurrency of [10, 32]) {
+      const url = await server.createDatabase(`noop_gw${concurrency}`);
+      const pool = await gw.setup(url);
+      try {
+        const s = await gw.enqueue(pool, N);
+        push(runs.enqueue, 'graphile-worker', N / s);
+        await analyze(url, pool);
+        const seconds = await gw.processAll(pool, url, N, concurrency);
+        push(runs.process, `graphile-worker c${concurrency}`, N / seconds);
+        log(`1. rep ${rep} graphile-worker c${concurrency}: add_jobs ${fmt(N / s)}/s, process ${fmt(N / seconds)}/s`);
+      } finally {
+        await pool.end();
+        await server.dropDatabase(url);
+      }
+    }
+    // pg-boss, batchSize 100 and 1000
+    for (const batchSize of [100, 1000]) {
+      const url = await server.createDatabase(`noop_pb${batchSize}`);
+      const { boss, pool } = await pb.setup(url);
+      try {
+        const s = await pb.enqueue(boss, N);
+        push(runs.enqueue, 'pg-boss', N / s);
+        await analyze(url, pool);
+        const seconds = await pb.processAll(boss, pool, N, batchSize);
+        push(runs.process, `pg-boss b${batchSize}`, N / seconds);
+        log(`1. rep ${rep} pg-boss b${batchSize}: insert ${fmt(N / s)}/s, process ${fmt(N / seconds)}/s`);
+      } finally {
+        await boss.stop({ graceful: false, wait: true, timeout: 5_000 }).catch(() => {});
+        await pool.end();
+        await server.dropDatabase(url);
+      }
+    }
+  }
+  return runs;
+}
+
+export function scenario1(runs: ThroughputRuns, cfg: Config): ScenarioResult {
+  const m = (k: string) => median(runs.process[k] ?? []);
+  const bfv = m('bundlefleet');
+  const gw10 = m('graphile-worker c10');
+  const gw32 = m('graphile-worker c32');
+  const pb100 = m('pg-boss b100');
+  const pb1000 = m('pg-boss b1000');
+  const gwBest = Math.max(gw10, gw32);
+  const met = bfv >= 2 * gwBest && bfv >= pb1000;
+  return {
+    id: '1',
+    name: `No-op throughput (${fmt(cfg.jobs)} jobs, median of ${cfg.reps})`,
+    unit: 'jobs/s',
+    better: 'higher',
+    bundlefleet: measured(bfv, `${fmt(bfv)}/s`, { runs: runs.process.bundlefleet }),
+    pgboss: measured(pb1000, `b100 ${fmt(pb100)}/s; b1000 ${fmt(pb1000)}/s`, { b100: runs.process['pg-boss b100'], b1000: runs.process['pg-boss b1000'] }),
+    graphile: measured(gwBest, `c10 ${fmt(gw10)}/s; c32 ${fmt(gw32)}/s`, { c10: runs.process['graphile-worker c10'], c32: runs.process['graphile-worker c32'] }),
+    ratio: bfv / gwBest,
+    ratioNote: `×gw best; ${round(bfv / pb1000, 2)}× pg-boss b1000`,
+    target: '≥ 2× graphile-worker best and ≥ pg-boss b1000',
+    targetValue: Math.max(2 * gwBest, pb1000),
+    met,
+    settings: {
+      bundlefleet: { concurrency: cfg.noopConcurrency, claim: 'one statement per claim, up to concurrency − in-flight rows', finish: 'group commit (Finisher, ≤ 1000 rows per statement)', enqueueBatch: cfg.enqueueBatch },
+      'graphile-worker': { concurrency: [10, 32] },
+      'pg-boss': { batchSize: [100, 1000], pollingIntervalSeconds: 0.5 },
+      analyze: 'untimed ANALYZE after enqueue, before processing',
+    },
+    bars: [
+      { label: `bundlefleet c${cfg.noopConcurrency}`, value: bfv, system: 'bundlefleet' },
+      { label: 'pg-boss b100', value: pb100, system: 'pg-boss' },
+      { label: 'pg-boss b1000', value: pb1000, system: 'pg-boss' },
+      { label: 'graphile-worker c10', value: gw10, system: 'graphile-worker' },
+      { label: 'graphile-worker c32', value: gw32, system: 'graphile-worker' },
+    ],
+  };
+}
+
+export function scenario3(runs: ThroughputRuns, cfg: Config, vipEnqueue: number[]): ScenarioResult {
+  const m = (k: string) => median(runs.enqueue[k] ?? []);
+  const bfv = m('bundlefleet');
+  const gwv = m('graphile-worker');
+  const pbv = m('pg-boss');
+  const vip = median(vipEnqueue);
+  return {
+    id: '3',
+    name: `Bulk enqueue (${fmt(cfg.jobs)} jobs, median)`,
+    unit: 'jobs/s',
+    better: 'higher',
+    bundlefleet: measured(bfv, `${fmt(bfv)}/s (noop)${vipEnqueue.length ? `; vip ${fmt(vip)}/s` : ''}`, { noop: runs.enqueue.bundlefleet, vip: vipEnqueue }),
+    pgboss: measured(pbv, `${fmt(pbv)}/s (insert)`, { runs: runs.enqueue['pg-boss'] }),
+    graphile: measured(gwv, `${fmt(gwv)}/s (add_jobs)`, { runs: runs.enqueue['graphile-worker'] }),
+    ratio: bfv / gwv,
+    ratioNote: '×graphile-worker add_jobs',
+    target: '≥ graphile-worker add_jobs',
+    targetValue: gwv,
+    met: bfv >= gwv,
+    settings: {
+      bundlefleet: `enqueueBundles(pool, items, { kind: 'noop', batchSize: ${cfg.enqueueBatch} }): one INSERT … unnest per batch with its history rows, in one transaction, plus NOTIFY; vip adds a VipBundleInitialized_v1 event per bundle (pg-boss insert in the same transaction)`,
+      'graphile-worker': 'graphile_worker.add_jobs(job_spec[]) with every job in one call',
+      'pg-boss': 'boss.insert(jobs) with every job in one call',
+    },
+    bars: [
+      { label: 'bundlefleet (noop)', value: bfv, system: 'bundlefleet' },
+      ...(vipEnqueue.length ? [{ label: 'bundlefleet (vip + event)', value: vip, system: 'bundlefleet' as const }] : []),
+      { label: 'pg-boss insert', value: pbv, system: 'pg-boss' },
+      { label: 'graphile-worker add_jobs', value: gwv, system: 'graphile-worker' },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2: latency
+
+function pctText(s: number[]): string {
+  return `p50 ${fmt(percentile(s, 50), 1)} / p95 ${fmt(percentile(s, 95), 1)} / p99 ${fmt(percentile(s, 99), 1)} ms`;
+}
+function pcts(s: number[]) {
+  return { p50: round(percentile(s, 50), 2), p95: round(percentile(s, 95), 2), p99: round(percentile(s, 99), 2), samples: s.length, min: round(Math.min(...s), 2), max: round(Math.max(...s), 2) };
+}
+
+export async function scenario2(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
+  const n = cfg.latencySamples;
+  let bfs: number[], gws: number[], pbs: number[];
+  {
+    const url = await server.createDatabase('lat_bf');
+    const pool = await bf.setup(url);
+    try {
+      bfs = await bf.latency(pool, url, n);
+    } finally {
+      await pool.end();
+      await server.dropDatabase(url);
+    }
+    log(`2. bundlefleet ${pctText(bfs)}`);
+  }
+  {
+    const url = await server.createDatabase('lat_gw');
+    const pool = await gw.setup(url);
+    try {
+      gws = await gw.latency(url, n);
+    } finally {
+      await pool.end();
+      await server.dropDatabase(url);
+    }
+    log(`2. graphile-worker ${pctText(gws)}`);
+  }
+  {
+    const url = await server.createDatabase('lat_pb');
+    const { boss, pool } = await pb.setup(url);
+    try {
+      pbs = await pb.latency(boss, n, 0.5);
+    } finally {
+      await boss.stop({ graceful: false, wait: true, timeout: 5_000 }).catch(() => {});
+      await pool.end();
+      await server.dropDatabase(url);
+    }
+    log(`2. pg-boss ${pctText(pbs)}`);
+  }
+  const p50 = percentile(bfs, 50);
+  return {
+    id: '2',
+    name: `Latency enqueue one → agent start, idle worker (${n} samples)`,
+    unit: 'ms',
+    better: 'lower',
+    bundlefleet: measured(p50, pctText(bfs), pcts(bfs)),
+    pgboss: measured(percentile(pbs, 50), `${pctText(pbs)} (0.5 s poll)`, pcts(pbs)),
+    graphile: measured(percentile(gws, 50), pctText(gws), pcts(gws)),
+    ratio: p50 / percentile(gws, 50),
+    ratioNote: 'p50 ÷ graphile-worker p50',
+    target: 'p50 ≤ 3 ms',
+    targetValue: 3,
+    met: p50 <= 3,
+    settings: {
+      method: 'random sleep of 50 ms + up to one poll interval before each sample; clock from just before the enqueue call to the handler/agent start in the same process; 3 warm-ups; nearest-rank percentiles',
+      bundlefleet: "enqueueBundles(pool, [one], { kind: 'noop' }) → Worker onAgentStart; NOTIFY wake-up, poll 1 s, concurrency 10",
+      'graphile-worker': 'workerUtils.addJob → task start; LISTEN/NOTIFY, poll 2 s, concurrency 10',
+      'pg-boss': 'boss.send → handler start; work() batchSize 1, pollingIntervalSeconds 0.5 (its minimum; the default 2 s is slower)',
+    },
+    bars: [
+      { label: 'bundlefleet p50', value: p50, system: 'bundlefleet' },
+      { label: 'graphile-worker p50', value: percentile(gws, 50), system: 'graphile-worker' },
+      { label: 'pg-boss p50 (0.5 s poll)', value: percentile(pbs, 50), system: 'pg-boss' },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4: recovery after SIGKILL
+
+export async function scenario4(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
+  const K = cfg.recoveryBundles;
+  // Provider calls answer after 10 minutes: the bundles stay in flight until the kill.
+  const sim = await startSimulator(600_000);
+  const all: number[] = [];
+  const first: number[] = [];
+  try {
+    for (let rep = 1; rep <= cfg.recoveryReps; rep++) {
+      const url = await server.createDatabase('recovery');
+      const pool = await bf.setup(url);
+      const children: Child[] = [];
+      try {
+        await bf.enqueue(pool, bf.vipItems(K), 'vip', 1000);
+        const env = { DATABASE_URL: url, PROVIDERS_URL: sim.url };
+        const common = ['--lease-seconds', '60', '--provider-timeout-ms', '600000', '--concurrency', String(Math.max(K, 10))];
+        const a = spawnCli(`recovery-workerA-${rep}`, ['worker', ...common, '--name', `benchA-${rep}`], env);
+        children.push(a);
+        // Every bundle claimed by A and waiting on its first provider call.
+        await waitFor('worker A has every bundle in flight', async () => {
+          const { rows } = await pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM bundles b JOIN steps s ON s.bundle_id = b.id
+             WHERE b.state = 'running' AND b.locked_by LIKE $1 AND s.status = 'booking'`,
+            [`benchA-${rep}.%`],
+          );
+          return rows[0]!.n === K;
+        }, { intervalMs: 50, timeoutMs: 60_000 });
+        const b = spawnCli(`recovery-workerB-${rep}`, ['worker', ...common, '--drain-timeout-ms', '0', '--name', `benchB-${rep}`], env);
+        const sup = spawnCli(`recovery-supervisor-${rep}`, ['supervise', '--loop', '--interval-seconds', '1'], env);
+        children.push(b, sup);
+        await waitFor('worker B and the supervisor connected', async () => {
+          const { rows } = await pool.query<{ b: number; s: number }>(
+            `SELECT count(*) FILTER (WHERE application_name LIKE $1)::int AS b,
+                    count(*) FILTER (WHERE application_name = 'bundlefleet')::int AS s
+             FROM pg_stat_activity WHERE datname = current_database()`,
+            [`bundlefleet worker benchB-${rep}.%`],
+          );
+          return rows[0]!.b > 0 && rows[0]!.s > 0;
+        }, { intervalMs: 50, timeoutMs: 60_000 });
+        await sleep(Math.random() * 1000); // a random phase against the supervisor's 1 s loop
+        const t0 = now();
+        a.proc.kill('SIGKILL');
+        let tFirst: number | undefined;
+        await waitFor('bundles running again', async () => {
+          const { rows } = await pool.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM bundles WHERE state = 'running' AND attempt >= 2 AND locked_by LIKE $1`,
+            [`benchB-${rep}.%`],
+          );
+          if (rows[0]!.n > 0 && tFirst === undefined) tFirst = now();
+          return rows[0]!.n === K;
+        }, { intervalMs: 10, timeoutMs: 180_000 });
+        const seconds = (now() - t0) / 1000;
+        all.push(seconds);
+        first.push(((tFirst ?? now()) - t0) / 1000);
+        log(`4. rep ${rep}: all ${K} bundles running again on worker B after ${fmt(seconds, 2)} s (first after ${fmt(first.at(-1)!, 2)} s)`);
+      } finally {
+        for (const c of children) await c.kill('SIGKILL');
+        await pool.end();
+        await server.dropDatabase(url);
+      }
+    }
+  } finally {
+    await sim.child.kill('SIGKILL');
+  }
+  const v = median(all);
+  return {
+    id: '4',
+    name: `Recovery: ${K} bundles in flight on a SIGKILLed worker, 60 s lease (median of ${cfg.recoveryReps})`,
+    unit: 's',
+    better: 'lower',
+    bundlefleet: measured(v, `${fmt(v, 2)} s (first ${fmt(median(first), 2)} s)`, { all, first }),
+    pgboss: { value: 70, text: '≥ 70 s (documented: heartbeat ≥ 10 s + 60 s monitor)', source: 'documented' },
+    graphile: { value: 14_400, text: '4 h (documented: lock timeout)', source: 'documented' },
+    ratio: v / 70,
+    ratioNote: '÷ pg-boss documented',
+    target: '≤ 2 s',
+    targetValue: 2,
+    met: v <= 2,
+    settings: {
+      bundlefleet: 'real processes: `node bin/bundlefleet worker --lease-seconds 60` (A, killed with SIGKILL; B, idle) and `bundlefleet supervise --loop --interval-seconds 1`; time from the SIGKILL until the database shows every bundle running again (attempt ≥ 2) on worker B',
+      peers: 'not measured here: their documented/observed rescue times from BENCHMARKING.md',
+    },
+    bars: [
+      { label: 'bundlefleet', value: v, system: 'bundlefleet' },
+      { label: 'pg-boss (documented)', value: 70, system: 'pg-boss' },
+      { label: 'graphile-worker (documented)', value: 14_400, system: 'graphile-worker' },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5: four-step VIP bundles against the simulator
+
+export async function scenario5(server: BenchServer, cfg: Config): Promise<{ results: ScenarioResult[]; vipEnqueue: number[] }> {
+  const vipEnqueue: number[] = [];
+  const configs = [
+    { id: '5a', latencyMs: 0, concurrency: cfg.vipConcurrencyZero, target: 750 },
+    { id: '5b', latencyMs: 20, concurrency: 50, target: null },
+    { id: '5c', latencyMs: 20, concurrency: 200, target: null },
+  ];
+  const results: ScenarioResult[] = [];
+  for (const c of configs) {
+    const sim = await startSimulator(c.latencyMs);
+    const rates: number[] = [];
+    try {
+      for (let rep = 1; rep <= cfg.vipReps; rep++) {
+        const url = await server.createDatabase(`vip_${c.id}`);
+        const pool = await bf.setup(url);
+        try {
+          const N = cfg.vipBundles;
+          const s = await bf.enqueue(pool, bf.vipItems(N), 'vip', 1000);
+          vipEnqueue.push(N / s);
+          await analyze(url, pool);
+          const urls = { tickets: sim.url, flights: sim.url, taxis: sim.url };
+          const { seconds, outcomes } = await bf.processAll(pool, url, N, { concurrency: c.concurrency, providerUrls: urls });
+          if ((outcomes.completed ?? 0) !== N) throw new Error(`5 ${c.id}: outcomes ${JSON.stringify(outcomes)}`);
+          rates.push(N / seconds);
+          log(`5${c.id.slice(1)} rep ${rep}: ${fmt(N / seconds)} bundles/s (latency ${c.latencyMs} ms, concurrency ${c.concurrency})`);
+        } finally {
+          await pool.end();
+          await server.dropDatabase(url);
+        }
+      }
+    } finally {
+      await sim.child.kill();
+    }
+    const v = median(rates);
+    const ceiling = c.latencyMs ? c.concurrency / ((4 * c.latencyMs) / 1000) : null;
+    results.push({
+      id: c.id,
+      name: `VIP 4-step bundles, provider latency ${c.latencyMs} ms, concurrency ${c.concurrency} (${fmt(cfg.vipBundles)} bundles, median of ${cfg.vipReps})`,
+      unit: 'bundles/s',
+      better: 'higher',
+      bundlefleet: measured(v, `${fmt(v)}/s`, { runs: rates, ...(ceiling ? { latency_ceiling: ceiling } : {}) }),
+      pgboss: null,
+      graphile: null,
+      ratio: ceiling ? v / ceiling : c.target ? v / c.target : null,
+      ratioNote: ceiling ? `of the latency ceiling ${fmt(ceiling)}/s (concurrency ÷ 4 × latency)` : '× target',
+      target: c.target ? `≥ ${c.target}/s` : '— (reported)',
+      targetValue: c.target,
+      met: c.target ? v >= c.target : null,
+      settings: { simulator: `bundlefleet providers --latency-ms ${c.latencyMs} (separate process)`, worker: `in-process Worker, concurrency ${c.concurrency}, pool ≤ 20 connections` },
+      bars: [{ label: `bundlefleet c${c.concurrency}`, value: v, system: 'bundlefleet' }, ...(ceiling ? [{ label: 'latency ceiling', value: ceiling, system: 'reference' as const }] : [])],
+    });
+  }
+  return { results, vipEnqueue };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6: claim latency with many finished bundles
+
+export async function scenario6(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
+  const emptyUrl = await server.createDatabase('claim_empty');
+  const fullUrl = await server.createDatabase('claim_full');
+  const empty = await bf.setup(emptyUrl);
+  const full = await bf.setup(fullUrl);
+  try {
+    const t0 = now();
+    await bf.addFinished(full, cfg.finishedRows);
+    log(`6. added ${fmt(cfg.finishedRows)} finished bundles in ${fmt((now() - t0) / 1000, 1)} s (untimed)`);
+    const pending = cfg.claimSamples + 20;
+    for (const pool of [empty, full]) {
+      await bf.enqueue(pool, bf.noopItems(pending), 'noop', 5000);
+      await pool.query('VACUUM ANALYZE');
+    }
+    const [e, f] = await bf.claimLatency([empty, full], cfg.claimSamples);
+    const ratio = percentile(f!, 50) / percentile(e!, 50);
+    log(`6. claim p50 empty ${fmt(percentile(e!, 50), 3)} ms, with ${fmt(cfg.finishedRows)} finished ${fmt(percentile(f!, 50), 3)} ms (ratio ${fmt(ratio, 2)})`);
+    return {
+      id: '6',
+      name: `Claim latency with ${fmt(cfg.finishedRows)} finished bundles vs an empty table (${cfg.claimSamples} claims each)`,
+      unit: 'ms',
+      better: 'lower',
+      bundlefleet: measured(percentile(f!, 50), `${fmt(percentile(f!, 50), 3)} ms vs ${fmt(percentile(e!, 50), 3)} ms (p95 ${fmt(percentile(f!, 95), 3)} vs ${fmt(percentile(e!, 95), 3)})`, { full: pcts(f!), empty: pcts(e!) }),
+      pgboss: null,
+      graphile: null,
+      ratio,
+      ratioNote: 'p50 full ÷ p50 empty',
+      target: 'ratio ≤ 1.2',
+      targetValue: 1.2,
+      met: ratio <= 1.2,
+      settings: {
+        claim: 'claimBundles(limit 1): the worker\'s claim statement, one round trip on a held connection, alternating between the two databases',
+        table: `${fmt(cfg.finishedRows)} completed bundles with one history row each (inserted untimed), then VACUUM ANALYZE; ${pending} pending bundles in each database`,
+      },
+      bars: [
+        { label: 'claim p50, empty table', value: percentile(e!, 50), system: 'bundlefleet' },
+        { label: `claim p50, ${fmt(cfg.finishedRows)} finished`, value: percentile(f!, 50), system: 'bundlefleet' },
+      ],
+    };
+  } finally {
+    await empty.end();
+    await full.end();
+    await server.dropDatabase(emptyUrl);
+    await server.dropDatabase(fullUrl);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7: worker RSS at concurrency 50
+
+export async function scenario7(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
+  const sim = await startSimulator(20);
+  const url = await server.createDatabase('rss');
+  const pool = await bf.setup(url);
+  let worker: Child | undefined;
+  try {
+    const N = cfg.rssBundles;
+    await bf.enqueue(pool, bf.vipItems(N), 'vip', 1000);
+    await analyze(url, pool);
+    const t0 = now();
+    worker = spawnCli('rss-worker', ['worker', '--concurrency', '50'], { DATABASE_URL: url, PROVIDERS_URL: sim.url });
+    const samples: number[] = [];
+    await waitFor('all completed', async () => {
+      const r = rssMiB(worker!.pid);
+      if (r !== undefined) samples.push(r);
+      return (await bf.countState(pool, 'completed')) >= N;
+    }, { intervalMs: 100, timeoutMs: 600_000 });
+    const seconds = (now() - t0) / 1000;
+    const peak = Math.max(...samples);
+    log(`7. worker RSS peak ${fmt(peak, 1)} MiB over ${fmt(N)} bundles (${fmt(N / seconds)} bundles/s)`);
+    return {
+      id: '7',
+      name: `Worker RSS at concurrency 50 (${fmt(N)} VIP bundles, 20 ms provider latency)`,
+      unit: 'MiB',
+      better: 'lower',
+      bundlefleet: measured(peak, `peak ${fmt(peak, 1)} MiB (median ${fmt(median(samples), 1)})`, { peak, median: median(samples), samples: samples.length, bundles_per_second: N / seconds }),
+      pgboss: null,
+      graphile: null,
+      ratio: peak / 150,
+      ratioNote: '÷ target',
+      target: '≤ 150 MB',
+      targetValue: 150,
+      met: peak <= 150,
+      settings: { worker: '`node bin/bundlefleet worker --concurrency 50` (a separate process, LOG_LEVEL=warn); VmRSS from /proc every 100 ms' },
+      bars: [{ label: 'bundlefleet worker peak RSS', value: peak, system: 'bundlefleet' }],
+    };
+  } finally {
+    await worker?.kill();
+    await sim.child.kill();
+    await pool.end();
+    await server.dropDatabase(url);
+  }
+}

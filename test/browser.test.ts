@@ -1,0 +1,138 @@
+/**
+ * The status page in headless Chromium (Debian's `chromium`, driven by playwright-core): it loads
+ * without script or CSP errors, shows an enqueued bundle reaching `completed`, opens its timeline,
+ * and acknowledges an alert (asking for the API token). Leaves a screenshot in docs/.
+ * Never skipped: without /usr/bin/chromium the test fails and says how to install it.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { createTestDb, onCleanup } from './support/db.js';
+import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { startHttpServer } from '../src/http/server.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+// The screenshots in docs/ are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
+const DOCS = process.env.UPDATE_SCREENSHOTS ? fileURLToPath(new URL('../docs/', import.meta.url)) : `${tmpdir()}/bundlefleet-screenshots/`;
+const TOKEN = 'browser-test-token';
+
+async function launch(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: the status page test needs Debian's chromium. Install it with \`apt-get update && apt-get install -y chromium\` (.ci/run does this).`);
+  }
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
+  onCleanup(() => browser.close());
+  return browser;
+}
+
+/** Collects uncaught page errors and console errors (a CSP violation shows up as one). */
+function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
+  });
+  return errors;
+}
+
+async function book(base: string, body: unknown): Promise<{ vip_bundle_id: string; booking_id: string }> {
+  const res = await fetch(`${base}/book-vip-bundle`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
+  expect(res.status).toBe(201);
+  return (await res.json()) as { vip_bundle_id: string; booking_id: string };
+}
+
+describe('status page in headless Chromium', () => {
+  it('shows a bundle reaching completed, its timeline, and acknowledges an alert', async () => {
+    const browser = await launch();
+    const db = await createTestDb();
+    const sim = await startSimulator({ latencyMs: 40 });
+    const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
+    onCleanup(() => api.close(0));
+
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`${api.url}/`);
+    await page.waitForSelector('#states .card[data-state="completed"]');
+    await page.waitForSelector('#bundles td.empty');
+
+    // Enqueued before any worker runs: the page shows it pending, then completed once a worker books it.
+    const bundle = await book(api.url, vipPayload());
+    const row = `#bundles tr[data-bundle-id="${bundle.vip_bundle_id}"]`;
+    await page.waitForSelector(`${row}[data-state="pending"]`, { timeout: 10_000 });
+    startWorker(db.url, sim, { concurrency: 4 });
+    await page.waitForSelector(`${row}[data-state="completed"]`, { timeout: 30_000 });
+    expect(await page.textContent(`${row} td.state`)).toBe('completed');
+
+    // A few more bundles, one of them refused by a provider, so the page has something to show.
+    const more = [];
+    for (let i = 0; i < 5; i++) more.push(await book(api.url, vipPayload()));
+    await waitFor('more bundles completed', async () => {
+      const { rows } = await db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE state = 'completed'`);
+      return Number(rows[0]!.n) === 6;
+    });
+    sim.setFaults({ noRate: 1 });
+    const refused = await book(api.url, vipPayload());
+    await waitFor('the refused bundle failed', async () => (await db.pool.query('SELECT state FROM bundles WHERE id = $1', [refused.vip_bundle_id])).rows[0].state === 'failed');
+    await page.waitForSelector(`#bundles tr[data-bundle-id="${refused.vip_bundle_id}"][data-state="failed"]`);
+    expect(await page.textContent('#states .card[data-state="completed"] .n')).toBe('6');
+
+    // Two alerts: one is acknowledged through its button, the other stays open.
+    const { rows: alertRows } = await db.pool.query<{ id: string }>(
+      `INSERT INTO alerts (bundle_id, kind, message) VALUES ($1, 'stuck', 'running for 12 min without progress (lease held by w1)'), ($2, 'resets', 'lease reset 5 times') RETURNING id`,
+      [more[0]!.vip_bundle_id, refused.vip_bundle_id],
+    );
+    const [ackId, keptId] = alertRows.map((r) => String(r.id));
+    await page.waitForSelector(`#alerts tr[data-alert-id="${ackId}"]`);
+    await page.waitForSelector(`#alerts tr[data-alert-id="${keptId}"]`);
+    expect(await page.textContent('#alert-count')).toBe('2');
+
+    await mkdir(DOCS, { recursive: true });
+    await page.screenshot({ path: `${DOCS}status-page.png`, fullPage: true });
+
+    // The write needs the token: the page asks for it once and keeps it for the tab.
+    let prompted = 0;
+    page.on('dialog', (dialog) => {
+      prompted++;
+      void dialog.accept(TOKEN);
+    });
+    await page.click(`button[data-ack="${ackId}"]`);
+    await page.waitForSelector(`#alerts tr[data-alert-id="${ackId}"]`, { state: 'detached', timeout: 10_000 });
+    expect(prompted).toBe(1);
+    const { rows: acked } = await db.pool.query('SELECT id, acked_at FROM alerts ORDER BY id');
+    expect(acked.map((a) => [String(a.id), a.acked_at !== null])).toEqual([
+      [ackId, true],
+      [keptId, false],
+    ]);
+    expect(await page.isVisible(`#alerts tr[data-alert-id="${keptId}"]`)).toBe(true);
+    expect(await page.textContent('#alert-count')).toBe('1');
+
+    // The bundle's timeline: four booked steps, and the transitions up to completed.
+    await page.click(`${row} td a`);
+    await page.waitForURL(`**/ui/bundles/${bundle.vip_bundle_id}`);
+    await page.waitForSelector('#steps tbody tr[data-status="booked"]');
+    expect(await page.$$eval('#steps tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-step'), tr.getAttribute('data-status')]))).toEqual([
+      ['show_tickets', 'booked'],
+      ['inbound_flight', 'booked'],
+      ['return_flight', 'booked'],
+      ['taxi', 'booked'],
+    ]);
+    const timeline = await page.$$eval('#timeline tbody tr', (trs) => trs.map((tr) => tr.textContent ?? ''));
+    expect(timeline[0]).toContain('enqueued');
+    expect(timeline.at(-1)).toContain('completed');
+    expect(await page.textContent('#state')).toBe('completed');
+
+    // The refused bundle's page shows its error.
+    await page.goto(`${api.url}/ui/bundles/${refused.booking_id}`);
+    await page.waitForSelector('#last-error .lasterror');
+    expect(await page.textContent('#last-error')).toMatch(/permanent/);
+    await page.screenshot({ path: `${DOCS}bundle-timeline.png`, fullPage: true });
+
+    // The one 401 is the ack sent before the page had the token (it then asked for it).
+    expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);
+    expect(errors.filter((e) => /status of 401/.test(e))).toHaveLength(1);
+  });
+});

@@ -1,0 +1,291 @@
+/**
+ * The `bundlefleet` command line as a user runs it: `node bin/bundlefleet ...` in its own process,
+ * against a real database. Exit codes: 0 ok, 1 failure, 2 bad usage or bad input (invariant 7:
+ * bad input is refused with a clear message and writes nothing).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
+import { createTestDb, onCleanup, urlFor } from './support/db.js';
+
+const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-cli-'));
+  onCleanup(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs the CLI with DATABASE_URL = `databaseUrl` in a temporary working directory. */
+async function cli(databaseUrl: string, args: string[], opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^(DATABASE_URL|PROVIDERS_URL|TICKETS_URL|FLIGHTS_URL|TAXIS_URL|BUNDLEFLEET_.*)$/.test(k)) continue;
+    env[k] = v;
+  }
+  env.DATABASE_URL = databaseUrl;
+  env.LOG_LEVEL = 'silent';
+  const cwd = opts.cwd ?? (await tempDir());
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bundlefleet ${args.join(' ')} did not exit within ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+const bundleFlags = (email = 'ada@example.com') => [
+  '--customer-email', email, '--show-id', 'hamilton', '--tickets', '2',
+  '--passenger', 'Ada Lovelace', '--passenger', 'Charles Babbage',
+  '--inbound-flight-id', 'BA117', '--return-flight-id', 'BA118',
+];
+
+const bundleJson = (i: number) => ({
+  customer_email: `c${i}@example.com`, show_id: `show-${i}`, number_of_tickets: 1 + i, passengers: [`P ${i}`], inbound_flight_id: `IN${i}`, return_flight_id: `RT${i}`,
+});
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function jsonLines(stdout: string): Array<Record<string, unknown>> {
+  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+async function countRows(pool: pg.Pool, table = 'bundles'): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
+  return rows[0]!.n;
+}
+
+/** A database with nothing in it (not cloned from the migrated template); dropped after the test. */
+async function emptyDatabase(): Promise<string> {
+  const name = `e_${Math.random().toString(36).slice(2, 12)}`;
+  const admin = new pg.Client({ connectionString: inject('adminUrl') });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  onCleanup(async () => {
+    const c = new pg.Client({ connectionString: inject('adminUrl') });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => c.end());
+  });
+  return urlFor(name);
+}
+
+function expectNoStack(run: Run): void {
+  expect(run.stderr).not.toMatch(/^\s+at /m);
+  expect(run.stdout + run.stderr).not.toMatch(/node:internal|\.js:\d+:\d+/);
+}
+
+describe('bundlefleet enqueue', () => {
+  it('enqueues from flags and prints the two ids with --json; the same idempotency key gives the same ids', async () => {
+    const db = await createTestDb();
+    const first = await cli(db.url, ['enqueue', ...bundleFlags(), '--idempotency-key', 'order-1', '--json']);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    const [out, ...rest] = jsonLines(first.stdout);
+    expect(rest).toEqual([]);
+    expect(Object.keys(out!).sort()).toEqual(['booking_id', 'vip_bundle_id']);
+    expect(out!.vip_bundle_id).toMatch(UUID);
+    expect(out!.booking_id).toMatch(UUID);
+
+    const again = await cli(db.url, ['enqueue', ...bundleFlags(), '--idempotency-key', 'order-1', '--json']);
+    expect(again.code).toBe(0);
+    expect(jsonLines(again.stdout)).toEqual([out]);
+    expect(await countRows(db.pool)).toBe(1);
+    const { rows } = await db.pool.query('SELECT id, booking_id, state, payload FROM bundles');
+    expect(rows[0]).toMatchObject({ id: out!.vip_bundle_id, booking_id: out!.booking_id, state: 'pending' });
+    expect(rows[0].payload).toEqual({
+      customer_email: 'ada@example.com', show_id: 'hamilton', number_of_tickets: 2,
+      passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: 'BA117', return_flight_id: 'BA118',
+    });
+  });
+
+  it('enqueues every line of an NDJSON file and from stdin', async () => {
+    const db = await createTestDb();
+    const cwd = await tempDir();
+    await writeFile(join(cwd, 'bundles.ndjson'), [0, 1, 2].map((i) => JSON.stringify(bundleJson(i))).join('\n') + '\n');
+    const fromFile = await cli(db.url, ['enqueue', '--file', 'bundles.ndjson', '--json'], { cwd });
+    expect(fromFile.code).toBe(0);
+    const lines = jsonLines(fromFile.stdout);
+    expect(lines).toHaveLength(3);
+    expect(new Set(lines.map((l) => l.vip_bundle_id)).size).toBe(3);
+    expect(await countRows(db.pool)).toBe(3);
+
+    const fromStdin = await cli(db.url, ['enqueue', '-', '--json'], { input: `${JSON.stringify(bundleJson(3))}\n${JSON.stringify(bundleJson(4))}\n` });
+    expect(fromStdin.code).toBe(0);
+    expect(jsonLines(fromStdin.stdout)).toHaveLength(2);
+    expect(await countRows(db.pool)).toBe(5);
+    const { rows } = await db.pool.query(`SELECT payload->>'show_id' AS show FROM bundles ORDER BY 1`);
+    expect(rows.map((r) => r.show)).toEqual(['show-0', 'show-1', 'show-2', 'show-3', 'show-4']);
+  });
+
+  it('refuses a file with a bad field and a line that is not JSON, naming both lines, and writes nothing', async () => {
+    const db = await createTestDb();
+    const cwd = await tempDir();
+    const lines = [JSON.stringify(bundleJson(0)), JSON.stringify({ ...bundleJson(1), number_of_tickets: 'two' }), '{"customer_email": "x@example.com",'];
+    await writeFile(join(cwd, 'bad.ndjson'), lines.join('\n') + '\n');
+    const run = await cli(db.url, ['enqueue', '--file', 'bad.ndjson', '--json'], { cwd });
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/line 2: number_of_tickets/);
+    expect(run.stderr).toMatch(/line 3: not valid JSON/);
+    expect(run.stderr).not.toMatch(/line 1/);
+    expectNoStack(run);
+    expect(await countRows(db.pool)).toBe(0);
+    expect(await countRows(db.pool, 'bundle_history')).toBe(0);
+    expect(await countRows(db.pool, 'pgboss.job')).toBe(0);
+  });
+
+  it('refuses bad flags with exit 2, naming the flag, and writes nothing', async () => {
+    const db = await createTestDb();
+    const badEmail = await cli(db.url, ['enqueue', ...bundleFlags('not-an-email')]);
+    expect(badEmail.code).toBe(2);
+    expect(badEmail.stderr).toContain('--customer-email');
+    expectNoStack(badEmail);
+
+    const flags = bundleFlags();
+    flags[flags.indexOf('--tickets') + 1] = 'abc';
+    const badTickets = await cli(db.url, ['enqueue', ...flags]);
+    expect(badTickets.code).toBe(2);
+    expect(badTickets.stderr).toContain('--tickets');
+    expectNoStack(badTickets);
+
+    const missing = await cli(db.url, ['enqueue', '--customer-email', 'ada@example.com']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('--show-id');
+    expect(await countRows(db.pool)).toBe(0);
+  });
+});
+
+describe('bundlefleet inspect, list, stats', () => {
+  it('shows one bundle, lists and counts them, and refuses bad ids and states', async () => {
+    const db = await createTestDb();
+    const enqueued = jsonLines((await cli(db.url, ['enqueue', ...bundleFlags(), '--json'])).stdout)[0]!;
+
+    const inspect = await cli(db.url, ['inspect', String(enqueued.vip_bundle_id), '--json']);
+    expect(inspect.code).toBe(0);
+    const view = JSON.parse(inspect.stdout);
+    expect(view).toMatchObject({ vip_bundle_id: enqueued.vip_bundle_id, booking_id: enqueued.booking_id, state: 'pending', attempt: 0 });
+    expect(view.steps.map((s: { name: string; status: string }) => [s.name, s.status])).toEqual([
+      ['show_tickets', 'pending'], ['inbound_flight', 'pending'], ['return_flight', 'pending'], ['taxi', 'pending'],
+    ]);
+    expect(view.history).toHaveLength(1);
+    expect(view.history[0]).toMatchObject({ to_state: 'pending', reason: 'enqueued' });
+    // By booking id too.
+    const byBooking = await cli(db.url, ['inspect', String(enqueued.booking_id), '--json']);
+    expect(JSON.parse(byBooking.stdout).vip_bundle_id).toBe(enqueued.vip_bundle_id);
+
+    const malformed = await cli(db.url, ['inspect', 'not-a-uuid']);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/must be a UUID/);
+    const unknown = await cli(db.url, ['inspect', '00000000-0000-4000-8000-000000000000']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no bundle/);
+    expectNoStack(unknown);
+
+    const list = await cli(db.url, ['list', '--json']);
+    expect(list.code).toBe(0);
+    const rows = JSON.parse(list.stdout);
+    expect(Array.isArray(rows)).toBe(true);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ vip_bundle_id: enqueued.vip_bundle_id, booking_id: enqueued.booking_id, state: 'pending' });
+    expect(Number.isNaN(Date.parse(rows[0].updated_at))).toBe(false);
+    expect(JSON.parse((await cli(db.url, ['list', '--state', 'completed', '--json'])).stdout)).toEqual([]);
+
+    const bogus = await cli(db.url, ['list', '--state', 'bogus']);
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toContain('--state');
+
+    const stats = await cli(db.url, ['stats', '--json']);
+    expect(stats.code).toBe(0);
+    const s = JSON.parse(stats.stdout);
+    expect(s.total).toBe(1);
+    expect(s.by_state).toMatchObject({ pending: 1, running: 0, completed: 0, failed: 0, compensating: 0, compensated: 0, dead: 0 });
+    expect(typeof s.oldest_due_pending_age_seconds).toBe('number');
+  });
+});
+
+describe('bundlefleet against a database that is not ready', () => {
+  it('says to run `bundlefleet migrate` on an unmigrated database', async () => {
+    const url = await emptyDatabase();
+    for (const args of [['list'], ['stats', '--json'], ['enqueue', ...bundleFlags()]]) {
+      const run = await cli(url, args);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('run `bundlefleet migrate`');
+      expectNoStack(run);
+    }
+  });
+
+  it('fails fast, naming the database, when nothing listens at DATABASE_URL', async () => {
+    const run = await cli('postgres://u:secret@127.0.0.1:1/bundlefleet', ['stats'], { timeoutMs: 15_000 });
+    expect(run.ms).toBeLessThan(10_000);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('127.0.0.1:1');
+    expect(run.stderr).not.toContain('secret');
+    expectNoStack(run);
+  });
+
+  it('migrates a fresh database, twice in a row and from several processes at once', async () => {
+    const url = await emptyDatabase();
+    const first = await cli(url, ['migrate']);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/applied/);
+    const second = await cli(url, ['migrate', '--json']);
+    expect(second.code).toBe(0);
+    expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
+    expect((await cli(url, ['stats', '--json'])).code).toBe(0);
+
+    const racing = await emptyDatabase();
+    const runs = await Promise.all([1, 2, 3].map(() => cli(racing, ['migrate', '--json'])));
+    expect(runs.map((r) => [r.code, r.stderr])).toEqual([[0, ''], [0, ''], [0, '']]);
+    // Exactly one of them applied each migration.
+    const applied = runs.flatMap((r) => JSON.parse(r.stdout).applied as string[]);
+    expect(applied).toEqual(expect.arrayContaining(['001_bundles.sql']));
+    expect(new Set(applied).size).toBe(applied.length);
+    const enqueue = await cli(racing, ['enqueue', ...bundleFlags(), '--json']);
+    expect(enqueue.code).toBe(0);
+    const check = new pg.Client({ connectionString: racing });
+    await check.connect();
+    try {
+      const { rows } = await check.query(`SELECT name FROM pgboss.queue ORDER BY name`);
+      expect(rows.map((r) => r.name)).toEqual(['BundleStuck_v1', 'VipBundleFailed_v1', 'VipBundleFinalized_v1', 'VipBundleInitialized_v1']);
+      const jobs = await check.query(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'VipBundleInitialized_v1'`);
+      expect(jobs.rows[0].n).toBe(1);
+    } finally {
+      await check.end();
+    }
+  });
+});
+
+describe('bundlefleet worker', () => {
+  it('refuses --concurrency 0 with exit 2 naming the flag', async () => {
+    const db = await createTestDb();
+    const run = await cli(db.url, ['worker', '--concurrency', '0']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--concurrency');
+    expectNoStack(run);
+  });
+});
