@@ -26,15 +26,23 @@ const { values: args } = parseArgs({
     'noop-concurrency': { type: 'string' },
     'enqueue-batch': { type: 'string' },
     'vip-concurrency': { type: 'string' },
+    'claim-batch': { type: 'string' },
+    systems: { type: 'string' },
+    jobs: { type: 'string' },
+    reps: { type: 'string' },
   },
 });
 
 const quick = args.quick!;
 const cfg: sc.Config = quick
-  ? { quick, jobs: 2_000, reps: 1, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 10, vipBundles: 300, vipReps: 1, vipConcurrencyZero: 100, finishedRows: 100_000, claimSamples: 200, recoveryBundles: 10, recoveryReps: 1, rssBundles: 500 }
-  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 3, rssBundles: 3_000 };
+  ? { quick, jobs: 2_000, reps: 1, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 10, vipBundles: 300, vipReps: 1, vipConcurrencyZero: 100, finishedRows: 100_000, claimSamples: 200, recoveryBundles: 10, recoveryReps: 1, rssBundles: 500, systems: new Set(), noopClaimBatch: 500 }
+  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 3, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
 if (args['noop-concurrency']) cfg.noopConcurrency = Number(args['noop-concurrency']);
 if (args['enqueue-batch']) cfg.enqueueBatch = Number(args['enqueue-batch']);
+if (args.jobs) cfg.jobs = Number(args.jobs);
+if (args.reps) cfg.reps = Number(args.reps);
+if (args['claim-batch']) cfg.noopClaimBatch = Number(args['claim-batch']);
+cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker').split(','));
 if (args['vip-concurrency']) cfg.vipConcurrencyZero = Number(args['vip-concurrency']);
 const only = new Set((args.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const outDir = args.out ? `${args.out.replace(/\/$/, '')}/` : fileURLToPath(new URL('./results/', import.meta.url));
@@ -81,7 +89,7 @@ async function main(): Promise<void> {
       end: loadEnd,
       note: 'Server, Node and load share the same cores; the load average shows whether anything else ran (on 2 cores, a 1-minute load above ~1 before the start means another load was present).',
     },
-    config: { ...cfg, only: [...only] },
+    config: { ...cfg, systems: [...cfg.systems], only: [...only] },
     scenarios: results,
   };
   mkdirSync(outDir, { recursive: true });

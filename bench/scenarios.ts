@@ -28,6 +28,10 @@ export interface Config {
   recoveryBundles: number;
   recoveryReps: number;
   rssBundles: number;
+  /** Scenario 1/3: which systems to run (all by default; a subset is for development only). */
+  systems: Set<string>;
+  /** bundlefleet's claimBatchSize for scenario 1. */
+  noopClaimBatch: number;
 }
 
 export interface Figure {
@@ -82,14 +86,14 @@ export async function noopRuns(server: BenchServer, cfg: Config): Promise<Throug
   const N = cfg.jobs;
   for (let rep = 1; rep <= cfg.reps; rep++) {
     // bundlefleet
-    {
+    if (cfg.systems.has('bundlefleet')) {
       const url = await server.createDatabase('noop_bf');
       const pool = await bf.setup(url);
       try {
         const s = await bf.enqueue(pool, bf.noopItems(N), 'noop', cfg.enqueueBatch);
         push(runs.enqueue, 'bundlefleet', N / s);
         await analyze(url, pool);
-        const { seconds } = await bf.processAll(pool, url, N, { concurrency: cfg.noopConcurrency });
+        const { seconds } = await bf.processAll(pool, url, N, { concurrency: cfg.noopConcurrency, claimBatchSize: cfg.noopClaimBatch });
         push(runs.process, 'bundlefleet', N / seconds);
         log(`1. rep ${rep} bundlefleet: enqueue ${fmt(N / s)}/s, process ${fmt(N / seconds)}/s`);
       } finally {
@@ -98,7 +102,7 @@ export async function noopRuns(server: BenchServer, cfg: Config): Promise<Throug
       }
     }
     // graphile-worker, concurrency 10 and 32
-    for (const concurrency of [10, 32]) {
+    for (const concurrency of cfg.systems.has('graphile-worker') ? [10, 32] : []) {
       const url = await server.createDatabase(`noop_gw${concurrency}`);
       const pool = await gw.setup(url);
       try {
@@ -114,7 +118,7 @@ export async function noopRuns(server: BenchServer, cfg: Config): Promise<Throug
       }
     }
     // pg-boss, batchSize 100 and 1000
-    for (const batchSize of [100, 1000]) {
+    for (const batchSize of cfg.systems.has('pg-boss') ? [100, 1000] : []) {
       const url = await server.createDatabase(`noop_pb${batchSize}`);
       const { boss, pool } = await pb.setup(url);
       try {
@@ -157,7 +161,7 @@ export function scenario1(runs: ThroughputRuns, cfg: Config): ScenarioResult {
     targetValue: Math.max(2 * gwBest, pb1000),
     met,
     settings: {
-      bundlefleet: { concurrency: cfg.noopConcurrency, claim: 'one statement per claim, up to concurrency − in-flight rows', finish: 'group commit (Finisher, ≤ 1000 rows per statement)', enqueueBatch: cfg.enqueueBatch },
+      bundlefleet: { concurrency: cfg.noopConcurrency, claimBatchSize: cfg.noopClaimBatch, claim: 'one statement per claim of up to claimBatchSize free slots', finish: 'group commit (Finisher, ≤ 1000 rows per statement)', enqueueBatch: cfg.enqueueBatch },
       'graphile-worker': { concurrency: [10, 32] },
       'pg-boss': { batchSize: [100, 1000], pollingIntervalSeconds: 0.5 },
       analyze: 'untimed ANALYZE after enqueue, before processing',
