@@ -104,7 +104,7 @@ describe('fencing on attempt', () => {
 
   it('stops a real agent whose bundle was superseded while a provider call was in flight', async () => {
     const db = await createTestDb();
-    const sim = await startSimulator({ latencyMs: 400 });
+    const sim = await startSimulator({ latencyMs: 1000 });
     const [b] = await enqueueVip(db.pool, 1);
     const id = b!.vip_bundle_id;
     const old = await claimOne(db.pool, 'old-worker');
@@ -134,7 +134,7 @@ describe('fencing on attempt', () => {
     expect(after.bundle[0]).toMatchObject({ state: 'running', attempt: 2, locked_by: 'new-worker' });
     expect(after.steps.map((s) => [s.position, s.status])).toEqual([[0, 'booked'], [1, 'booking']]);
     // The stale agent made no further provider call after it was fenced out.
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 300));
     expect(sim.ledger().map((e) => e.kind).sort()).toEqual(['flights', 'tickets']);
   });
 });

@@ -59,7 +59,9 @@ describe('recovery', () => {
     const p = crashed.payload as { show_id: string; customer_email: string; number_of_tickets: number };
     const client = new ProviderClient(simulatorUrls(sim));
     const first = await client.book('tickets', key, { show_id: p.show_id, booking_id: crashed.booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets });
-    // ...and then the worker dies before recording the outcome. The bundle is handed back.
+    // ...and then the worker dies before recording the outcome. The bundle is handed back
+    // (a release names the attempt it releases: any other is left alone).
+    expect(await releaseBundles(db.pool, 'someone-else', [{ id, attempt: crashed.attempt + 1 }])).toEqual([]);
     expect(await releaseBundles(db.pool, 'crashed-worker', [{ id, attempt: crashed.attempt }])).toEqual([id]);
     const { rows: mid } = await db.pool.query('SELECT state FROM bundles WHERE id = $1', [id]);
     expect(mid[0].state).toBe('pending');
