@@ -340,6 +340,9 @@ export async function checkInvariants(pool: pg.Pool, ledger: LedgerEntry[], ids:
   const { rows: tickets } = await pool.query<{ bundle_id: string; reference: string }>('SELECT bundle_id, reference FROM tickets WHERE bundle_id = ANY($1::uuid[])', [ids]);
   const badTickets = tickets.filter((t) => byKey.get(`${t.bundle_id}:show_tickets`)?.find((e) => e.reference)?.reference !== t.reference);
   if (badTickets.length) violations.push(violation('no step booked twice', 'the local tickets record differs from the provider reference', badTickets.map((t) => t.bundle_id)));
+  const withTickets = new Set(tickets.map((t) => t.bundle_id));
+  const ticketless = [...stateOf].filter(([id, state]) => state === 'completed' && !withTickets.has(id)).map(([id]) => id);
+  if (ticketless.length) violations.push(violation('tickets recorded locally', 'a completed bundle has no local tickets record', ticketless));
 
   const completedWrong: string[] = [];
   const compensatedLive: string[] = [];
@@ -517,15 +520,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     const enqueueSeconds = opts.enqueueSeconds ?? opts.seconds * 0.8;
     const chaosStart = Date.now();
     const enqueuer = (async () => {
-      const tickMs = 250;
-      const ticks = Math.max(1, Math.floor((enqueueSeconds * 1000) / tickMs));
-      const perTick = Math.ceil(items.length / ticks);
-      for (let start = 0; start < items.length; start += perTick) {
-        const batch = items.slice(start, start + perTick);
+      // Batches about every 250 ms, spread evenly over the enqueue window.
+      const batches = Math.max(1, Math.min(items.length, Math.floor((enqueueSeconds * 1000) / 250)));
+      const perBatch = Math.ceil(items.length / batches);
+      const every = (enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
+      for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
+        const batch = items.slice(start, start + perBatch);
         const results = await retrying(() => enqueueBundles(pool!, batch, { actor: 'chaos' }), signal, 120_000);
         ids.push(...results.map((r) => r.vip_bundle_id));
-        const next = chaosStart + ((start / perTick) + 1) * tickMs;
-        if (start + perTick < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal });
+        const next = chaosStart + (n + 1) * every;
+        if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal });
       }
     })();
 
