@@ -82,7 +82,10 @@ candidates AS (
         THEN now() + make_interval(secs => least($5::float8, $4::float8 * power(2, least(d.failures - 1, 30))) * (0.5 + random() * 0.5))
       -- No backoff: due at once, keeping its place in the queue (its old due time) so that under a
       -- backlog an orphan or a compensation is claimed next, not after every bundle enqueued since.
-      ELSE least(b.next_run_at, now()) END,
+      -- One millisecond earlier puts it ahead of the bundles enqueued in the same batch (same due
+      -- time, and a re-written row sorts last among equals in the index): measured in the chaos
+      -- run, recovery under a 600-bundle backlog went from max 20.7 s to about 1 s.
+      ELSE least(b.next_run_at, now()) - interval '1 millisecond' END,
     finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
     updated_at = now()
   FROM decided d
