@@ -45,7 +45,7 @@ import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { vipKind } from '../bundles/kinds.js';
-import { startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
+import { mulberry32, startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'bundlefleet');
 const TERMINAL = ['completed', 'compensated', 'dead'];
@@ -151,17 +151,6 @@ export interface ChaosSummary {
   settings: Record<string, unknown>;
   machine: { os: string; arch: string; cpus: number; cpu_model: string; node: string; postgres: string };
   logs?: string;
-}
-
-/** mulberry32, as in the simulator: a seeded, repeatable choice of victims. */
-function seeded(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function percentile(sorted: number[], p: number): number | null {
@@ -450,7 +439,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const say = (msg: string) => opts.verbose && process.stderr.write(`chaos [${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
   const signal = opts.signal;
   const runId = randomUUID().slice(0, 6);
-  const random = seeded(opts.seed);
+  const random = mulberry32(opts.seed);
   const logDir = await mkdtemp(join(tmpdir(), 'bundlefleet-chaos-logs-'));
   let home: string | undefined;
   let pool: pg.Pool | undefined;

@@ -63,7 +63,7 @@ function soldOut(body: unknown): boolean {
 }
 
 /** mulberry32: tiny, seedable, good enough to make a fault pattern repeatable. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed | 0;
   return () => {
     a = (a + 0x6d2b79f5) | 0;
