@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { enqueueVip, quietLogger, waitFor } from './support/fleet.js';
 import { claimBundles } from '../src/scheduler/claim.js';
+import { BadInput } from '../src/errors.js';
 import { startSupervisorSchedule, SUPERVISE_QUEUE } from '../src/supervisor/cron.js';
 
 describe('supervisor on a pg-boss schedule', () => {
@@ -25,5 +26,12 @@ describe('supervisor on a pg-boss schedule', () => {
       const { rows } = await db.pool.query('SELECT state FROM bundles WHERE id = $1', [claimed!.id]);
       return rows[0].state === 'pending';
     }, 20_000);
+  });
+
+  it('refuses an unparsable cron expression as bad input naming the flag', async () => {
+    const db = await createTestDb();
+    const attempt = startSupervisorSchedule(db.url, db.pool, 'bogus cron', { logger: quietLogger() });
+    await expect(attempt).rejects.toBeInstanceOf(BadInput);
+    await expect(attempt).rejects.toThrow(/--supervise-cron/);
   });
 });

@@ -4,7 +4,6 @@ import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
-import { BadInput } from '../errors.js';
 import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
@@ -63,9 +62,7 @@ Examples:
       const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {
-        schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction }).catch((err: Error) => {
-          throw /cron/i.test(err.message) ? new BadInput(`--supervise-cron (BUNDLEFLEET_SUPERVISE_CRON): ${err.message}`) : err;
-        });
+        schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction });
       }
       worker.start();
       onShutdown(async () => {

@@ -6,6 +6,7 @@
 import PgBoss from 'pg-boss';
 import type pg from 'pg';
 import type { Logger } from '../logger.js';
+import { BadInput } from '../errors.js';
 import { runOnce, type SupervisorOptions } from './supervisor.js';
 
 export const SUPERVISE_QUEUE = 'bundlefleet-supervise';
@@ -24,7 +25,13 @@ export async function startSupervisorSchedule(url: string, pool: pg.Pool, cron: 
       if (!(await boss.getQueue(SUPERVISE_QUEUE))) throw err;
     });
   }
-  await boss.schedule(SUPERVISE_QUEUE, cron, {}, { tz: 'UTC', retryLimit: 0, expireInSeconds: 600 } as never);
+  try {
+    await boss.schedule(SUPERVISE_QUEUE, cron, {}, { tz: 'UTC', retryLimit: 0, expireInSeconds: 600 } as never);
+  } catch (err) {
+    // pg-boss parses the cron expression here; an unparsable one is the caller's bad input.
+    await boss.stop({ graceful: false });
+    throw new BadInput(`--supervise-cron (BUNDLEFLEET_SUPERVISE_CRON): not a cron expression (${(err as Error).message})`, undefined, { cause: err });
+  }
   await boss.work(SUPERVISE_QUEUE, { pollingIntervalSeconds: 2 } as never, async () => {
     const report = await runOnce(pool, opts);
     log.debug({ report }, 'scheduled supervisor pass done');
