@@ -14,11 +14,14 @@ import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
 import { loadSteps, recordBooked, recordCancelled, recordFailure, recordIntent, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher } from './finisher.js';
+import type { StepWriter } from './step-writer.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
   providers: ProviderClient;
   finisher: Finisher;
+  /** Batches the step writes of many agents into one statement (fenced per row); without it, one statement per write. */
+  steps?: StepWriter;
   workerId: string;
   leaseSeconds: number;
   /** Retries of a transient provider error within one attempt (p-retry), default 2. */
@@ -101,7 +104,7 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
     const stepLog = log.child({ step: step.name });
     let key = rows.find((r) => r.position === position)?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
     if (step.provider) {
-      const recorded = await recordIntent(deps.pool, fence, position, step.name, key);
+      const recorded = deps.steps ? await deps.steps.intent(fence, position, step.name, key) : await recordIntent(deps.pool, fence, position, step.name, key);
       if (!recorded) throw new Fenced();
       key = recorded;
     }
@@ -131,7 +134,8 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
       log.info('bundle completed');
       return 'completed';
     }
-    if (!(await recordBooked(deps.pool, fence, position, step.name, key, reference))) throw new Fenced();
+    const recorded = deps.steps ? await deps.steps.booked(fence, position, step.name, key, reference) : await recordBooked(deps.pool, fence, position, step.name, key, reference);
+    if (!recorded) throw new Fenced();
   }
   // Every step was already booked by an earlier attempt that died before finishing.
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed' }))) throw new Fenced();

@@ -52,8 +52,10 @@ ORDER BY input.ord`;
 
 /**
  * A batch without idempotency keys cannot conflict, and its ids are made here: a plain INSERT
- * (no speculative insertion, no join back to find existing rows) that returns nothing per row.
- * About 1.4× the rate of insertBatchSql for such batches.
+ * (no speculative insertion, no join back to find existing rows) that returns nothing per row,
+ * with its history rows and its NOTIFY in the same statement. About 1.4× the rate of
+ * insertBatchSql for such batches; for a kind without an initialized event it is the whole
+ * enqueue, one autocommitted statement (one round trip instead of four).
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
@@ -64,10 +66,12 @@ WITH inserted AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
   SELECT id, $5, 0, NULL, 'pending', 'enqueued' FROM inserted
 )
-SELECT count(*)::int AS n FROM inserted`;
+SELECT pg_notify('${DUE_CHANNEL}', count(*)::text) FROM inserted`;
+
+type Row = { id: string | null; booking_id: string | null; created: boolean };
 
 /** Rows whose key was taken by a transaction that committed after our snapshot: read them now. */
-async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[], rows: Array<{ id: string | null; booking_id: string | null; created: boolean }>): Promise<void> {
+async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[], rows: Row[]): Promise<void> {
   const missing = rows.map((r, i) => (r.id ? null : items[i]!.idempotencyKey)).filter((k): k is string => !!k);
   if (!missing.length) return;
   const { rows: found } = await client.query<{ id: string; booking_id: string; idempotency_key: string }>(
@@ -88,33 +92,44 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
   const results: EnqueueResult[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
     const batch = items.slice(start, start + batchSize);
-    const rows = await withTransaction(pool, async (client) => {
-      const ids = batch.map(() => randomUUID());
-      const bookingIds = batch.map(() => randomUUID());
-      const payloads = batch.map((b) => JSON.stringify(b.payload));
-      let rows: Array<{ id: string | null; booking_id: string | null; created: boolean }>;
-      if (batch.every((b) => b.idempotencyKey == null)) {
-        await client.query(insertUnkeyedBatchSql, [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue']);
-        rows = ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
-      } else {
-        ({ rows } = await client.query<{ id: string | null; booking_id: string | null; created: boolean }>(insertBatchSql, [
-          ids,
-          bookingIds,
-          payloads,
-          batch.map((b) => b.idempotencyKey ?? null),
-          kind.name,
-          opts.actor ?? 'enqueue',
-        ]));
-        await resolveLateDuplicates(client, batch, rows);
-      }
-      const created = rows.filter((r) => r.created);
-      if (kind.events.initialized && created.length) {
-        const name = kind.events.initialized;
-        await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
-      }
-      if (created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
-      return rows;
-    });
+    const ids = batch.map(() => randomUUID());
+    const bookingIds = batch.map(() => randomUUID());
+    const payloads = batch.map((b) => JSON.stringify(b.payload));
+    const unkeyed = batch.every((b) => b.idempotencyKey == null);
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue'];
+    const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
+    let rows: Row[];
+    if (unkeyed && !kind.events.initialized) {
+      // Rows, history and NOTIFY in one statement: atomic on its own, no transaction needed.
+      // Named, so each connection parses and plans it once (its plan does not depend on the values).
+      await pool.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+      rows = unkeyedRows();
+    } else {
+      rows = await withTransaction(pool, async (client) => {
+        let rows: Row[];
+        if (unkeyed) {
+          await client.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+          rows = unkeyedRows();
+        } else {
+          ({ rows } = await client.query<Row>(insertBatchSql, [
+            ids,
+            bookingIds,
+            payloads,
+            batch.map((b) => b.idempotencyKey ?? null),
+            kind.name,
+            opts.actor ?? 'enqueue',
+          ]));
+          await resolveLateDuplicates(client, batch, rows);
+        }
+        const created = rows.filter((r) => r.created);
+        if (kind.events.initialized && created.length) {
+          const name = kind.events.initialized;
+          await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
+        }
+        if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
+        return rows;
+      });
+    }
     for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });
     opts.onProgress?.(Math.min(start + batchSize, items.length), items.length);
   }

@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { createPool } from '../db/pool.js';
 import { runAgent, type AgentOutcome } from '../agents/agent.js';
 import { Finisher } from '../agents/finisher.js';
+import { StepWriter } from '../agents/step-writer.js';
 import { ProviderClient, type ProviderUrls } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { claimBundles, type ClaimedBundle } from './claim.js';
@@ -56,6 +57,7 @@ export class Worker {
   readonly pool: pg.Pool;
   private readonly liveness: WorkerLiveness;
   private readonly finisher: Finisher;
+  private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
@@ -82,6 +84,7 @@ export class Worker {
     this.liveness.on('due', () => this.wake?.());
     this.liveness.on('lost', (err?: Error) => this.log.warn({ err: err?.message }, 'liveness connection lost; a new worker id will be taken before the next claim'));
     this.finisher = new Finisher(this.pool);
+    this.stepWriter = new StepWriter(this.pool);
     this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
   }
 
@@ -121,6 +124,7 @@ export class Worker {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
+      steps: this.stepWriter,
       workerId,
       leaseSeconds: this.opts.leaseSeconds,
       providerRetries: this.options.providerRetries,
