@@ -8,7 +8,7 @@ CREATE TABLE bundles (
                      CHECK (state IN ('pending', 'running', 'failed', 'compensating', 'completed', 'compensated', 'dead')),
   phase              text NOT NULL DEFAULT 'book' CHECK (phase IN ('book', 'undo')),
   payload            jsonb NOT NULL,
-  idempotency_key    text UNIQUE,
+  idempotency_key    text,
   attempt            integer NOT NULL DEFAULT 0,
   failure_count      integer NOT NULL DEFAULT 0,
   undo_failure_count integer NOT NULL DEFAULT 0,
@@ -23,6 +23,10 @@ CREATE TABLE bundles (
   updated_at         timestamptz NOT NULL DEFAULT now(),
   finished_at        timestamptz
 );
+
+-- Enqueue at most once per key. Partial: most bundles have no key, and a NULL entry would cost
+-- every enqueue an index insert for nothing.
+CREATE UNIQUE INDEX bundles_idempotency_key_idx ON bundles (idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 -- Serves the claim. The scheduler's WHERE repeats this condition literally so the planner uses it.
 CREATE INDEX bundles_claim_idx ON bundles (next_run_at) WHERE state IN ('pending', 'compensating');

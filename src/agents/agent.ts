@@ -101,7 +101,6 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
     if (booked.has(position)) continue;
     const step = defs[position]!;
     setCurrent({ step, position });
-    const stepLog = log.child({ step: step.name });
     let key = rows.find((r) => r.position === position)?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
     if (step.provider) {
       const recorded = deps.steps ? await deps.steps.intent(fence, position, step.name, key) : await recordIntent(deps.pool, fence, position, step.name, key);
@@ -119,7 +118,7 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
       throw err;
     }
     deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    stepLog.debug({ reference }, 'step booked');
+    log.debug({ step: step.name, reference }, 'step booked');
     const last = position === defs.length - 1;
     if (last) {
       const done = await deps.finisher.finish({

@@ -35,7 +35,7 @@ WITH input AS (
 ), inserted AS (
   INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key)
   SELECT id, booking_id, $5, payload, idempotency_key FROM input ORDER BY ord
-  ON CONFLICT (idempotency_key) DO NOTHING
+  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, booking_id, idempotency_key
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
