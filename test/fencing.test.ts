@@ -8,7 +8,8 @@ import type pg from 'pg';
 import { createTestDb } from './support/db.js';
 import { enqueueVip, quietLogger, simulatorUrls, startSimulator, waitFor } from './support/fleet.js';
 import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
-import { recordBooked, recordCancelled, recordFailure, recordIntent, type Fence } from '../src/agents/fenced-writes.js';
+import { recordBooked, recordCancelled, recordFailure, recordIntent, writeSteps, type Fence } from '../src/agents/fenced-writes.js';
+import { StepWriter } from '../src/agents/step-writer.js';
 import { finishBundles, Finisher } from '../src/agents/finisher.js';
 import { runAgent } from '../src/agents/agent.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
@@ -39,6 +40,34 @@ async function supersede(pool: pg.Pool, id: string, newOwner: string): Promise<C
 }
 
 describe('fencing on attempt', () => {
+  it('fences each row of a batched step write on its own: a stale row changes nothing, the current one is written', async () => {
+    const db = await createTestDb();
+    const [a, b] = await enqueueVip(db.pool, 2);
+    const first = await claimOne(db.pool, 'w');
+    const second = await claimOne(db.pool, 'w');
+    const staleFence: Fence = { bundleId: first.id, attempt: first.attempt, actor: 'w', leaseSeconds: 60 };
+    const liveFence: Fence = { bundleId: second.id, attempt: second.attempt, actor: 'w', leaseSeconds: 60 };
+    await supersede(db.pool, first.id, 'other');
+    const before = await snapshot(db.pool, first.id);
+    const written = await writeSteps(db.pool, [
+      { fence: staleFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(first.id, 'show_tickets'), status: 'booking', reference: null },
+      { fence: liveFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(second.id, 'show_tickets'), status: 'booking', reference: null },
+    ]);
+    expect([...written.keys()]).toEqual([second.id]);
+    expect(await snapshot(db.pool, first.id)).toEqual(before);
+    // The same through the group-commit writer the worker uses.
+    const writer = new StepWriter(db.pool);
+    const [stale, live] = await Promise.all([
+      writer.booked(staleFence, 0, 'show_tickets', stepIdempotencyKey(first.id, 'show_tickets'), 'TKT-STALE'),
+      writer.booked(liveFence, 0, 'show_tickets', stepIdempotencyKey(second.id, 'show_tickets'), 'TKT-LIVE'),
+    ]);
+    expect([stale, live]).toEqual([false, true]);
+    expect(await snapshot(db.pool, first.id)).toEqual(before);
+    const { rows } = await db.pool.query('SELECT status, reference FROM steps WHERE bundle_id = $1', [second.id]);
+    expect(rows).toEqual([{ status: 'booked', reference: 'TKT-LIVE' }]);
+    expect([a!.vip_bundle_id, b!.vip_bundle_id].sort()).toEqual([first.id, second.id].sort());
+  });
+
   it('turns every write of a superseded attempt into a no-op', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);

@@ -27,39 +27,74 @@ const fenceCte = `fence AS (
   RETURNING id
 )`;
 
+export interface StepWrite {
+  fence: Fence;
+  position: number;
+  name: string;
+  key: string;
+  /** 'booking' records the intent before a provider call; 'booked' records its outcome. */
+  status: 'booking' | 'booked';
+  reference: string | null;
+}
+
+// One statement for any number of step writes (of different bundles): each row fenced on its own
+// bundle, extending its own lease, upserting its step and appending its history row.
+const stepWritesSql = `
+WITH input AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[])
+    AS t(id, attempt, actor, lease, position, name, status, key, reference)
+), fence AS (
+  UPDATE bundles b SET locked_until = now() + make_interval(secs => i.lease), updated_at = now()
+  FROM input i
+  WHERE b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
+  RETURNING b.id
+), ok AS (
+  SELECT i.* FROM input i JOIN fence f ON f.id = i.id
+), step AS (
+  INSERT INTO steps (bundle_id, position, name, status, idempotency_key, reference, attempt)
+  SELECT id, position, name, status, key, reference, attempt FROM ok
+  ON CONFLICT (bundle_id, position) DO UPDATE SET
+    status = EXCLUDED.status,
+    attempt = CASE WHEN EXCLUDED.status = 'booking' THEN EXCLUDED.attempt ELSE steps.attempt END,
+    reference = CASE WHEN EXCLUDED.status = 'booked' THEN EXCLUDED.reference ELSE steps.reference END,
+    error = CASE WHEN EXCLUDED.status = 'booked' THEN NULL ELSE steps.error END,
+    updated_at = now()
+  RETURNING bundle_id, idempotency_key
+), history AS (
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
+  SELECT id, actor, attempt, 'running', 'running', name, CASE status WHEN 'booking' THEN 'booking' ELSE 'booked ' || reference END FROM ok
+)
+SELECT ok.id, step.idempotency_key FROM ok JOIN step ON step.bundle_id = ok.id`;
+
+/**
+ * Writes step intents and outcomes, one per bundle. Returns, for each bundle whose write went
+ * through, the step's stored (stable) idempotency key; a bundle missing from the map was fenced out.
+ */
+export async function writeSteps(db: Queryable, writes: StepWrite[]): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ id: string; idempotency_key: string }>(stepWritesSql, [
+    writes.map((w) => w.fence.bundleId),
+    writes.map((w) => w.fence.attempt),
+    writes.map((w) => w.fence.actor),
+    writes.map((w) => w.fence.leaseSeconds),
+    writes.map((w) => w.position),
+    writes.map((w) => w.name),
+    writes.map((w) => w.status),
+    writes.map((w) => w.key),
+    writes.map((w) => w.reference),
+  ]);
+  return new Map(rows.map((r) => [r.id, r.idempotency_key]));
+}
+
 /** Records the intent to call a provider (step → booking) and returns the step's stable key, or null when fenced out. */
 export async function recordIntent(db: Queryable, f: Fence, position: number, name: string, key: string): Promise<string | null> {
-  const { rows } = await db.query<{ idempotency_key: string }>(
-    `WITH ${fenceCte}, step AS (
-       INSERT INTO steps (bundle_id, position, name, status, idempotency_key, attempt)
-       SELECT id, $5, $6, 'booking', $7, $2 FROM fence
-       ON CONFLICT (bundle_id, position) DO UPDATE SET status = 'booking', attempt = EXCLUDED.attempt, updated_at = now()
-       RETURNING idempotency_key
-     ), history AS (
-       INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
-       SELECT id, $4, $2, 'running', 'running', $6, 'booking' FROM fence
-     )
-     SELECT idempotency_key FROM step`,
-    [f.bundleId, f.attempt, f.leaseSeconds, f.actor, position, name, key],
-  );
-  return rows[0]?.idempotency_key ?? null;
+  const written = await writeSteps(db, [{ fence: f, position, name, key, status: 'booking', reference: null }]);
+  return written.get(f.bundleId) ?? null;
 }
 
 /** Records a booked step (the new recovery point). Returns false when fenced out. */
 export async function recordBooked(db: Queryable, f: Fence, position: number, name: string, key: string, reference: string): Promise<boolean> {
-  const { rows } = await db.query(
-    `WITH ${fenceCte}, step AS (
-       INSERT INTO steps (bundle_id, position, name, status, idempotency_key, reference, attempt)
-       SELECT id, $5, $6, 'booked', $7, $8, $2 FROM fence
-       ON CONFLICT (bundle_id, position) DO UPDATE SET status = 'booked', reference = EXCLUDED.reference, error = NULL, updated_at = now()
-     ), history AS (
-       INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
-       SELECT id, $4, $2, 'running', 'running', $6, 'booked ' || $8 FROM fence
-     )
-     SELECT id FROM fence`,
-    [f.bundleId, f.attempt, f.leaseSeconds, f.actor, position, name, key, reference],
-  );
-  return rows.length === 1;
+  const written = await writeSteps(db, [{ fence: f, position, name, key, status: 'booked', reference }]);
+  return written.has(f.bundleId);
 }
 
 /** Records an undone step. Returns false when fenced out. */
