@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { withTransaction, type Queryable } from '../db/pool.js';
 import { publishEvents, type PendingEvent } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
+import { GroupCommit } from './group-commit.js';
 
 export interface FinishRequest {
   bundleId: string;
@@ -17,11 +18,6 @@ export interface FinishRequest {
   outcome: 'completed' | 'compensated';
   /** The last step's outcome, written with the finish when the step keeps a row. */
   lastStep?: { position: number; name: string; key: string; reference: string };
-}
-
-interface Pending extends FinishRequest {
-  resolve(finished: boolean): void;
-  reject(err: unknown): void;
 }
 
 const finishSql = `
@@ -68,38 +64,24 @@ export async function finishBundles(db: Queryable, items: FinishRequest[]): Prom
 }
 
 export class Finisher {
-  private queue: Pending[] = [];
-  private flushing = false;
+  private readonly group: GroupCommit<FinishRequest, boolean>;
 
-  constructor(private readonly pool: pg.Pool, private readonly maxBatch = 1000) {}
-
-  /** Resolves true when finished, false when a newer attempt owns the bundle (fenced out). */
-  finish(req: FinishRequest): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ ...req, resolve, reject });
-      if (!this.flushing) void this.flush();
+  constructor(pool: pg.Pool, maxBatch = 1000) {
+    this.group = new GroupCommit({
+      maxBatch,
+      write: async (batch) => {
+        // Events need the transaction; a batch without any is one autocommitted statement.
+        const finished = batch.some(hasEvent)
+          ? await withTransaction(pool, (client) => finishBundles(client, batch))
+          : await finishBundles(pool, batch);
+        return batch.map((b) => finished.has(b.bundleId));
+      },
     });
   }
 
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.queue.length) {
-        const batch = this.queue.splice(0, this.maxBatch);
-        try {
-          // Events need the transaction; a batch without any is one autocommitted statement.
-          const needsEvents = batch.some((b) => hasEvent(b));
-          const finished = needsEvents
-            ? await withTransaction(this.pool, (client) => finishBundles(client, batch))
-            : await finishBundles(this.pool, batch);
-          for (const b of batch) b.resolve(finished.has(b.bundleId));
-        } catch (err) {
-          for (const b of batch) b.reject(err);
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
+  /** Resolves true when finished, false when a newer attempt owns the bundle (fenced out). */
+  finish(req: FinishRequest): Promise<boolean> {
+    return this.group.submit(req);
   }
 }
 
