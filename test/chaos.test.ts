@@ -14,7 +14,7 @@ import type { ChaosSummary } from '../src/chaos/run.js';
 const RUNNER = fileURLToPath(new URL('../dist/chaos/run.js', import.meta.url));
 
 function runChaos(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = { ...process.env, LOG_LEVEL: 'warn' };
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
   // A dedicated embedded server, never whatever database the environment points at.
   delete env.DATABASE_URL;
   return new Promise((resolve) => {

@@ -6,14 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb } from './support/db.js';
-import { enqueueVip, quietLogger, simulatorUrls, startSimulator, waitFor } from './support/fleet.js';
+import { agentDeps, enqueueVip, startSimulator, waitFor } from './support/fleet.js';
 import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
 import { recordBooked, recordCancelled, recordFailure, recordIntent, writeSteps, type Fence } from '../src/agents/fenced-writes.js';
 import { StepWriter } from '../src/agents/step-writer.js';
 import { finishBundles, Finisher } from '../src/agents/finisher.js';
 import { runAgent } from '../src/agents/agent.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
-import { ProviderClient } from '../src/providers/client.js';
 
 /** Everything an agent's write could touch for one bundle, to compare before and after. */
 async function snapshot(pool: pg.Pool, id: string) {
@@ -138,14 +137,7 @@ describe('fencing on attempt', () => {
     const id = b!.vip_bundle_id;
     const old = await claimOne(db.pool, 'old-worker');
 
-    const agent = runAgent(old, {
-      pool: db.pool,
-      providers: new ProviderClient(simulatorUrls(sim), { timeoutMs: 5000 }),
-      finisher: new Finisher(db.pool),
-      workerId: 'old-worker',
-      leaseSeconds: 60,
-      logger: quietLogger(),
-    });
+    const agent = runAgent(old, agentDeps(db.pool, sim, { timeoutMs: 5000, workerId: 'old-worker' }));
 
     // Wait until the agent is inside its second step's provider call (intent recorded, reply not yet in).
     const inFlight = async () => {

@@ -5,12 +5,11 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb } from './support/db.js';
-import { allInState, enqueueVip, quietLogger, simulatorUrls, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { agentDeps, allInState, enqueueVip, simulatorUrls, startSimulator, startWorker, waitFor } from './support/fleet.js';
 import type { LedgerEntry, ProviderSimulator } from '../src/providers/simulator.js';
 import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
 import { releaseBundles } from '../src/scheduler/release.js';
 import { recordIntent } from '../src/agents/fenced-writes.js';
-import { Finisher } from '../src/agents/finisher.js';
 import { runAgent } from '../src/agents/agent.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
 import { ProviderClient } from '../src/providers/client.js';
@@ -89,17 +88,11 @@ describe('recovery', () => {
     const id = b!.vip_bundle_id;
     const bundle = await claimOne(db.pool, 'w');
 
-    const agent = runAgent(bundle, {
-      pool: db.pool,
-      providers: new ProviderClient(simulatorUrls(sim), { timeoutMs: 2000 }),
-      finisher: new Finisher(db.pool),
-      workerId: 'w',
-      leaseSeconds: 60,
+    const agent = runAgent(bundle, agentDeps(db.pool, sim, {
       providerRetries: 3,
       // Leaves the test ample time to end the fault between the lost reply and the retry.
       providerRetryMs: 1000,
-      logger: quietLogger(),
-    });
+    }));
     // The first booking is made but its reply is lost; then the provider answers again.
     await waitFor('the first booking', async () => ledgerOf(sim, id).length > 0, 10_000);
     sim.setFaults({ lateRate: 0 });

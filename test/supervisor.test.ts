@@ -113,6 +113,22 @@ describe('supervisor: resets', () => {
     await holder.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.supervisor', 0))`);
     expect((await runOnce(db.pool, fast)).ran).toBe(true);
   });
+
+  it('is not blocked by a supervisor that crashed mid-pass: its lock goes with its connection', async () => {
+    const db = await createTestDb();
+    await enqueueVip(db.pool, 1);
+    await claimOne(db, 'gone-worker');
+    const crashed = new pg.Client({ connectionString: db.url });
+    await crashed.connect();
+    crashed.on('error', () => {});
+    await crashed.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.supervisor', 0))`);
+    const pid = (await crashed.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    expect((await runOnce(db.pool, fast)).ran).toBe(false);
+    await db.pool.query('SELECT pg_terminate_backend($1)', [pid]); // the supervisor process dies
+    await waitFor('the crashed supervisor to be gone', async () => (await runOnce(db.pool, fast)).ran);
+    const { rows } = await db.pool.query(`SELECT state FROM bundles`);
+    expect(rows).toEqual([{ state: 'pending' }]);
+  });
 });
 
 describe('supervisor: failures', () => {

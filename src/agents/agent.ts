@@ -8,20 +8,20 @@
 import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
 import { ProviderError, coerceError } from '../errors.js';
-import { bundleKind, stepIdempotencyKey, type StepDefinition } from '../bundles/kinds.js';
+import { bundleKind, stepIdempotencyKey, type StepContext, type StepDefinition } from '../bundles/kinds.js';
 import type { ProviderClient } from '../providers/client.js';
 import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
-import { loadSteps, recordBooked, recordCancelled, recordFailure, recordIntent, type Fence, type StepRow } from './fenced-writes.js';
-import type { Finisher } from './finisher.js';
+import { loadSteps, recordCancelled, recordFailure, type Fence, type StepRow } from './fenced-writes.js';
+import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
   providers: ProviderClient;
   finisher: Finisher;
-  /** Batches the step writes of many agents into one statement (fenced per row); without it, one statement per write. */
-  steps?: StepWriter;
+  /** Writes step intents and outcomes, batched with other agents' (fenced per row). */
+  steps: StepWriter;
   workerId: string;
   leaseSeconds: number;
   /** Retries of a transient provider error within one attempt (p-retry), default 2. */
@@ -83,9 +83,9 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
-    const cause = err instanceof AbortError ? (err as unknown as { originalError: unknown }).originalError ?? err : err;
-    const error = coerceError(cause);
-    const errorClass = classify(cause);
+    // p-retry rethrows the provider's own error, also when it stopped on a permanent one.
+    const error = coerceError(err);
+    const errorClass = classify(err);
     const step = current?.step.name ?? 'none';
     log.warn({ step, errorClass, error: scrubText(error.message) }, 'attempt failed');
     const recorded = await recordFailure(deps.pool, fence, { step, position: current?.position ?? -1, errorClass, message: scrubText(error.message) });
@@ -95,49 +95,42 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
 
 type SetCurrent = (c: { step: StepDefinition; position: number }) => void;
 
+function stepContext(bundle: ClaimedBundle, deps: AgentDeps, idempotencyKey: string): StepContext {
+  return { bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey, providers: deps.providers, db: deps.pool, signal: deps.signal };
+}
+
 async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
   const booked = new Set(rows.filter((r) => r.status === 'booked').map((r) => r.position));
+  // The last step's outcome is written with the completion, in the same statement.
+  let lastStep: FinishRequest['lastStep'];
   for (let position = 0; position < defs.length; position++) {
     if (booked.has(position)) continue;
     const step = defs[position]!;
     setCurrent({ step, position });
     let key = rows.find((r) => r.position === position)?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
     if (step.provider) {
-      const recorded = deps.steps ? await deps.steps.intent(fence, position, step.name, key) : await recordIntent(deps.pool, fence, position, step.name, key);
+      const recorded = await deps.steps.intent(fence, position, step.name, key);
       if (!recorded) throw new Fenced();
       key = recorded;
     }
     const started = performance.now();
     let reference: string;
     try {
-      ({ reference } = await callWithRetry(deps, () =>
-        step.book({ bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey: key, providers: deps.providers, db: deps.pool, signal: deps.signal }),
-      ));
+      ({ reference } = await callWithRetry(deps, () => step.book(stepContext(bundle, deps, key))));
     } catch (err) {
-      deps.onStep?.(step.name, classify(err instanceof AbortError ? (err as unknown as { originalError: unknown }).originalError : err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
+      deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
     }
     deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
     log.debug({ step: step.name, reference }, 'step booked');
-    const last = position === defs.length - 1;
-    if (last) {
-      const done = await deps.finisher.finish({
-        bundleId: bundle.id,
-        attempt: bundle.attempt,
-        kind: bundle.kind,
-        actor: deps.workerId,
-        outcome: 'completed',
-        lastStep: step.provider ? { position, name: step.name, key, reference } : undefined,
-      });
-      if (!done) throw new Fenced();
-      log.info('bundle completed');
-      return 'completed';
+    if (position === defs.length - 1) {
+      lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
+    } else if (!(await deps.steps.booked(fence, position, step.name, key, reference))) {
+      throw new Fenced();
     }
-    const recorded = deps.steps ? await deps.steps.booked(fence, position, step.name, key, reference) : await recordBooked(deps.pool, fence, position, step.name, key, reference);
-    if (!recorded) throw new Fenced();
   }
-  // Every step was already booked by an earlier attempt that died before finishing.
-  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed' }))) throw new Fenced();
+  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
+  log.info('bundle completed');
   return 'completed';
 }
 
@@ -148,9 +141,7 @@ async function undo(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
     const step = defs[row.position];
     if (!step?.cancel) continue;
     setCurrent({ step, position: row.position });
-    await callWithRetry(deps, () =>
-      step.cancel!({ bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey: row.idempotency_key, providers: deps.providers, db: deps.pool, signal: deps.signal }),
-    );
+    await callWithRetry(deps, () => step.cancel!(stepContext(bundle, deps, row.idempotency_key)));
     if (!(await recordCancelled(deps.pool, fence, row.position, step.name))) throw new Fenced();
     log.child({ step: step.name }).info('step cancelled');
   }

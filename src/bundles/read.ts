@@ -121,3 +121,23 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     completed_last_minute: Number(recent.rows[0]?.n ?? 0),
   };
 }
+
+export interface ThroughputPoint {
+  minute: string;
+  completed: number;
+  failed: number;
+}
+
+/** Bundles that finished in each of the last `minutes` minutes (oldest first): completed, and compensated or dead. */
+export async function throughputByMinute(db: Queryable, minutes: number): Promise<ThroughputPoint[]> {
+  const { rows } = await db.query<{ minute: Date; completed: string; failed: string }>(
+    `SELECT m.minute,
+            count(b.id) FILTER (WHERE b.state = 'completed') AS completed,
+            count(b.id) FILTER (WHERE b.state IN ('compensated', 'dead')) AS failed
+     FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1), date_trunc('minute', now()), interval '1 minute') AS m(minute)
+     LEFT JOIN bundles b ON b.finished_at >= m.minute AND b.finished_at < m.minute + interval '1 minute'
+     GROUP BY m.minute ORDER BY m.minute`,
+    [minutes],
+  );
+  return rows.map((r) => ({ minute: r.minute.toISOString(), completed: Number(r.completed), failed: Number(r.failed) }));
+}

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { BadInput, NotFound, Conflict, SchemaMissing } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
+import { rootLogger } from '../logger.js';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -20,7 +21,7 @@ export interface Db {
 /** Connects, checks the database answers (fails within seconds naming it) and, unless told not to, that the schema is there. */
 export async function openDb(opts: { checkSchema?: boolean; max?: number } = {}): Promise<Db> {
   const url = await resolveDatabaseUrl();
-  const pool = createPool(url, { max: opts.max ?? 4 });
+  const pool = createPool(url, { max: opts.max ?? 4, onError: (err) => rootLogger().warn({ err: err.message }, 'idle database connection lost') });
   try {
     await checkConnection(pool, url);
     if (opts.checkSchema !== false) await assertSchema(pool);

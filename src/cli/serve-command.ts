@@ -75,7 +75,6 @@ Examples:
       }
       const log = rootLogger();
       const db = await openDb({ max: 10 });
-      db.pool.on('error', (err) => log.warn({ err: err.message }, 'idle database connection lost'));
       let draining = false;
       const http = await startHttpServer({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: NodeJS.ErrnoException) => {
         await db.close();

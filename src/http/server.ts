@@ -21,8 +21,8 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { parseBundleId, parseVipBundle } from '../bundles/input.js';
-import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles } from '../bundles/read.js';
-import { isConnectionError, type Queryable } from '../db/pool.js';
+import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, throughputByMinute } from '../bundles/read.js';
+import { isConnectionError } from '../db/pool.js';
 import { BadInput, Conflict, NotFound } from '../errors.js';
 import { rootLogger, scrubText, type Logger } from '../logger.js';
 import { ackAlert, listAlerts } from '../supervisor/alerts.js';
@@ -171,26 +171,6 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
       timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-export interface ThroughputPoint {
-  minute: string;
-  completed: number;
-  failed: number;
-}
-
-/** Bundles that finished in each of the last `minutes` minutes (oldest first): completed, and compensated or dead. */
-export async function throughputByMinute(db: Queryable, minutes: number): Promise<ThroughputPoint[]> {
-  const { rows } = await db.query<{ minute: Date; completed: string; failed: string }>(
-    `SELECT m.minute,
-            count(b.id) FILTER (WHERE b.state = 'completed') AS completed,
-            count(b.id) FILTER (WHERE b.state IN ('compensated', 'dead')) AS failed
-     FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1), date_trunc('minute', now()), interval '1 minute') AS m(minute)
-     LEFT JOIN bundles b ON b.finished_at >= m.minute AND b.finished_at < m.minute + interval '1 minute'
-     GROUP BY m.minute ORDER BY m.minute`,
-    [minutes],
-  );
-  return rows.map((r) => ({ minute: r.minute.toISOString(), completed: Number(r.completed), failed: Number(r.failed) }));
 }
 
 const bundlesQuery = z.object({

@@ -106,9 +106,13 @@ export class Worker {
     this.loop = this.run();
   }
 
+  /** Agent slots one claim may fill now. */
+  private claimable(): number {
+    return Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
+  }
+
   /** Claims once for every free slot and starts the agents; returns how many were claimed. */
-  async claimOnce(): Promise<number> {
-    const free = Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
+  async claimOnce(free = this.claimable()): Promise<number> {
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
@@ -150,8 +154,8 @@ export class Worker {
     while (!this.stopping) {
       let claimed = 0;
       try {
-        const free = Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
-        claimed = await this.claimOnce();
+        const free = this.claimable();
+        claimed = await this.claimOnce(free);
         errorDelay = 100;
         // A full batch means more may be due: claim again as soon as slots allow.
         if (claimed > 0 && claimed === free) continue;

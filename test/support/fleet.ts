@@ -3,6 +3,10 @@ import { startProviderSimulator, type ProviderSimulator, type SimulatorOptions }
 import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
 import { enqueueBundles, type EnqueueResult } from '../../src/bundles/enqueue.js';
 import { createLogger } from '../../src/logger.js';
+import type { AgentDeps } from '../../src/agents/agent.js';
+import { Finisher } from '../../src/agents/finisher.js';
+import { StepWriter } from '../../src/agents/step-writer.js';
+import { ProviderClient } from '../../src/providers/client.js';
 import type pg from 'pg';
 import { onCleanup } from './db.js';
 
@@ -30,6 +34,21 @@ export function startWorker(url: string, sim: ProviderSimulator, opts: Partial<W
   worker.start();
   onCleanup(() => worker.stop(0));
   return worker;
+}
+
+/** What a worker hands its agents, for tests that run one agent directly. */
+export function agentDeps(pool: pg.Pool, sim: ProviderSimulator, overrides: Partial<AgentDeps> & { timeoutMs?: number } = {}): AgentDeps {
+  const { timeoutMs = 2000, ...rest } = overrides;
+  return {
+    pool,
+    providers: new ProviderClient(simulatorUrls(sim), { timeoutMs }),
+    finisher: new Finisher(pool),
+    steps: new StepWriter(pool),
+    workerId: 'w',
+    leaseSeconds: 60,
+    logger: quietLogger(),
+    ...rest,
+  };
 }
 
 let n = 0;
