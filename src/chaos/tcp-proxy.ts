@@ -1,0 +1,116 @@
+/**
+ * A TCP proxy in front of PostgreSQL that can blackhole a connection without closing it: no FIN,
+ * no RST, the peer's kernel keeps the socket open and data simply stops flowing both ways. That is
+ * a half-open connection (a peer gone behind a NAT or a firewall that drops state), the fault that
+ * TCP keep-alive notices only after hours. Used by the tests and by `npm run chaos`.
+ *
+ * Each connection's PostgreSQL startup message is parsed for its `application_name`, so a test can
+ * cut exactly one role's connection (e.g. a worker's liveness connection).
+ */
+import net from 'node:net';
+
+export interface ProxiedConnection {
+  id: number;
+  applicationName: string | undefined;
+  blackholed: boolean;
+}
+
+export interface TcpProxy {
+  /** `host:port` clients connect to. */
+  host: string;
+  port: number;
+  /** Rewrites a postgres:// URL so that it goes through the proxy. */
+  url(target: string): string;
+  connections(): ProxiedConnection[];
+  /** Stops data both ways on matching connections (all open ones by default) and keeps them open. Returns how many. */
+  blackhole(match?: (c: ProxiedConnection) => boolean): number;
+  /** Blackholes every new connection too, until `heal()`. */
+  blackholeNew(on: boolean): void;
+  close(): Promise<void>;
+}
+
+interface Pair extends ProxiedConnection {
+  client: net.Socket;
+  server: net.Socket;
+}
+
+/** Reads `application_name` from a PostgreSQL v3 startup message, if `chunk` holds one. */
+export function startupApplicationName(chunk: Buffer): string | undefined {
+  if (chunk.length < 8 || chunk.readInt32BE(4) !== 196608) return undefined;
+  const parts = chunk.subarray(8, chunk.readInt32BE(0)).toString('utf8').split('\0');
+  for (let i = 0; i + 1 < parts.length; i += 2) if (parts[i] === 'application_name') return parts[i + 1];
+  return undefined;
+}
+
+export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
+  const pairs = new Map<number, Pair>();
+  let nextId = 0;
+  let holeNew = false;
+
+  const hole = (p: Pair) => {
+    p.blackholed = true;
+    // Paused sockets read nothing more; what was read is dropped below. Nothing is closed.
+    p.client.pause();
+    p.server.pause();
+  };
+
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, targetHost);
+    const pair: Pair = { id: ++nextId, applicationName: undefined, blackholed: false, client, server: upstream };
+    pairs.set(pair.id, pair);
+    let first = true;
+    client.on('data', (chunk: Buffer) => {
+      if (first) {
+        first = false;
+        pair.applicationName = startupApplicationName(chunk);
+      }
+      if (!pair.blackholed) upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!pair.blackholed) client.write(chunk);
+    });
+    const end = () => {
+      if (pair.blackholed) return; // a blackholed peer never learns the other side went away (close() ends it)
+      pairs.delete(pair.id);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    if (holeNew) hole(pair);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as net.AddressInfo;
+
+  return {
+    host: '127.0.0.1',
+    port,
+    url(target) {
+      const u = new URL(target);
+      u.hostname = '127.0.0.1';
+      u.port = String(port);
+      return u.toString();
+    },
+    connections: () => [...pairs.values()].map(({ id, applicationName, blackholed }) => ({ id, applicationName, blackholed })),
+    blackhole(match = () => true) {
+      let n = 0;
+      for (const p of pairs.values()) if (!p.blackholed && match(p)) (hole(p), n++);
+      return n;
+    },
+    blackholeNew(on) {
+      holeNew = on;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const p of pairs.values()) (p.client.destroy(), p.server.destroy());
+        pairs.clear();
+        server.close(() => resolve());
+      }),
+  };
+}
