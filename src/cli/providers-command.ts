@@ -27,6 +27,12 @@ const flags = {
 
 type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']> };
 
+/** Provider behaviours stricter or more forgetful than the contract's minimum (switches, off by default). */
+const modes = {
+  forgetUnknownCancels: { flag: '--forget-unknown-cancels', help: 'no tombstones: a cancel of an unseen key answers not_found and is forgotten, so a later booking with it is made' },
+  concurrentConflict: { flag: '--concurrent-conflict', help: 'answer 409 "a request with this idempotency key is in progress" to a booking whose key is already in flight (as Stripe does)' },
+} as const;
+
 export function registerProvidersCommand(program: import('commander').Command): void {
   const command = program.command('providers').description('run the provider simulator (tickets, flights, taxis) with fault injection');
   for (const spec of Object.values(flags)) {
@@ -36,9 +42,11 @@ export function registerProvidersCommand(program: import('commander').Command): 
     if ('default' in spec) option.default(spec.default);
     command.addOption(option);
   }
-  command.action(async (raw: Record<string, string | undefined>, cmd: Command) => {
-    const { port, host, ...faults } = parseFlags(raw, cmd);
-    const simulator = await startProviderSimulator({ ...faults, port, host });
+  for (const spec of Object.values(modes)) command.option(spec.flag, spec.help);
+  command.action(async (raw: Record<string, string | boolean | undefined>, cmd: Command) => {
+    const { port, host, ...faults } = parseFlags(raw as Record<string, string | undefined>, cmd);
+    const switches = Object.fromEntries(Object.keys(modes).map((name) => [name, raw[name] === true]));
+    const simulator = await startProviderSimulator({ ...faults, ...switches, port, host });
     process.stderr.write(`providers simulator listening on ${simulator.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {

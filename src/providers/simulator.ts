@@ -17,6 +17,17 @@ export interface SimulatorOptions {
   latencyMs?: number;
   seed?: number;
   hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
+  /**
+   * A provider without tombstones: a cancel of a key it has not seen answers `not_found` and
+   * forgets the key, so a booking with that key arriving later is made (and stays live).
+   */
+  forgetUnknownCancels?: boolean;
+  /**
+   * As Stripe does: while a booking with key K is in flight (received, not yet answered or
+   * dropped), another booking with K gets `409 {"error":"a request with this idempotency key is
+   * in progress"}`.
+   */
+  concurrentConflict?: boolean;
 }
 
 export interface LedgerEntry {
@@ -42,7 +53,9 @@ const rate = z.number().min(0).max(1);
 const faultsSchema = z.strictObject({
   failRate: rate, lateRate: rate, hangRate: rate, noRate: rate,
   latencyMs: z.number().int().min(0), hangMs: z.number().int().min(0), seed: z.number().int(),
+  forgetUnknownCancels: z.boolean(), concurrentConflict: z.boolean(),
 }).partial();
+export const IN_PROGRESS_ERROR = 'a request with this idempotency key is in progress';
 
 const text = z.string().min(1);
 const count = z.number().int().positive();
@@ -87,10 +100,14 @@ const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
 export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
   const { port: wantPort = 0, host = '127.0.0.1', ...faultOpts } = opts;
-  const faults: Required<Omit<SimulatorOptions, 'seed'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+  const faults: Required<Omit<SimulatorOptions, 'seed'>> = {
+    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
+  };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
   const timers = new Set<NodeJS.Timeout>();
+  /** `kind:key` of bookings received and not yet answered or dropped (for concurrentConflict). */
+  const inFlight = new Set<string>();
   let sequence = 0;
 
   function setFaults(o: Partial<SimulatorOptions>): void {
@@ -135,6 +152,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
       entry.status = 'cancelled';
       entry.cancelled_at = new Date().toISOString();
     } else if (!entry) {
+      // A forgetful provider keeps nothing: a booking that arrives after the undo will be made.
+      if (faults.forgetUnknownCancels) return [200, { status: 'not_found' }];
       // Remember the key so a booking that arrives after its undo is refused.
       entries.set(id, { kind, idempotency_key: key, reference: null, status: 'cancelled', body: null, booked_at: null, cancelled_at: new Date().toISOString(), book_calls: 0 });
     }
@@ -144,15 +163,24 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
   function handleBooking(kind: ProviderKind, req: http.IncomingMessage, body: unknown, send: Send): void {
     // Draw every fault on every booking POST so a seeded run stays repeatable.
     const [fail, hang, late] = [random() < faults.failRate, random() < faults.hangRate, random() < faults.lateRate];
-    if (hang) return after(faults.hangMs, () => req.socket.destroy());
-    if (fail) return after(faults.latencyMs, () => send(503, { error: 'service unavailable (injected)' }));
     const key = req.headers['idempotency-key'];
-    if (typeof key !== 'string' || !key) return send(400, { error: 'missing Idempotency-Key header' });
+    // In flight from receipt until the provider itself answers or drops the request: a client
+    // giving up does not stop the provider's work, so it does not end the request either.
+    const flightId = typeof key === 'string' && key ? `${kind}:${key}` : undefined;
+    if (flightId && faults.concurrentConflict && inFlight.has(flightId)) return after(faults.latencyMs, () => send(409, { error: IN_PROGRESS_ERROR }));
+    if (flightId) inFlight.add(flightId);
+    const settle = (fn: () => void) => () => {
+      if (flightId) inFlight.delete(flightId);
+      fn();
+    };
+    if (hang) return after(faults.hangMs, settle(() => req.socket.destroy()));
+    if (fail) return after(faults.latencyMs, settle(() => send(503, { error: 'service unavailable (injected)' })));
+    if (!flightId) return send(400, { error: 'missing Idempotency-Key header' });
     const check = bodySchemas[kind].safeParse(body);
-    if (!check.success) return send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` });
-    const [status, reply] = book(kind, key, body);
+    if (!check.success) return settle(() => send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` }))();
+    const [status, reply] = book(kind, key as string, body);
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
-    after(faults.latencyMs, () => (late ? req.socket.destroy() : send(status, reply)));
+    after(faults.latencyMs, settle(() => (late ? req.socket.destroy() : send(status, reply))));
   }
 
   function handleCancel(kind: ProviderKind, body: unknown, send: Send): void {
