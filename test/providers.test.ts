@@ -119,6 +119,7 @@ describe('provider simulator: stricter and more forgetful providers', () => {
     await withSimulator({ forgetUnknownCancels: true }, async (sim, client) => {
       expect(await client.cancel('tickets', 'k1')).toBe('not_found');
       expect(sim.ledger()).toEqual([]);
+      expect(sim.counters().forgotten_cancels).toBe(1);
       expect(await client.lookup('tickets', 'k1')).toBeNull();
       const late = await client.book('tickets', 'k1', tickets);
       expect(late.status).toBe(201);
@@ -134,6 +135,7 @@ describe('provider simulator: stricter and more forgetful providers', () => {
       const [first, second] = await Promise.allSettled([client.book('taxis', 'k1', taxi), client.book('taxis', 'k1', taxi)]);
       const outcomes = [first, second].map((r) => (r.status === 'fulfilled' ? r.value.status : (r.reason as ProviderError).status)).sort();
       expect(outcomes).toEqual([201, 409]);
+      expect(sim.counters().in_progress_conflicts).toBe(1);
       const refused = [first, second].find((r) => r.status === 'rejected') as PromiseRejectedResult;
       expect(refused.reason).toMatchObject({ type: 'permanent', status: 409 });
       expect((refused.reason as Error).message).toContain('a request with this idempotency key is in progress');

@@ -45,6 +45,8 @@ export interface ProviderSimulator {
   url: string;
   port: number;
   ledger(): LedgerEntry[];
+  /** How often the stricter and more forgetful modes acted. */
+  counters(): { in_progress_conflicts: number; forgotten_cancels: number };
   setFaults(o: Partial<SimulatorOptions>): void;
   close(): Promise<void>;
 }
@@ -108,6 +110,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
   const timers = new Set<NodeJS.Timeout>();
   /** `kind:key` of bookings received and not yet answered or dropped (for concurrentConflict). */
   const inFlight = new Set<string>();
+  const counters = { in_progress_conflicts: 0, forgotten_cancels: 0 };
   let sequence = 0;
 
   function setFaults(o: Partial<SimulatorOptions>): void {
@@ -153,7 +156,10 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
       entry.cancelled_at = new Date().toISOString();
     } else if (!entry) {
       // A forgetful provider keeps nothing: a booking that arrives after the undo will be made.
-      if (faults.forgetUnknownCancels) return [200, { status: 'not_found' }];
+      if (faults.forgetUnknownCancels) {
+        counters.forgotten_cancels++;
+        return [200, { status: 'not_found' }];
+      }
       // Remember the key so a booking that arrives after its undo is refused.
       entries.set(id, { kind, idempotency_key: key, reference: null, status: 'cancelled', body: null, booked_at: null, cancelled_at: new Date().toISOString(), book_calls: 0 });
     }
@@ -167,7 +173,10 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     // In flight from receipt until the provider itself answers or drops the request: a client
     // giving up does not stop the provider's work, so it does not end the request either.
     const flightId = typeof key === 'string' && key ? `${kind}:${key}` : undefined;
-    if (flightId && faults.concurrentConflict && inFlight.has(flightId)) return after(faults.latencyMs, () => send(409, { error: IN_PROGRESS_ERROR }));
+    if (flightId && faults.concurrentConflict && inFlight.has(flightId)) {
+      counters.in_progress_conflicts++;
+      return after(faults.latencyMs, () => send(409, { error: IN_PROGRESS_ERROR }));
+    }
     if (flightId) inFlight.add(flightId);
     const settle = (fn: () => void) => () => {
       if (flightId) inFlight.delete(flightId);
@@ -244,6 +253,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     url: `http://${urlHost}:${port}`,
     port,
     ledger: () => [...entries.values()].map((e) => ({ ...e })),
+    counters: () => ({ ...counters }),
     setFaults,
     close: () => (closing ??= new Promise<void>((resolve, reject) => {
       for (const timer of timers) clearTimeout(timer);
