@@ -19,7 +19,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { arch, cpus, platform, release, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -35,7 +35,7 @@ import type { Fault, FaultContext, Preparation } from './faults/fault.js';
 import { SERVER_SETTINGS } from './faults/pg-restart.js';
 import { checkInvariants, TERMINAL } from './invariants.js';
 import { DEAD_ALLOWED_FROM_FAIL_RATE, type ChaosOptions, type ChaosSummary } from './options.js';
-import { measureRecovery } from './recovery.js';
+import { summarize } from './summary.js';
 import { enqueueWorkload, retrying } from './workload.js';
 
 export { parseChaosArgs } from './cli.js';
@@ -187,86 +187,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     if (crashes.length) {
       violations.push({ invariant: 'fleet survives', message: `fleet processes died on their own: ${crashes.map((c) => `${c.process} (code ${c.code}, signal ${c.signal}, at ${c.at_s.toFixed(1)} s)`).join('; ')}`, count: crashes.length, bundle_ids: [] });
     }
-    const restartWindow = faults.restart?.window;
-    const recovery = await measureRecovery(pool, faults.kills.kills, restartWindow, opts.recoveryTargetMs);
-    const pauseRecovery = faults.pauses ? await measureRecovery(pool, faults.pauses.workerPauses, restartWindow, opts.leaseSeconds * 1000 + 2000) : undefined;
-    const { rows: timing } = await pool.query<{ first: Date; last: Date | null }>('SELECT min(created_at) AS first, max(finished_at) AS last FROM bundles WHERE id = ANY($1::uuid[])', [ids]);
-    const { rows: resetRows } = await pool.query<{ reason: string; n: string }>(
-      `SELECT reason, count(*) AS n FROM bundle_history WHERE bundle_id = ANY($1::uuid[]) AND (reason LIKE 'owner gone%' OR reason LIKE 'lease expired%') GROUP BY reason`,
-      [ids],
-    );
-    const resetCount = (prefix: string) => resetRows.filter((r) => r.reason.startsWith(prefix)).reduce((n, r) => n + Number(r.n), 0);
-    const terminalCount = TERMINAL.reduce((n, s) => n + (states[s] ?? 0), 0);
-    const busySeconds = timing[0]?.first && timing[0]?.last ? (timing[0].last.getTime() - timing[0].first.getTime()) / 1000 : 0;
-    const { rows: undone } = await pool.query<{ id: string; state: string }>(`SELECT id, state FROM bundles WHERE id = ANY($1::uuid[]) AND state IN ('dead', 'compensated')`, [ids]);
-    const undoneState = new Map(undone.map((r) => [r.id, r.state]));
-    const liveFor = (state: string) => ledger.filter((e) => e.status === 'booked' && undoneState.get(e.idempotency_key.split(':')[0]!) === state).length;
-    const cpuList = cpus();
-    const summary: ChaosSummary = {
-      ok: violations.length === 0,
-      bundles: opts.bundles,
-      enqueued: ids.length,
-      states,
-      violations,
-      recovery,
-      ...(pauseRecovery ? { pause_recovery: pauseRecovery } : {}),
-      pg_restart: faults.restart?.info ?? null,
-      faults: Object.fromEntries(faults.all.map((f) => [f.name, f.report()])),
-      unexpected_exits: crashes,
-      ledger: {
-        entries: ledger.length,
-        booked: ledger.filter((e) => e.status === 'booked').length,
-        cancelled: ledger.filter((e) => e.status === 'cancelled').length,
-        refused: ledger.filter((e) => e.status === 'refused').length,
-        book_calls: ledger.reduce((n, e) => n + e.book_calls, 0),
-        replayed_keys: ledger.filter((e) => e.book_calls > 1).length,
-        live_for_dead: liveFor('dead'),
-        live_for_compensated: liveFor('compensated'),
-        ...simulator.counters(),
-      },
-      supervisor_resets: { owner_gone: resetCount('owner gone'), lease_expired: resetCount('lease expired') },
-      duration_s: (Date.now() - t0) / 1000,
-      chaos_s: (chaosEnd - chaosStart) / 1000,
-      settle_s: (settledAt - chaosEnd) / 1000,
-      throughput_bundles_per_s: busySeconds > 0 ? Math.round((terminalCount / busySeconds) * 100) / 100 : 0,
-      settings: {
-        bundles: opts.bundles,
-        workers: opts.workers,
-        supervisors: prep.supervisors,
-        concurrency_per_worker: opts.concurrency,
-        fault_modes: opts.modes,
-        kills: opts.kills ?? 'every interval',
-        kill_every_ms: faults.kills.report().every_ms,
-        seconds: opts.seconds,
-        enqueue_seconds: enqueueSeconds,
-        fail_rate: opts.failRate,
-        late_rate: opts.lateRate,
-        hang_rate: opts.hangRate,
-        no_rate: opts.noRate,
-        sold_out_share: opts.soldOutShare,
-        latency_ms: opts.latencyMs,
-        hang_ms: opts.hangMs,
-        provider_timeout_ms: opts.providerTimeoutMs,
-        lease_seconds: opts.leaseSeconds,
-        poll_interval_ms: opts.pollIntervalMs,
-        supervise_interval_seconds: opts.superviseIntervalSeconds,
-        backoff_base_seconds: opts.backoffBaseSeconds,
-        max_attempts: opts.maxAttempts,
-        max_undo_attempts: opts.maxUndoAttempts,
-        dead_allowed: opts.failRate >= DEAD_ALLOWED_FROM_FAIL_RATE,
-        pg_restart: opts.restart,
-        seed: opts.seed,
-        database: home ? `embedded (dedicated, ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(' ')})` : 'external',
-      },
-      machine: {
-        os: `${platform()} ${release()}`,
-        arch: arch(),
-        cpus: cpuList.length,
-        cpu_model: cpuList[0]?.model ?? 'unknown',
-        node: process.version,
-        postgres,
-      },
-    };
+    const summary = await summarize({ opts, pool, ids, ledger, simulator, fleet, faults, violations, states, supervisors: prep.supervisors, home, postgres, times: { t0, chaosStart, chaosEnd, settledAt }, enqueueSeconds });
     keepLogs = !summary.ok;
     if (keepLogs) summary.logs = logDir;
     return summary;
