@@ -150,9 +150,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
 
     // The chaos: every fault of the run, side by side, until the window closes.
     const ctx: FaultContext = { opts, fleet, pool, databaseUrl: url, home, random, say, signal, ids, t0, chaosStart, chaosEnd: chaosStart + opts.seconds * 1000 };
-    const running = faults.all.map((f) => f.run?.(ctx));
+    const running = Promise.all(faults.all.map((f) => f.run?.(ctx)));
+    running.catch(() => {}); // awaited below; an abort must not surface as an unhandled rejection first
     await delay(Math.max(0, ctx.chaosEnd - Date.now()), undefined, { signal });
-    await Promise.all(running);
+    await running;
     await enqueuer;
     const chaosEnd = Date.now();
     say(`chaos over after ${faults.kills.kills.length} kills; waiting for every bundle to finish`);

@@ -3,12 +3,13 @@
  * alive to the side that is left (a NAT or firewall that dropped its state, a cable pulled).
  *
  * Workers reach PostgreSQL through a TCP proxy (tcp-proxy.ts). Every --half-open-every-ms
- * (±25 %) one running worker (preferably one holding claimed bundles) loses one connection, alternately its liveness connection
- * (application_name `bundlefleet worker <name>.<gen>.<rand>`) and one of its pool connections
- * (`bundlefleet worker <name>`): the proxy stops forwarding both ways and closes nothing. After
- * --half-open-server-drop-ms the server side goes too (PostgreSQL's own keep-alive giving up):
- * the backend is terminated, its locks released and its transaction rolled back, while the
- * worker's socket still looks open. The worker must notice by itself.
+ * (±25 %) one running worker (preferably one holding claimed bundles) loses one connection,
+ * alternately its liveness connection (application_name `bundlefleet worker <name>.<gen>.<rand>`)
+ * and one of its pool connections (`bundlefleet worker <name>`): the proxy stops forwarding both
+ * ways and closes nothing. After --half-open-server-drop-ms the server side goes too
+ * (PostgreSQL's own keep-alive giving up): the backend is terminated, its locks released and its
+ * transaction rolled back, while the worker's socket still looks open. The worker must notice
+ * by itself.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ChaosOptions } from '../options.js';
