@@ -159,6 +159,17 @@ describe('provider simulator: stricter and more forgetful providers', () => {
     });
   });
 
+  it('slowRate: booked at once, answered after hangMs; with concurrentConflict the client\'s retry meets its own first request', async () => {
+    await withSimulator({ slowRate: 1, hangMs: 600, concurrentConflict: true }, async (sim, client) => {
+      expect((await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).type).toBe('transient');
+      expect(sim.ledger()).toEqual([expect.objectContaining({ status: 'booked', book_calls: 1 })]);
+      expect(await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).toMatchObject({ type: 'permanent', status: 409 });
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      sim.setFaults({ slowRate: 0 });
+      expect(await client.book('flights', 'k1', flight)).toEqual({ reference: sim.ledger()[0]!.reference, status: 200 });
+    });
+  });
+
   it('without concurrentConflict, concurrent same-key bookings both get the one booking', async () => {
     await withSimulator({ latencyMs: 200 }, async (sim, client) => {
       const [a, b] = await Promise.all([client.book('taxis', 'k1', taxi), client.book('taxis', 'k1', taxi)]);

@@ -27,6 +27,7 @@ const FLAGS = {
   'late-rate': num('--late-rate', 0, 1),
   'hang-rate': num('--hang-rate', 0, 1),
   'no-rate': num('--no-rate', 0, 1),
+  'slow-rate': num('--slow-rate', 0, 1),
   'latency-ms': num('--latency-ms', 0, 60_000, true),
   'hang-ms': num('--hang-ms', 0, 600_000, true),
   'provider-timeout-ms': num('--provider-timeout-ms', 1, 600_000, true),
@@ -43,6 +44,7 @@ const FLAGS = {
   'half-open-server-drop-ms': num('--half-open-server-drop-ms', 0, 3_600_000, true),
   'row-lock-ms': num('--row-lock-ms', 1, 3_600_000, true),
   'row-lock-every-ms': num('--row-lock-every-ms', 100, 3_600_000, true),
+  'cancel-every-ms': num('--cancel-every-ms', 100, 3_600_000, true),
 } as const;
 
 export const USAGE = `usage: npm run chaos -- --bundles N --workers K --seconds S [options]
@@ -51,19 +53,22 @@ Classic faults (in every run unless turned off):
   --kill-every-ms MS      interval between SIGKILLs (default 2000)
   --no-restart            no PostgreSQL restart (also with --database-url)
   --fail-rate R --late-rate R --hang-rate R --no-rate R   provider faults (0..1)
-Fault modes (each flag selects one; with none of them, a run mixes all six):
+  --slow-rate R           bookings made at once but answered after --hang-ms (default 0; 0.02 with --concurrent-409)
+Fault modes (each flag selects one; with none of them, a run mixes all seven):
   --pause-workers         SIGSTOP a worker (or one of two supervisors) past the lease, then SIGCONT
   --half-open             cut a worker's liveness or pool connection without closing it (TCP proxy)
   --forget-cancels        providers keep no tombstone for a cancel of an unseen key
   --concurrent-409        providers answer 409 "in progress" to a booking whose key is in flight
   --silent-webhook        the supervisors' alert webhook accepts connections and never answers
   --row-locks             hold SELECT ... FOR UPDATE on a random running bundle from outside
-  --classic               none of the six (only the classic faults)
+  --operator-cancels      cancel a random running bundle (bundlefleet cancel) while its agent runs
+  --classic               none of the seven (only the classic faults)
 Tuning:
   --lease-seconds S       the fleet's lease (default 5 with a fault mode, 60 with --classic)
   --pause-ms MS           how long a pause lasts (default lease + 3 s); --pause-every-ms MS (default ${DEFAULTS.pauseEveryMs})
   --half-open-every-ms MS (default ${DEFAULTS.halfOpenEveryMs}); --half-open-server-drop-ms MS (default ${DEFAULTS.halfOpenServerDropMs})
   --row-lock-ms MS (default ${DEFAULTS.rowLockMs}); --row-lock-every-ms MS (default ${DEFAULTS.rowLockEveryMs})
+  --cancel-every-ms MS    interval between operator cancels (default ${DEFAULTS.cancelEveryMs})
   --latency-ms MS         provider latency (default ${DEFAULTS.latencyMs})
   --seed N                fault pattern and victims (default 1)
   --concurrency N         agents per worker (default ${DEFAULTS.concurrency})
@@ -123,6 +128,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     lateRate: parsed['late-rate'] ?? 0,
     hangRate: parsed['hang-rate'] ?? 0,
     noRate: parsed['no-rate'] ?? 0,
+    slowRate: parsed['slow-rate'],
     latencyMs: parsed['latency-ms'] ?? DEFAULTS.latencyMs,
     hangMs: parsed['hang-ms'] ?? DEFAULTS.hangMs,
     providerTimeoutMs: parsed['provider-timeout-ms'] ?? DEFAULTS.providerTimeoutMs,
@@ -141,6 +147,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     halfOpenServerDropMs: parsed['half-open-server-drop-ms'] ?? DEFAULTS.halfOpenServerDropMs,
     rowLockMs: parsed['row-lock-ms'] ?? DEFAULTS.rowLockMs,
     rowLockEveryMs: parsed['row-lock-every-ms'] ?? DEFAULTS.rowLockEveryMs,
+    cancelEveryMs: parsed['cancel-every-ms'] ?? DEFAULTS.cancelEveryMs,
     databaseUrl,
     verbose: !values.json,
   };

@@ -8,7 +8,7 @@
  * replies, hangs and noes, which every run has unless turned off). Each is selected by its own
  * flag (`--pause-workers`, ...); with none given, a run mixes all of them.
  */
-export const FAULT_MODES = ['pause-workers', 'half-open', 'forget-cancels', 'concurrent-409', 'silent-webhook', 'row-locks'] as const;
+export const FAULT_MODES = ['pause-workers', 'half-open', 'forget-cancels', 'concurrent-409', 'silent-webhook', 'row-locks', 'operator-cancels'] as const;
 export type FaultMode = (typeof FAULT_MODES)[number];
 
 export interface ChaosOptions {
@@ -22,6 +22,8 @@ export interface ChaosOptions {
   lateRate: number;
   hangRate: number;
   noRate: number;
+  /** Bookings made at once but answered after hangMs; undefined = 0, or 0.02 with concurrent-409. */
+  slowRate?: number;
   latencyMs: number;
   hangMs: number;
   providerTimeoutMs: number;
@@ -39,6 +41,7 @@ export interface ChaosOptions {
   halfOpenServerDropMs: number;
   rowLockMs: number;
   rowLockEveryMs: number;
+  cancelEveryMs: number;
   databaseUrl?: string;
   concurrency: number;
   /** Lease of the fleet; default 5 s with any fault mode (a pause must outlast it), else 60 s. */
@@ -77,6 +80,7 @@ export const DEFAULTS: Omit<ChaosOptions, 'bundles' | 'workers' | 'seconds' | 'l
   halfOpenServerDropMs: 1000,
   rowLockMs: 4000,
   rowLockEveryMs: 1500,
+  cancelEveryMs: 1000,
   concurrency: 10,
   pollIntervalMs: 100,
   superviseIntervalSeconds: 1,

@@ -103,6 +103,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       lateRate: opts.lateRate,
       hangRate: opts.hangRate,
       noRate: opts.noRate,
+      slowRate: opts.slowRate ?? 0,
       latencyMs: opts.latencyMs,
       hangMs: opts.hangMs,
       seed: opts.seed,

@@ -90,6 +90,7 @@ export async function summarize(f: RunFacts): Promise<ChaosSummary> {
       late_rate: opts.lateRate,
       hang_rate: opts.hangRate,
       no_rate: opts.noRate,
+      slow_rate: opts.slowRate ?? 0,
       sold_out_share: opts.soldOutShare,
       latency_ms: opts.latencyMs,
       hang_ms: opts.hangMs,

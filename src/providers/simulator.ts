@@ -12,6 +12,11 @@ import type { ProviderKind } from './client.js';
 export interface SimulatorOptions {
   failRate?: number;
   lateRate?: number;
+  /**
+   * Share of bookings made at once but answered only after hangMs, past any client timeout: the
+   * request stays in flight at the provider while the client gives up and retries.
+   */
+  slowRate?: number;
   hangRate?: number;
   noRate?: number;
   latencyMs?: number;
@@ -53,7 +58,7 @@ export interface ProviderSimulator {
 
 const rate = z.number().min(0).max(1);
 const faultsSchema = z.strictObject({
-  failRate: rate, lateRate: rate, hangRate: rate, noRate: rate,
+  failRate: rate, lateRate: rate, hangRate: rate, noRate: rate, slowRate: rate,
   latencyMs: z.number().int().min(0), hangMs: z.number().int().min(0), seed: z.number().int(),
   forgetUnknownCancels: z.boolean(), concurrentConflict: z.boolean(),
 }).partial();
@@ -103,7 +108,7 @@ const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
   const { port: wantPort = 0, host = '127.0.0.1', ...faultOpts } = opts;
   const faults: Required<Omit<SimulatorOptions, 'seed'>> = {
-    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
+    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, slowRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
   };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
@@ -169,6 +174,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
   function handleBooking(kind: ProviderKind, req: http.IncomingMessage, body: unknown, send: Send): void {
     // Draw every fault on every booking POST so a seeded run stays repeatable.
     const [fail, hang, late] = [random() < faults.failRate, random() < faults.hangRate, random() < faults.lateRate];
+    // Drawn only when asked for, so seeded runs without it keep their fault pattern.
+    const slow = faults.slowRate > 0 && random() < faults.slowRate;
     const key = req.headers['idempotency-key'];
     // In flight from receipt until the provider itself answers or drops the request: a client
     // giving up does not stop the provider's work, so it does not end the request either.
@@ -189,7 +196,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     if (!check.success) return settle(() => send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` }))();
     const [status, reply] = book(kind, key as string, body);
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
-    after(faults.latencyMs, settle(() => (late ? req.socket.destroy() : send(status, reply))));
+    after(slow ? faults.hangMs : faults.latencyMs, settle(() => (late ? req.socket.destroy() : send(status, reply))));
   }
 
   function handleCancel(kind: ProviderKind, body: unknown, send: Send): void {

@@ -6,6 +6,7 @@ import type { ChaosOptions, FaultMode } from '../options.js';
 import type { Fault } from './fault.js';
 import { HalfOpen } from './half-open.js';
 import { KillWorkers } from './kill-workers.js';
+import { OperatorCancels } from './operator-cancels.js';
 import { PauseWorkers } from './pause-workers.js';
 import { PgRestart } from './pg-restart.js';
 import { ConcurrentConflict, ForgetCancels } from './provider-modes.js';
@@ -16,9 +17,10 @@ const MODES: Record<FaultMode, (opts: ChaosOptions) => Fault> = {
   'pause-workers': (opts) => new PauseWorkers(opts),
   'half-open': (opts) => new HalfOpen(opts),
   'forget-cancels': () => new ForgetCancels(),
-  'concurrent-409': () => new ConcurrentConflict(),
+  'concurrent-409': (opts) => new ConcurrentConflict(opts),
   'silent-webhook': () => new SilentWebhook(),
   'row-locks': (opts) => new RowLocks(opts),
+  'operator-cancels': (opts) => new OperatorCancels(opts),
 };
 
 export interface RunFaults {
