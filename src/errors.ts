@@ -37,6 +37,24 @@ export class SchemaMissing extends Error {
   }
 }
 
+/**
+ * A connection that must be a server session of its own (a worker's liveness lock and LISTEN, the
+ * supervisor's lease holder, migrations) turned out to be pooled per transaction: its session
+ * advisory lock is not held by the backend that answers it. A configuration error (exit 2).
+ */
+export class SessionRequired extends Error {
+  readonly code = 'SESSION_REQUIRED';
+  constructor(what: string, options?: { cause?: unknown }) {
+    super(
+      `${what} needs a PostgreSQL session of its own, but its session advisory lock is not held by the backend that answers it: ` +
+        'the connection goes through a transaction-mode pooler (PgBouncer pool_mode=transaction). ' +
+        'Point it at PostgreSQL directly or at a session-mode pooler (see "Running behind a pooler" in the README).',
+      options,
+    );
+    this.name = 'SessionRequired';
+  }
+}
+
 export type ProviderErrorType = 'transient' | 'permanent';
 
 /**

@@ -5,11 +5,10 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb } from './support/db.js';
-import { allInState, enqueueVip, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { allInState, enqueueVip, startSimulator, startWorker, vipPayload, waitFor, claimAs } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { publishEvents, type EventEnvelope } from '../src/bundles/events.js';
 import { withTransaction } from '../src/db/pool.js';
-import { claimBundles } from '../src/scheduler/claim.js';
 import { Finisher } from '../src/agents/finisher.js';
 
 async function jobs(pool: pg.Pool, name: string): Promise<EventEnvelope[]> {
@@ -105,7 +104,7 @@ describe('events in the same transaction as the state', () => {
   it('writes neither the completion nor VipBundleFinalized_v1 when the finishing transaction fails at commit', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);
-    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
     await failAtCommit(db.pool, 'bundles', `NEW.state = 'completed'`);
     const finisher = new Finisher(db.pool);
     await expect(finisher.finish({ bundleId: b!.vip_bundle_id, attempt: claimed!.attempt, kind: 'vip', actor: 'w', outcome: 'completed' })).rejects.toThrow(/injected failure/);
@@ -123,7 +122,7 @@ describe('events in the same transaction as the state', () => {
   it('leaves the bundle running when VipBundleFinalized_v1 cannot be written', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);
-    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
     const { rows: queue } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'VipBundleFinalized_v1'`);
     await db.pool.query(`DROP TABLE pgboss."${queue[0]!.partition_name}"`);
     const finisher = new Finisher(db.pool);

@@ -3,9 +3,8 @@ import pg from 'pg';
 import { createServer } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup, type TestDb } from './support/db.js';
-import { allInState, enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { allInState, enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor, claimAs, workerGone } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
-import { claimBundles } from '../src/scheduler/claim.js';
 import { recordBooked, recordFailure } from '../src/agents/fenced-writes.js';
 import { runOnce, type SupervisorOptions } from '../src/supervisor/supervisor.js';
 import { decideBatch } from '../src/supervisor/decisions.js';
@@ -32,7 +31,7 @@ async function liveWorker(db: TestDb, id: string): Promise<pg.Client> {
 }
 
 async function claimOne(db: TestDb, workerId: string, leaseSeconds = 60) {
-  const [claimed] = await claimBundles(db.pool, { workerId, limit: 1, leaseSeconds });
+  const [claimed] = await claimAs(db.pool, { workerId, limit: 1, leaseSeconds });
   return claimed!;
 }
 
@@ -47,6 +46,7 @@ describe('supervisor: resets', () => {
     const [gone, alive] = await enqueueVip(db.pool, 2);
     await liveWorker(db, 'alive-worker');
     const a = await claimOne(db, 'gone-worker');
+    await workerGone('gone-worker');
     const b = await claimOne(db, 'alive-worker');
     const report = await runOnce(db.pool, fast);
     expect(report.orphans).toBe(1);
@@ -80,7 +80,8 @@ describe('supervisor: resets', () => {
   it('gives each expiry exactly one action however many supervisors run', async () => {
     const db = await createTestDb();
     await enqueueBundles(db.pool, Array.from({ length: 300 }, () => ({ payload: {} })), { kind: 'noop' });
-    const claimed = await claimBundles(db.pool, { workerId: 'nobody', limit: 300, leaseSeconds: 0 });
+    const claimed = await claimAs(db.pool, { workerId: 'nobody', limit: 300, leaseSeconds: 0 });
+    await workerGone('nobody');
     expect(claimed).toHaveLength(300);
     // Bypass the fleet-wide lock on purpose: the conditional UPDATEs alone must keep actions single.
     const pools = Array.from({ length: 4 }, () => createPool(db.url, { max: 2 }));
@@ -118,6 +119,7 @@ describe('supervisor: resets', () => {
     const db = await createTestDb();
     await enqueueVip(db.pool, 1);
     await claimOne(db, 'gone-worker');
+    await workerGone('gone-worker');
     const crashed = new pg.Client({ connectionString: db.url });
     await crashed.connect();
     crashed.on('error', () => {});
@@ -182,7 +184,8 @@ describe('supervisor: failures', () => {
     // Each round: a worker claims it and dies (its liveness lock is never held), the supervisor resets it.
     for (let round = 0; round < 10; round++) {
       await db.pool.query('UPDATE bundles SET next_run_at = now() WHERE id = $1', [b!.vip_bundle_id]);
-      const claimed = await claimBundles(db.pool, { workerId: `doomed-${round}`, limit: 1, leaseSeconds: 60 });
+      const claimed = await claimAs(db.pool, { workerId: `doomed-${round}`, limit: 1, leaseSeconds: 60 });
+      await workerGone(`doomed-${round}`);
       await runOnce(db.pool, opts);
       if (!claimed.length) break;
     }

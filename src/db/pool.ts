@@ -34,6 +34,12 @@ export interface PoolOptions {
   max?: number;
   applicationName?: string;
   onError?: (err: Error) => void;
+  /**
+   * Client-side bound on one query, for connections that may go half-open (no FIN, no RST: the
+   * server's statement_timeout never fires and TCP keep-alive takes hours). A query past it fails
+   * and its connection is discarded by the pool, never reused. Off by default.
+   */
+  queryTimeoutMs?: number;
 }
 
 export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
@@ -44,6 +50,7 @@ export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
   });
   // An idle client losing its connection (PostgreSQL restarting) emits 'error' on the pool; without
   // a listener that would crash the process. The pool discards the client and makes a new one.
@@ -69,6 +76,7 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   // restarting) would be an uncaught 'error' event and kill the process. The failed query rejects anyway.
   const onError = () => {};
   client.on('error', onError);
+  let discard = false;
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -76,10 +84,12 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     return result;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
+    discard = isConnectionError(err);
     throw err;
   } finally {
     client.removeListener('error', onError);
-    client.release();
+    // A connection that failed or timed out (it may be half-open) is discarded, never reused.
+    client.release(discard || undefined);
   }
 }
 
@@ -88,5 +98,5 @@ export function isConnectionError(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (!e) return false;
   if (e.code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '08006', '08003', '08001', '08000'].includes(e.code)) return true;
-  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable/i.test(e.message ?? '');
+  return /Connection terminated|connection timeout|Client has encountered a connection error|not queryable|Query read timeout/i.test(e.message ?? '');
 }

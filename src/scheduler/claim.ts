@@ -5,6 +5,7 @@
  * history — and then the transaction ends. No transaction is ever held across a provider call.
  */
 import type { Queryable } from '../db/pool.js';
+import { workerLockHeld } from '../bundles/worker-locks.js';
 
 export interface ClaimedBundle {
   id: string;
@@ -35,6 +36,9 @@ WITH due AS (
   SELECT id, state
   FROM bundles
   WHERE state IN ('pending', 'compensating') AND next_run_at <= now()
+    -- Claim only while the claimer holds its liveness lock (one InitPlan per statement): a worker
+    -- whose lock went with a dead connection must not take bundles the supervisor would reset at once.
+    AND ${workerLockHeld('$2')}
   ORDER BY next_run_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED

@@ -11,6 +11,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { DUE_CHANNEL } from '../bundles/enqueue.js';
+import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 
 export interface DecisionLimits {
   maxAttempts: number;
@@ -32,13 +33,10 @@ export interface Decided {
 
 /** Live worker ids are those whose session advisory lock is held in this database (see scheduler/liveness.ts). */
 const liveWorkersCte = `live AS MATERIALIZED (
-  SELECT (l.classid::bigint << 32) | l.objid::bigint AS key
-  FROM pg_locks l
-  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  SELECT ${lockRowKey('l')} AS key FROM ${grantedAdvisoryLocks('l')}
 )`;
 
-const ownerGone = `NOT EXISTS (SELECT 1 FROM live WHERE live.key = hashtextextended('bundlefleet.worker.' || b.locked_by, 0))`;
+const ownerGone = `NOT EXISTS (SELECT 1 FROM live WHERE live.key = ${workerLockKey('b.locked_by')})`;
 
 type Selection = 'orphans' | 'expired' | 'failed';
 
