@@ -1,0 +1,82 @@
+/**
+ * "Needs attention": the bundles an operator may have to act on, each with one reason.
+ *
+ * - `stuck`    not finished, and the supervisor raised an unresolved stuck/resets alert for it, or
+ *              it is running past its lease (its worker is gone or frozen and no supervisor has
+ *              reset it yet);
+ * - `dead`     undoing was exhausted: something may still be booked, an operator decides;
+ * - `retrying` not finished and not stuck, but it has failed (book or undo) or had its lease reset
+ *              at least once: the fleet is retrying it with backoff.
+ *
+ * Unfinished bundles are read through the same literal state list as bundles_unfinished_idx.
+ */
+import type { Queryable } from '../db/pool.js';
+
+export const ATTENTION_REASONS = ['stuck', 'dead', 'retrying'] as const;
+export type AttentionReason = (typeof ATTENTION_REASONS)[number];
+
+export interface AttentionBundle {
+  vip_bundle_id: string;
+  booking_id: string;
+  reason: AttentionReason;
+  /** One line on why: the alert's message, the expired lease, the last error or the failure counts. */
+  why: string;
+  state: string;
+  phase: 'book' | 'undo';
+  attempt: number;
+  failure_count: number;
+  undo_failure_count: number;
+  reset_count: number;
+  next_run_at: string;
+  updated_at: string;
+  last_error: string | null;
+}
+
+export interface AttentionView {
+  counts: Record<AttentionReason, number>;
+  bundles: AttentionBundle[];
+}
+
+const flaggedSql = `
+WITH flagged AS (
+  SELECT b.id, b.booking_id, b.state, b.phase, b.attempt, b.failure_count, b.undo_failure_count, b.reset_count,
+         b.next_run_at, b.updated_at, b.last_error,
+         CASE WHEN a.message IS NOT NULL OR (b.state = 'running' AND b.locked_until < now()) THEN 'stuck'
+              WHEN b.state = 'failed' OR b.failure_count > 0 OR b.undo_failure_count > 0 OR b.reset_count > 0 THEN 'retrying'
+         END AS reason,
+         coalesce(a.message,
+                  CASE WHEN b.state = 'running' AND b.locked_until < now()
+                       THEN 'running past its lease (held by ' || coalesce(b.locked_by, '?') || ')' END,
+                  'failed ' || b.failure_count || ' time(s) booking, ' || b.undo_failure_count || ' undoing; lease reset ' || b.reset_count || ' time(s)') AS why
+  FROM bundles b
+  LEFT JOIN LATERAL (
+    SELECT message FROM alerts WHERE bundle_id = b.id AND resolved_at IS NULL AND kind IN ('stuck', 'resets') ORDER BY id DESC LIMIT 1
+  ) a ON true
+  WHERE b.state IN ('pending', 'running', 'failed', 'compensating')
+  UNION ALL
+  SELECT id, booking_id, state, phase, attempt, failure_count, undo_failure_count, reset_count, next_run_at, updated_at, last_error,
+         'dead', coalesce(last_error, 'undoing was exhausted')
+  FROM bundles WHERE state = 'dead'
+)`;
+
+const listSql = `${flaggedSql}
+SELECT id AS vip_bundle_id, booking_id, reason, why, state, phase, attempt, failure_count, undo_failure_count, reset_count,
+       next_run_at, updated_at, last_error
+FROM flagged WHERE reason IS NOT NULL AND ($1::text IS NULL OR reason = $1)
+ORDER BY updated_at DESC, id LIMIT $2`;
+
+const countSql = `${flaggedSql}
+SELECT reason, count(*)::int AS n FROM flagged WHERE reason IS NOT NULL GROUP BY reason`;
+
+const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
+
+/** The newest `limit` bundles needing attention (of one reason, or all), and the count of each reason. */
+export async function needsAttention(db: Queryable, opts: { reason?: AttentionReason; limit?: number } = {}): Promise<AttentionView> {
+  const [list, counted] = await Promise.all([
+    db.query(listSql, [opts.reason ?? null, opts.limit ?? 25]),
+    db.query<{ reason: AttentionReason; n: number }>(countSql),
+  ]);
+  const counts = Object.fromEntries(ATTENTION_REASONS.map((r) => [r, 0])) as Record<AttentionReason, number>;
+  for (const r of counted.rows) counts[r.reason] = r.n;
+  return { counts, bundles: list.rows.map((r) => ({ ...r, next_run_at: iso(r.next_run_at), updated_at: iso(r.updated_at) })) };
+}
