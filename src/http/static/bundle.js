@@ -78,7 +78,7 @@
         var row = h('tr', { class: previous !== null && e.attempt !== previous ? 'new-attempt' : null },
           h('td', null, BF.time(e.at)),
           h('td', { text: '#' + e.attempt }),
-          h('td', null, e.from_state ? [BF.badge(e.from_state), ' → '] : null, BF.badge(e.to_state)),
+          h('td', { class: 'nowrap' }, e.from_state ? [BF.badge(e.from_state), ' → '] : null, BF.badge(e.to_state)),
           h('td', { text: e.step || '' }),
           h('td', { text: e.reason }),
           h('td', { class: 'mono', text: e.actor }),
