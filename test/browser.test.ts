@@ -213,6 +213,8 @@ describe('status page in headless Chromium', () => {
       expect(title).toMatch(/\(local time\)$/);
     }
     expect(await page.$$eval('#timeline td.err', (tds) => tds.filter((td) => td.textContent).map((td) => td.className))).toEqual(['err past']);
+    await mkdir(DOCS, { recursive: true });
+    await page.screenshot({ path: `${DOCS}bundle-recovered.png`, fullPage: true });
 
     // A pending bundle's page: cancel asks to confirm, then the bundle is undone.
     await page.goto(`${api.url}/ui/bundles/${pending!.vip_bundle_id}`);
