@@ -122,7 +122,8 @@
       button.setAttribute('aria-pressed', String(r === reason));
       BF.renderInto(button, [r, r ? view.counts[r] : total], function () { return [r || 'all', h('span', { class: 'n', text: r ? view.counts[r] : total })]; });
     });
-    BF.renderInto(document.querySelector('#attention tbody'), view.bundles, function (list) {
+    BF.renderInto(document.querySelector('#attention tbody'), [reason, view.bundles], function () {
+      var list = view.bundles;
       if (!list.length) return h('tr', null, h('td', { class: 'empty', colspan: 7, text: reason ? 'No ' + reason + ' bundles.' : 'Nothing needs attention.' }));
       return list.map(function (b) {
         return h('tr', { 'data-bundle-id': b.vip_bundle_id, 'data-reason': b.reason, 'data-state': b.state },
