@@ -193,6 +193,18 @@ describe('request log lines', () => {
     expect(line).toBeDefined();
     expect(line.fields.sort()).toEqual(['colour', 'customer_email', 'number_of_tickets']);
     expect(line.issues).toContain('number_of_tickets: must be at least 1');
+
+    const key = { 'Idempotency-Key': 'order-9' };
+    expect((await post(api.url, '/book-vip-bundle', vipPayload(), key)).status).toBe(201);
+    expect((await post(api.url, '/book-vip-bundle', { ...vipPayload(), customer_email: secret }, key)).status).toBe(422);
+    const { rows } = await db.pool.query<{ id: string }>('SELECT id FROM bundles');
+    expect((await post(api.url, `/bundles/${rows[0]!.id}/cancel`)).status).toBe(200);
+    expect((await post(api.url, `/bundles/${rows[0]!.id}/cancel`)).status).toBe(409);
+    const refusals = chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((l) => l.msg === 'request' && [422, 409].includes(l.status));
+    expect(refusals.map((l) => [l.status, l.reason])).toEqual([
+      [422, expect.stringMatching(/^Idempotency-Key "order-9" was already used with a different body/)],
+      [409, expect.stringMatching(/^cannot cancel bundle .*: it is compensating/)],
+    ]);
     expect(chunks.join('')).not.toContain(secret);
   });
 });
