@@ -11,6 +11,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { DUE_CHANNEL } from '../bundles/enqueue.js';
+import { leaseHeldSql, SUPERVISOR_LEASE } from './lease.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 
 export interface DecisionLimits {
@@ -20,6 +21,8 @@ export interface DecisionLimits {
   backoffMaxSeconds: number;
   batchSize: number;
   actor: string;
+  /** The supervisor-lease holder this pass runs as: a decision applies only while it holds the lease. */
+  leaseHolder?: string;
 }
 
 export interface Decided {
@@ -55,6 +58,8 @@ WITH ${liveWorkersCte},
 candidates AS (
   SELECT b.id FROM bundles b
   WHERE ${s.where}
+    -- A pass that lost its lease (it froze, another took over) decides nothing more.
+    AND ($8::text IS NULL OR ${leaseHeldSql(`'${SUPERVISOR_LEASE}'`, '$8::text')})
   ORDER BY b.updated_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED
@@ -110,6 +115,7 @@ export async function decideBatch(db: Queryable, selection: Selection, limits: D
     limits.backoffMaxSeconds,
     limits.actor,
     selections[selection].reason,
+    limits.leaseHolder ?? null,
   ]);
   return rows;
 }
