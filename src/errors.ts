@@ -83,3 +83,12 @@ export class EmbeddedDatabaseError extends Error {
     this.name = 'EmbeddedDatabaseError';
   }
 }
+
+/** A port we were asked to listen on is taken; `what` names our listener ("the status page"). */
+export class AddressInUse extends Error {
+  readonly code = 'ADDRESS_IN_USE';
+  constructor(readonly what: string, readonly host: string, readonly port: number, message?: string, options?: { cause?: unknown }) {
+    super(message ?? `cannot start ${what}: ${host}:${port} is already in use by another program`, options);
+    this.name = 'AddressInUse';
+  }
+}
