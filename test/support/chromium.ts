@@ -8,14 +8,14 @@
  * expat libraries the binary links against only on Amazon Linux. A slim Debian (node:20-slim)
  * has neither, so we always use the packaged libraries (LD_LIBRARY_PATH) and fonts (fontconfig).
  */
-import { spawn } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createBrotliDecompress } from 'node:zlib';
+import { brotliDecompressSync, createBrotliDecompress } from 'node:zlib';
 import { chromium, type Browser } from 'playwright-core';
 
 const SYSTEM_CHROMIUM = '/usr/bin/chromium';
@@ -39,13 +39,12 @@ async function packageDir(): Promise<{ dir: string; version: string }> {
   return { dir, version };
 }
 
+/** The archives are small (a few MB): decompressed in memory, then handed to tar whole (tar may exit before reading trailing padding). */
 async function untarBrotli(archive: string, into: string): Promise<void> {
-  const tar = spawn('tar', ['-x', '--no-same-owner', '-C', into], { stdio: ['pipe', 'inherit', 'inherit'] });
-  const exited = new Promise<void>((resolve, reject) => {
-    tar.on('error', reject);
-    tar.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`tar exited with ${code} unpacking ${archive}`))));
-  });
-  await Promise.all([pipeline(createReadStream(archive), createBrotliDecompress(), tar.stdin), exited]);
+  const tarball = brotliDecompressSync(await readFile(archive));
+  const result = spawnSync('tar', ['-x', '--no-same-owner', '-C', into], { input: tarball, stdio: ['pipe', 'inherit', 'pipe'] });
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`tar exited with ${result.status} unpacking ${archive}: ${result.stderr.toString().trim()}`);
 }
 
 /** Unpacks the packaged build once per version into the temp dir (atomically: several runs may race). */
