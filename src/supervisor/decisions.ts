@@ -23,6 +23,8 @@ export interface DecisionLimits {
   actor: string;
   /** The supervisor-lease holder this pass runs as: a decision applies only while it holds the lease. */
   leaseHolder?: string;
+  /** Seconds after a bundle goes dead until its reconciliation pass (calls still in flight have run out). Default 120. */
+  reconcileAfterSeconds?: number;
 }
 
 export interface Decided {
@@ -90,6 +92,8 @@ candidates AS (
       -- run, recovery under a 600-bundle backlog went from max 20.7 s to about 1 s.
       ELSE least(b.next_run_at, now()) - interval '1 millisecond' END,
     finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
+    reconcile_at = CASE WHEN d.to_state = 'dead' THEN now() + make_interval(secs => $9::float8) ELSE b.reconcile_at END,
+    reconcile_attempts = CASE WHEN d.to_state = 'dead' THEN 0 ELSE b.reconcile_attempts END,
     updated_at = now()
   FROM decided d
   WHERE b.id = d.id AND ${s.where.replace(ownerGone, 'true')}
@@ -116,6 +120,7 @@ export async function decideBatch(db: Queryable, selection: Selection, limits: D
     limits.actor,
     selections[selection].reason,
     limits.leaseHolder ?? null,
+    limits.reconcileAfterSeconds ?? 120,
   ]);
   return rows;
 }
