@@ -37,6 +37,24 @@ export class SchemaMissing extends Error {
   }
 }
 
+/**
+ * A connection that must be a server session of its own (a worker's liveness lock and LISTEN, the
+ * supervisor's lease holder, migrations) turned out to be pooled per transaction: its session
+ * advisory lock is not held by the backend that answers it. A configuration error (exit 2).
+ */
+export class SessionRequired extends Error {
+  readonly code = 'SESSION_REQUIRED';
+  constructor(what: string, options?: { cause?: unknown }) {
+    super(
+      `${what} needs a PostgreSQL session of its own, but its session advisory lock is not held by the backend that answers it: ` +
+        'the connection goes through a transaction-mode pooler (PgBouncer pool_mode=transaction). ' +
+        'Point it at PostgreSQL directly or at a session-mode pooler (see "Running behind a pooler" in the README).',
+      options,
+    );
+    this.name = 'SessionRequired';
+  }
+}
+
 export type ProviderErrorType = 'transient' | 'permanent';
 
 /**
@@ -70,4 +88,25 @@ export class ProviderError extends Error {
 export function coerceError(err: unknown): Error {
   if (err instanceof Error) return err;
   return new Error(typeof err === 'string' ? err : JSON.stringify(err), { cause: err });
+}
+
+/**
+ * The embedded PostgreSQL cannot be used: there is none for this directory (exit 1), or this
+ * machine cannot run it as set up (exit 2, a configuration problem). The message says what to do.
+ */
+export class EmbeddedDatabaseError extends Error {
+  readonly code = 'EMBEDDED_DATABASE';
+  constructor(message: string, readonly exitCode: 1 | 2, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EmbeddedDatabaseError';
+  }
+}
+
+/** A port we were asked to listen on is taken; `what` names our listener ("the status page"). */
+export class AddressInUse extends Error {
+  readonly code = 'ADDRESS_IN_USE';
+  constructor(readonly what: string, readonly host: string, readonly port: number, message?: string, options?: { cause?: unknown }) {
+    super(message ?? `cannot start ${what}: ${host}:${port} is already in use by another program`, options);
+    this.name = 'AddressInUse';
+  }
 }

@@ -6,10 +6,10 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb, onCleanup } from './support/db.js';
-import { vipPayload } from './support/fleet.js';
+import { vipPayload, claimAs } from './support/fleet.js';
 import { createPool } from '../src/db/pool.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
-import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
+import type { ClaimedBundle } from '../src/scheduler/claim.js';
 
 const LEASE = 60;
 
@@ -17,7 +17,7 @@ const LEASE = 60;
 async function claimUntilEmpty(pool: pg.Pool, workerId: string, limit: number): Promise<ClaimedBundle[]> {
   const mine: ClaimedBundle[] = [];
   for (;;) {
-    const claimed = await claimBundles(pool, { workerId, limit, leaseSeconds: LEASE });
+    const claimed = await claimAs(pool, { workerId, limit, leaseSeconds: LEASE });
     mine.push(...claimed);
     if (claimed.length) continue;
     // An empty claim can also mean "every due row is locked by another claimer right now".
@@ -80,9 +80,9 @@ describe('claims', () => {
     const [due, later] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: vipPayload() }]);
     await db.pool.query(`UPDATE bundles SET next_run_at = now() + interval '1 hour' WHERE id = $1`, [later!.vip_bundle_id]);
 
-    const claimed = await claimBundles(db.pool, { workerId: 'w', limit: 10, leaseSeconds: LEASE });
+    const claimed = await claimAs(db.pool, { workerId: 'w', limit: 10, leaseSeconds: LEASE });
     expect(claimed.map((b) => b.id)).toEqual([due!.vip_bundle_id]);
-    expect(await claimBundles(db.pool, { workerId: 'w', limit: 10, leaseSeconds: LEASE })).toEqual([]);
+    expect(await claimAs(db.pool, { workerId: 'w', limit: 10, leaseSeconds: LEASE })).toEqual([]);
 
     const { rows } = await db.pool.query('SELECT state, attempt, locked_by FROM bundles WHERE id = $1', [later!.vip_bundle_id]);
     expect(rows[0]).toEqual({ state: 'pending', attempt: 0, locked_by: null });
@@ -97,7 +97,7 @@ describe('claims', () => {
     // A bundle that has been tried before: its attempt counts on from where it was.
     await db.pool.query('UPDATE bundles SET attempt = 3 WHERE id = $1', [id]);
 
-    const [claimed] = await claimBundles(db.pool, { workerId: 'worker-a.1.abc', limit: 5, leaseSeconds: 90 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'worker-a.1.abc', limit: 5, leaseSeconds: 90 });
     expect(claimed).toMatchObject({ id, booking_id: b!.booking_id, kind: 'vip', phase: 'book', attempt: 4, from_state: 'pending' });
 
     const { rows } = await db.pool.query<{ state: string; attempt: number; locked_by: string; lease: number }>(
@@ -115,6 +115,6 @@ describe('claims', () => {
     expect(history.rows).toEqual([{ actor: 'worker-a.1.abc', attempt: 4, from_state: 'pending', to_state: 'running', reason: 'claimed' }]);
 
     // A running bundle is not claimed again.
-    expect(await claimBundles(db.pool, { workerId: 'worker-b', limit: 5, leaseSeconds: 90 })).toEqual([]);
+    expect(await claimAs(db.pool, { workerId: 'worker-b', limit: 5, leaseSeconds: 90 })).toEqual([]);
   });
 });

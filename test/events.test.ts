@@ -4,12 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { createTestDb } from './support/db.js';
-import { allInState, enqueueVip, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import PgBoss from 'pg-boss';
+import { createTestDb, onCleanup } from './support/db.js';
+import { allInState, enqueueVip, startSimulator, startWorker, vipPayload, waitFor, claimAs } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { publishEvents, type EventEnvelope } from '../src/bundles/events.js';
 import { withTransaction } from '../src/db/pool.js';
-import { claimBundles } from '../src/scheduler/claim.js';
 import { Finisher } from '../src/agents/finisher.js';
 
 async function jobs(pool: pg.Pool, name: string): Promise<EventEnvelope[]> {
@@ -105,7 +105,7 @@ describe('events in the same transaction as the state', () => {
   it('writes neither the completion nor VipBundleFinalized_v1 when the finishing transaction fails at commit', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);
-    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
     await failAtCommit(db.pool, 'bundles', `NEW.state = 'completed'`);
     const finisher = new Finisher(db.pool);
     await expect(finisher.finish({ bundleId: b!.vip_bundle_id, attempt: claimed!.attempt, kind: 'vip', actor: 'w', outcome: 'completed' })).rejects.toThrow(/injected failure/);
@@ -123,7 +123,7 @@ describe('events in the same transaction as the state', () => {
   it('leaves the bundle running when VipBundleFinalized_v1 cannot be written', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);
-    const [claimed] = await claimBundles(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'w', limit: 1, leaseSeconds: 60 });
     const { rows: queue } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'VipBundleFinalized_v1'`);
     await db.pool.query(`DROP TABLE pgboss."${queue[0]!.partition_name}"`);
     const finisher = new Finisher(db.pool);
@@ -131,5 +131,64 @@ describe('events in the same transaction as the state', () => {
     const { rows } = await db.pool.query('SELECT state, attempt, finished_at FROM bundles WHERE id = $1', [b!.vip_bundle_id]);
     expect(rows[0]).toEqual({ state: 'running', attempt: 1, finished_at: null });
     expect(await count(db.pool, `bundle_history WHERE to_state = 'completed'`)).toBe(0);
+  });
+});
+
+describe('fan-out: every subscribed queue gets every event', () => {
+  it('two consumers subscribed with pg-boss each receive every event, with the same event ids, in the same transaction', async () => {
+    const db = await createTestDb();
+    // Two consumers, as they would set themselves up: their own queue, subscribed to the events they want.
+    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
+    boss.on('error', () => {});
+    await boss.start();
+    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    for (const queue of ['billing', 'crm']) {
+      await boss.createQueue(queue);
+      for (const event of ['VipBundleInitialized_v1', 'VipBundleFinalized_v1']) await boss.subscribe(event, queue);
+    }
+
+    const bundles = await enqueueVip(db.pool, 3);
+    const sim = await startSimulator();
+    startWorker(db.url, sim);
+    await waitFor('all completed', () => allInState(db.pool, ['completed']));
+
+    const received = async (queue: string) => {
+      const got = ((await boss.fetch<EventEnvelope>(queue, { batchSize: 100 })) ?? []).map((j) => j.data);
+      return got.map((e) => `${e.header.event_name} ${e.header.correlation_id} ${e.header.event_id}`).sort();
+    };
+    const billing = await received('billing');
+    const crm = await received('crm');
+    expect(billing).toHaveLength(6);
+    expect(crm).toEqual(billing);
+    const expected = bundles.flatMap((b) => [`VipBundleInitialized_v1 ${b.vip_bundle_id}`, `VipBundleFinalized_v1 ${b.vip_bundle_id}`]).sort();
+    expect(billing.map((line) => line.split(' ').slice(0, 2).join(' ')).sort()).toEqual(expected);
+    // Each event's own queue still gets its copy (boss.work(eventName) keeps working).
+    expect(await jobs(db.pool, 'VipBundleFinalized_v1')).toHaveLength(3);
+    // Nobody subscribed to failures: they go to their own queue only.
+    expect(await count(db.pool, `pgboss.job WHERE name IN ('billing', 'crm') AND data->'header'->>'event_name' = 'VipBundleFailed_v1'`)).toBe(0);
+
+    // A rolled-back transaction leaves no copy in any queue.
+    await expect(
+      withTransaction(db.pool, async (c) => {
+        await publishEvents(c, [{ name: 'VipBundleFinalized_v1', correlationId: '00000000-0000-4000-8000-000000000009', data: {} }]);
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await count(db.pool, `pgboss.job WHERE data->'header'->>'correlation_id' = '00000000-0000-4000-8000-000000000009'`)).toBe(0);
+  });
+
+  it("fails the publishing transaction when a subscriber's copy cannot be written (nothing is dropped silently)", async () => {
+    const db = await createTestDb();
+    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
+    boss.on('error', () => {});
+    await boss.start();
+    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    await boss.createQueue('billing');
+    await boss.subscribe('VipBundleInitialized_v1', 'billing');
+    const { rows } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'billing'`);
+    await db.pool.query(`DROP TABLE pgboss."${rows[0]!.partition_name}"`);
+    await expect(enqueueVip(db.pool, 1)).rejects.toThrow();
+    expect(await count(db.pool, 'bundles')).toBe(0);
+    expect(await jobs(db.pool, 'VipBundleInitialized_v1')).toEqual([]);
   });
 });

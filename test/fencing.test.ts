@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb } from './support/db.js';
-import { agentDeps, enqueueVip, startSimulator, waitFor } from './support/fleet.js';
-import { claimBundles, type ClaimedBundle } from '../src/scheduler/claim.js';
+import { agentDeps, enqueueVip, startSimulator, waitFor, claimAs } from './support/fleet.js';
+import type { ClaimedBundle } from '../src/scheduler/claim.js';
 import { recordBooked, recordCancelled, recordFailure, recordIntent, writeSteps, type Fence } from '../src/agents/fenced-writes.js';
 import { StepWriter } from '../src/agents/step-writer.js';
 import { finishBundles, Finisher } from '../src/agents/finisher.js';
@@ -27,7 +27,7 @@ async function snapshot(pool: pg.Pool, id: string) {
 }
 
 async function claimOne(pool: pg.Pool, workerId: string): Promise<ClaimedBundle> {
-  const claimed = await claimBundles(pool, { workerId, limit: 1, leaseSeconds: 60 });
+  const claimed = await claimAs(pool, { workerId, limit: 1, leaseSeconds: 60 });
   expect(claimed).toHaveLength(1);
   return claimed[0]!;
 }
@@ -52,7 +52,7 @@ describe('fencing on attempt', () => {
       { fence: staleFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(first.id, 'show_tickets'), status: 'booking', reference: null },
       { fence: liveFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(second.id, 'show_tickets'), status: 'booking', reference: null },
     ]);
-    expect([...written.keys()]).toEqual([second.id]);
+    expect([...written.written.keys()]).toEqual([second.id]);
     expect(await snapshot(db.pool, first.id)).toEqual(before);
     // The same through the group-commit writer the worker uses.
     const writer = new StepWriter(db.pool);
@@ -101,7 +101,7 @@ describe('fencing on attempt', () => {
     const finished = await finishBundles(db.pool, [
       { bundleId: id, attempt: 1, kind: 'vip', actor: 'old-worker', outcome: 'completed', lastStep: { position: 3, name: 'taxi', key: keys[3]!, reference: 'TAX-OLD' } },
     ]);
-    expect(finished.size).toBe(0);
+    expect(finished.finished.size).toBe(0);
     expect(await new Finisher(db.pool).finish({ bundleId: id, attempt: 1, kind: 'vip', actor: 'old-worker', outcome: 'completed' })).toBe(false);
 
     const after = await snapshot(db.pool, id);
@@ -126,7 +126,7 @@ describe('fencing on attempt', () => {
     const stale: Fence = { bundleId: id, attempt: 2, actor: 'undoer-old', leaseSeconds: 60 };
     expect(await recordCancelled(db.pool, stale, 0, 'show_tickets')).toBe(false);
     expect(await recordFailure(db.pool, stale, { step: 'show_tickets', position: 0, errorClass: 'transient', message: 'cancel timed out' })).toBe(false);
-    expect((await finishBundles(db.pool, [{ bundleId: id, attempt: 2, kind: 'vip', actor: 'undoer-old', outcome: 'compensated' }])).size).toBe(0);
+    expect((await finishBundles(db.pool, [{ bundleId: id, attempt: 2, kind: 'vip', actor: 'undoer-old', outcome: 'compensated' }])).finished.size).toBe(0);
     expect(await snapshot(db.pool, id)).toEqual(before);
   });
 

@@ -275,7 +275,8 @@ describe('reads, health and routing', () => {
     const id = '4a3f1c2e-0000-4000-8000-000000000001';
     const bundlePage = await get(api.url, `/ui/bundles/${id}`);
     expect(bundlePage.status).toBe(200);
-    expect(bundlePage.text).toContain(`data-id="${id}"`);
+    expect(bundlePage.headers.get('content-security-policy')).toMatch(/script-src 'self'/);
+    expect(bundlePage.text).toContain('<script src="/ui/bundle.js" defer></script>');
     const bad = await get(api.url, `/ui/bundles/${encodeURIComponent('<script>alert(1)</script>')}`);
     expect(bad.status).toBe(400);
     expect(bad.text).not.toContain('<script>alert');

@@ -2,8 +2,7 @@
 import PgBoss from 'pg-boss';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
-import { enqueueVip, quietLogger, waitFor } from './support/fleet.js';
-import { claimBundles } from '../src/scheduler/claim.js';
+import { enqueueVip, quietLogger, waitFor, claimAs, workerGone } from './support/fleet.js';
 import { BadInput } from '../src/errors.js';
 import { startSupervisorSchedule, SUPERVISE_QUEUE } from '../src/supervisor/cron.js';
 
@@ -19,7 +18,8 @@ describe('supervisor on a pg-boss schedule', () => {
 
     // An orphaned bundle (its worker never held a liveness lock) waits for a supervisor pass.
     await enqueueVip(db.pool, 1);
-    const [claimed] = await claimBundles(db.pool, { workerId: 'gone', limit: 1, leaseSeconds: 60 });
+    const [claimed] = await claimAs(db.pool, { workerId: 'gone', limit: 1, leaseSeconds: 60 });
+    await workerGone('gone');
     // What pg-boss's timekeeper sends at a cron tick: one job on the queue.
     await boss.send(SUPERVISE_QUEUE, {});
     await waitFor('the scheduled pass to reset the orphan', async () => {

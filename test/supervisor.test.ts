@@ -3,12 +3,12 @@ import pg from 'pg';
 import { createServer } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup, type TestDb } from './support/db.js';
-import { allInState, enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { allInState, enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor, claimAs, workerGone } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
-import { claimBundles } from '../src/scheduler/claim.js';
 import { recordBooked, recordFailure } from '../src/agents/fenced-writes.js';
 import { runOnce, type SupervisorOptions } from '../src/supervisor/supervisor.js';
 import { decideBatch } from '../src/supervisor/decisions.js';
+import { acquireLease, releaseLease, SUPERVISOR_LEASE } from '../src/supervisor/lease.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../src/supervisor/alerts.js';
 import { cancelBundle, retryBundle } from '../src/supervisor/operator.js';
 import { Conflict, NotFound, BadInput } from '../src/errors.js';
@@ -32,7 +32,7 @@ async function liveWorker(db: TestDb, id: string): Promise<pg.Client> {
 }
 
 async function claimOne(db: TestDb, workerId: string, leaseSeconds = 60) {
-  const [claimed] = await claimBundles(db.pool, { workerId, limit: 1, leaseSeconds });
+  const [claimed] = await claimAs(db.pool, { workerId, limit: 1, leaseSeconds });
   return claimed!;
 }
 
@@ -47,6 +47,7 @@ describe('supervisor: resets', () => {
     const [gone, alive] = await enqueueVip(db.pool, 2);
     await liveWorker(db, 'alive-worker');
     const a = await claimOne(db, 'gone-worker');
+    await workerGone('gone-worker');
     const b = await claimOne(db, 'alive-worker');
     const report = await runOnce(db.pool, fast);
     expect(report.orphans).toBe(1);
@@ -80,7 +81,8 @@ describe('supervisor: resets', () => {
   it('gives each expiry exactly one action however many supervisors run', async () => {
     const db = await createTestDb();
     await enqueueBundles(db.pool, Array.from({ length: 300 }, () => ({ payload: {} })), { kind: 'noop' });
-    const claimed = await claimBundles(db.pool, { workerId: 'nobody', limit: 300, leaseSeconds: 0 });
+    const claimed = await claimAs(db.pool, { workerId: 'nobody', limit: 300, leaseSeconds: 0 });
+    await workerGone('nobody');
     expect(claimed).toHaveLength(300);
     // Bypass the fleet-wide lock on purpose: the conditional UPDATEs alone must keep actions single.
     const pools = Array.from({ length: 4 }, () => createPool(db.url, { max: 2 }));
@@ -105,27 +107,26 @@ describe('supervisor: resets', () => {
 
   it('lets only one pass run at a time fleet-wide', async () => {
     const db = await createTestDb();
-    const holder = new pg.Client({ connectionString: db.url });
-    await holder.connect();
-    onCleanup(() => holder.end());
-    await holder.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.supervisor', 0))`);
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'another-pass', 30)).toBe(true);
     expect((await runOnce(db.pool, fast)).ran).toBe(false);
-    await holder.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.supervisor', 0))`);
+    await releaseLease(db.pool, SUPERVISOR_LEASE, 'another-pass');
     expect((await runOnce(db.pool, fast)).ran).toBe(true);
   });
 
-  it('is not blocked by a supervisor that crashed mid-pass: its lock goes with its connection', async () => {
+  it('is not blocked by a supervisor that froze or crashed mid-pass: its lease expires, and a resumed holder decides nothing', async () => {
     const db = await createTestDb();
     await enqueueVip(db.pool, 1);
     await claimOne(db, 'gone-worker');
-    const crashed = new pg.Client({ connectionString: db.url });
-    await crashed.connect();
-    crashed.on('error', () => {});
-    await crashed.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.supervisor', 0))`);
-    const pid = (await crashed.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    await workerGone('gone-worker');
+    // A pass took the lease and froze (its connection may well stay open: the lease does not care).
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'frozen-pass', 1)).toBe(true);
     expect((await runOnce(db.pool, fast)).ran).toBe(false);
-    await db.pool.query('SELECT pg_terminate_backend($1)', [pid]); // the supervisor process dies
-    await waitFor('the crashed supervisor to be gone', async () => (await runOnce(db.pool, fast)).ran);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // The frozen pass resumes after another supervisor took over: its decisions apply to nothing.
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'next-pass', 30)).toBe(true);
+    const limits = { maxAttempts: 5, maxUndoAttempts: 5, backoffBaseSeconds: 1, backoffMaxSeconds: 1, batchSize: 20, actor: 'sup' };
+    expect(await decideBatch(db.pool, 'orphans', { ...limits, leaseHolder: 'frozen-pass' })).toEqual([]);
+    expect(await decideBatch(db.pool, 'orphans', { ...limits, leaseHolder: 'next-pass' })).toHaveLength(1);
     const { rows } = await db.pool.query(`SELECT state FROM bundles`);
     expect(rows).toEqual([{ state: 'pending' }]);
   });
@@ -182,7 +183,8 @@ describe('supervisor: failures', () => {
     // Each round: a worker claims it and dies (its liveness lock is never held), the supervisor resets it.
     for (let round = 0; round < 10; round++) {
       await db.pool.query('UPDATE bundles SET next_run_at = now() WHERE id = $1', [b!.vip_bundle_id]);
-      const claimed = await claimBundles(db.pool, { workerId: `doomed-${round}`, limit: 1, leaseSeconds: 60 });
+      const claimed = await claimAs(db.pool, { workerId: `doomed-${round}`, limit: 1, leaseSeconds: 60 });
+      await workerGone(`doomed-${round}`);
       await runOnce(db.pool, opts);
       if (!claimed.length) break;
     }
@@ -286,7 +288,7 @@ describe('operator commands and alerts', () => {
     expect((await listAlerts(db.pool, { all: true })).length).toBe(1);
   });
 
-  it('delivers alerts to the webhook, retrying a failed post on the next pass', async () => {
+  it('delivers alerts to the webhook, retrying a failed post after a backoff', async () => {
     const db = await createTestDb();
     const received: unknown[] = [];
     let fail = true;
@@ -307,6 +309,10 @@ describe('operator commands and alerts', () => {
     const opts = { ...fast, stuckAfterSeconds: 60, alertWebhookUrl: url };
     expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(0);
     expect((await listAlerts(db.pool))[0]).toMatchObject({ delivered_at: null, delivery_attempts: 1, last_delivery_error: 'HTTP 500' });
+    // A failed post backs off before it is tried again; a pass within the backoff does not retry it.
+    expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(0);
+    expect((await listAlerts(db.pool))[0]).toMatchObject({ delivery_attempts: 1 });
+    await db.pool.query(`UPDATE alerts SET next_delivery_at = now()`); // the backoff has passed
     fail = false;
     expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(1);
     expect(received).toEqual([{ alert: expect.objectContaining({ bundle_id: b!.vip_bundle_id, kind: 'stuck' }) }]);

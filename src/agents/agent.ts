@@ -3,18 +3,23 @@
  * step that may have reached a provider, in reverse order (phase `undo`). Before each provider
  * call it records the intent; after it, the outcome. Every write is fenced on the attempt: when
  * one reports that a newer attempt owns the bundle, the agent stops without touching anything.
+ * Before every provider call and every retry it checks its own lease deadline (lease-deadline.ts).
+ * A step whose outcome is unknown (an earlier attempt recorded the intent and never the outcome,
+ * or the provider said no to one of several requests with the key) is resolved by asking the
+ * provider what it holds for the key before replaying or cancelling it.
  * It never decides to retry the bundle or give up: it records the failure and the supervisor decides.
  */
 import pRetry, { AbortError } from 'p-retry';
 import type pg from 'pg';
 import { ProviderError, coerceError } from '../errors.js';
 import { bundleKind, stepIdempotencyKey, type StepContext, type StepDefinition } from '../bundles/kinds.js';
-import type { ProviderClient } from '../providers/client.js';
+import type { ProviderClient, ProviderHolding } from '../providers/client.js';
 import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
-import { loadSteps, recordCancelled, recordFailure, type Fence, type StepRow } from './fenced-writes.js';
+import { loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
+import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
@@ -24,6 +29,8 @@ export interface AgentDeps {
   steps: StepWriter;
   workerId: string;
   leaseSeconds: number;
+  /** The lease as this agent's clock sees it, started before the claim was sent; default: now. */
+  lease?: LeaseDeadline;
   /** Retries of a transient provider error within one attempt (p-retry), default 2. */
   providerRetries?: number;
   /** First backoff between those retries, default 100 ms. */
@@ -41,14 +48,29 @@ class Fenced extends Error {
   }
 }
 
-/** Calls a provider with p-retry: transient errors are retried with the same key, permanent ones stop at once. */
-function callWithRetry<T>(deps: AgentDeps, fn: () => Promise<T>): Promise<T> {
+/** What one agent run carries from step to step. */
+interface Run {
+  bundle: ClaimedBundle;
+  deps: AgentDeps;
+  fence: Fence;
+  lease: LeaseDeadline;
+  log: Logger;
+  current?: { step: StepDefinition; position: number };
+}
+
+/**
+ * Calls a provider with p-retry: transient errors are retried with the same key, permanent ones
+ * stop at once, and no try starts unless a whole request fits before the lease deadline.
+ */
+function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
+  const { deps, lease } = run;
   return pRetry(
     async () => {
       try {
+        lease.assertRoomFor(deps.providers.timeoutMs);
         return await fn();
       } catch (err) {
-        if (err instanceof ProviderError && !err.transient) throw new AbortError(err);
+        if (err instanceof LeaseExpired || (err instanceof ProviderError && !err.transient)) throw new AbortError(err);
         throw err;
       }
     },
@@ -67,85 +89,151 @@ function classify(err: unknown): 'transient' | 'permanent' {
   return err instanceof ProviderError && !err.transient ? 'permanent' : 'transient';
 }
 
+/** Runs a fenced write; throws Fenced when a newer attempt owns the bundle, extends the local lease otherwise. */
+async function fenced(run: Run, write: () => Promise<unknown>): Promise<void> {
+  const sentAt = performance.now();
+  const result = await write();
+  if (result === false || result === null) throw new Fenced();
+  run.lease.extendFrom(sentAt);
+}
+
 export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<AgentOutcome> {
   const kind = bundleKind(bundle.kind);
-  const fence: Fence = { bundleId: bundle.id, attempt: bundle.attempt, actor: deps.workerId, leaseSeconds: deps.leaseSeconds };
-  const log = deps.logger.child({ bundleId: bundle.id, attempt: bundle.attempt, phase: bundle.phase });
-  // A first attempt at booking has no step rows yet; skip the read.
-  const steps = bundle.phase === 'book' && bundle.attempt === 1 ? [] : await loadSteps(deps.pool, bundle.id);
-  let current: { step: StepDefinition; position: number } | undefined;
+  const run: Run = {
+    bundle,
+    deps,
+    fence: { bundleId: bundle.id, attempt: bundle.attempt, actor: deps.workerId, leaseSeconds: deps.leaseSeconds },
+    lease: deps.lease ?? new LeaseDeadline(deps.leaseSeconds),
+    log: deps.logger.child({ bundleId: bundle.id, attempt: bundle.attempt, phase: bundle.phase }),
+  };
   try {
-    if (bundle.phase === 'undo') return await undo(bundle, kind.steps, steps, fence, deps, log, (c) => (current = c));
-    return await book(bundle, kind.steps, steps, fence, deps, log, (c) => (current = c));
+    // A first attempt at booking has no step rows yet; skip the read.
+    const steps = bundle.phase === 'book' && bundle.attempt === 1 ? [] : await loadSteps(deps.pool, bundle.id);
+    if (bundle.phase === 'undo') return await undo(run, kind.steps, steps);
+    return await book(run, kind.steps, steps);
   } catch (err) {
     if (err instanceof Fenced) {
-      log.warn('fenced out: a newer attempt owns this bundle; stopping');
+      run.log.warn('fenced out: a newer attempt owns this bundle; stopping');
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
     // p-retry rethrows the provider's own error, also when it stopped on a permanent one.
     const error = coerceError(err);
     const errorClass = classify(err);
-    const step = current?.step.name ?? 'none';
-    log.warn({ step, errorClass, error: scrubText(error.message) }, 'attempt failed');
-    const recorded = await recordFailure(deps.pool, fence, { step, position: current?.position ?? -1, errorClass, message: scrubText(error.message) });
+    const step = run.current?.step.name ?? 'none';
+    run.log.warn({ step, errorClass, error: scrubText(error.message) }, err instanceof LeaseExpired ? 'lease deadline reached; stopping' : 'attempt failed');
+    const recorded = await recordFailure(deps.pool, run.fence, { step, position: run.current?.position ?? -1, errorClass, message: scrubText(error.message) });
     return recorded ? 'failed' : 'fenced';
   }
 }
 
-type SetCurrent = (c: { step: StepDefinition; position: number }) => void;
-
-function stepContext(bundle: ClaimedBundle, deps: AgentDeps, idempotencyKey: string): StepContext {
-  return { bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey, providers: deps.providers, db: deps.pool, signal: deps.signal };
+function stepContext(run: Run, idempotencyKey: string): StepContext {
+  const { bundle, deps } = run;
+  return { bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey, providers: deps.providers, signal: deps.signal };
 }
 
-async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
-  const booked = new Set(rows.filter((r) => r.status === 'booked').map((r) => r.position));
+function describeHolding(held: ProviderHolding): string {
+  return held.status === 'booked' ? `provider held booking ${held.reference}` : `provider held ${held.status === 'none' ? 'nothing' : `a ${held.status} key`}`;
+}
+
+/**
+ * Books a step whose outcome may be unknown. An earlier attempt's intent, or a definitive no that
+ * may have answered one of two concurrent requests with the key (a provider's 409 "in progress",
+ * a gateway's 404 on a replay), is settled by asking the provider first: a booking it holds is
+ * the step's outcome, and no second request is sent.
+ */
+async function bookStep(run: Run, step: StepDefinition, key: string, unknown: boolean): Promise<string> {
+  const ctx = stepContext(run, key);
+  if (unknown && step.lookup) {
+    const held = await callWithRetry(run, () => step.lookup!(ctx));
+    if (held.status === 'booked') return held.reference;
+    if (held.status === 'cancelled') throw ProviderError.permanent(`${step.name}: the provider holds key ${key} as cancelled; it will not book it again`);
+  }
+  try {
+    return (await callWithRetry(run, () => step.book(ctx))).reference;
+  } catch (err) {
+    if (!(err instanceof ProviderError) || err.transient || !step.lookup) throw err;
+    const held = await callWithRetry(run, () => step.lookup!(ctx)).catch(() => undefined);
+    if (held?.status === 'booked') {
+      run.log.info({ step: step.name, status: err.status }, 'provider said no, but holds a booking for the key: taking it');
+      return held.reference;
+    }
+    throw err;
+  }
+}
+
+async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<AgentOutcome> {
+  const { bundle, deps, fence } = run;
+  const byPosition = new Map(rows.map((r) => [r.position, r]));
   // The last step's outcome is written with the completion, in the same statement.
   let lastStep: FinishRequest['lastStep'];
   for (let position = 0; position < defs.length; position++) {
-    if (booked.has(position)) continue;
+    const row = byPosition.get(position);
+    if (row?.status === 'booked') continue;
     const step = defs[position]!;
-    setCurrent({ step, position });
-    let key = rows.find((r) => r.position === position)?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
+    run.current = { step, position };
+    let key = row?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
     if (step.provider) {
+      const sentAt = performance.now();
       const recorded = await deps.steps.intent(fence, position, step.name, key);
       if (!recorded) throw new Fenced();
+      run.lease.extendFrom(sentAt);
       key = recorded;
     }
     const started = performance.now();
     let reference: string;
     try {
-      ({ reference } = await callWithRetry(deps, () => step.book(stepContext(bundle, deps, key))));
+      reference = await bookStep(run, step, key, row !== undefined);
     } catch (err) {
       deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
     }
     deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    log.debug({ step: step.name, reference }, 'step booked');
-    if (position === defs.length - 1) {
+    run.log.debug({ step: step.name, reference }, 'step booked');
+    if (position === defs.length - 1 && !step.localRecord) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
-    } else if (!(await deps.steps.booked(fence, position, step.name, key, reference))) {
-      throw new Fenced();
+    } else {
+      await fenced(run, () => deps.steps.booked(fence, position, step.name, key, reference, step.localRecord));
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
-  log.info('bundle completed');
+  run.log.info('bundle completed');
   return 'completed';
 }
 
-async function undo(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
-  // Every step that may have reached a provider: its call may have booked even if we never heard back.
-  const toUndo = rows.filter((r) => r.status === 'booking' || r.status === 'booked').sort((a, b) => b.position - a.position);
+async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<AgentOutcome> {
+  const { bundle, deps, fence } = run;
+  // Every step that may have reached a provider: its call may have booked even if we never heard
+  // back, and a `failed` step's "no" may have answered only one of two requests with its key.
+  const toUndo = rows.filter((r) => r.status !== 'cancelled').sort((a, b) => b.position - a.position);
   for (const row of toUndo) {
     const step = defs[row.position];
     if (!step?.cancel) continue;
-    setCurrent({ step, position: row.position });
-    await callWithRetry(deps, () => step.cancel!(stepContext(bundle, deps, row.idempotency_key)));
-    if (!(await recordCancelled(deps.pool, fence, row.position, step.name))) throw new Fenced();
-    log.child({ step: step.name }).info('step cancelled');
+    run.current = { step, position: row.position };
+    const ctx = stepContext(run, row.idempotency_key);
+    let note: string | undefined;
+    let cancel = true;
+    if (row.status !== 'booked' && step.lookup) {
+      // Outcome unknown: ask first, and say in the timeline what was found.
+      const held = await callWithRetry(run, () => step.lookup!(ctx));
+      note = describeHolding(held);
+      // Nothing there yet: cancel anyway, so a provider that keeps tombstones refuses a late booking.
+      cancel = held.status === 'booked' || held.status === 'none';
+    }
+    if (cancel) {
+      await callWithRetry(run, () => step.cancel!(ctx));
+      await fenced(run, () => recordCancelled(deps.pool, fence, row.position, step.name, { local: step.localRecord, note }));
+      run.log.child({ step: step.name }).info(note ? `step cancelled (${note})` : 'step cancelled');
+    } else {
+      // Refused or already cancelled at the provider: nothing to undo; the step keeps its status.
+      await fenced(run, () => recordNote(deps.pool, fence, step.name, `undo: ${note}; nothing to cancel`));
+    }
   }
-  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated' }))) throw new Fenced();
-  log.info('bundle compensated');
+  // Reconciled once every call that could still be in flight has run out: a zombie's call starts
+  // before its lease deadline (at most one lease after this finish) and lasts at most one timeout per try.
+  const tries = (deps.providerRetries ?? 2) + 1;
+  const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
+  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds }))) throw new Fenced();
+  run.log.info('bundle compensated');
   return 'compensated';
 }

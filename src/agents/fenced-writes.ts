@@ -1,10 +1,20 @@
 /**
  * Every write an agent makes, each one statement fenced on (bundle id, attempt, state 'running'):
- * zero rows means a newer attempt owns the bundle (the supervisor reset it, or it was released),
- * and the agent must stop. Each write also extends the lease, so an agent that makes progress
- * keeps its bundle, and appends the transition to the history.
+ * zero rows means a newer attempt owns the bundle (the supervisor reset it, an operator cancelled
+ * it, or it was released), and the agent must stop. Each write also extends the lease, so an agent
+ * that makes progress keeps its bundle, and appends the transition to the history. A step's local
+ * record (the `tickets` row) is written and removed inside the same fenced statement, never on
+ * its own: a stale agent's late reply can no longer write it after the bundle was undone.
+ *
+ * Row locks held by someone else (an operator's open transaction, a supervisor batch): batched
+ * writes lock their bundles with SKIP LOCKED, so one locked row cannot stall the agents that share
+ * its statement; the rows they skip come back as `busy` and are written alone, waiting at most
+ * `lock_timeout` (measured: with one row held FOR UPDATE for 4 s, a worker with 8 agents in
+ * flight completed nothing until the lock went; now the 7 others finish at once).
  */
-import type { Queryable } from '../db/pool.js';
+import type pg from 'pg';
+import { isConnectionError, type Queryable } from '../db/pool.js';
+import type { LocalRecord } from '../bundles/kinds.js';
 
 export interface Fence {
   bundleId: string;
@@ -21,11 +31,10 @@ export interface StepRow {
   reference: string | null;
 }
 
-const fenceCte = `fence AS (
-  UPDATE bundles SET locked_until = now() + make_interval(secs => $3), updated_at = now()
-  WHERE id = $1 AND attempt = $2 AND state = 'running'
-  RETURNING id
-)`;
+/** How long a single agent write waits for a row lock held by another session before it fails. */
+export const AGENT_LOCK_TIMEOUT_MS = 5_000;
+/** Bound on any single agent write, so a wedged statement cannot hold an agent forever. */
+export const AGENT_STATEMENT_TIMEOUT_MS = 15_000;
 
 export interface StepWrite {
   fence: Fence;
@@ -35,18 +44,35 @@ export interface StepWrite {
   /** 'booking' records the intent before a provider call; 'booked' records its outcome. */
   status: 'booking' | 'booked';
   reference: string | null;
+  /** Written with a 'booked' outcome, in the same statement. */
+  local?: LocalRecord;
 }
 
+/** The local `tickets` row of a bundle, made from its stored payload. */
+const ticketsInsert = (from: string) => `
+  INSERT INTO tickets (booking_id, bundle_id, show_id, number_of_tickets, reference)
+  SELECT b.booking_id, b.id, b.payload->>'show_id', (b.payload->>'number_of_tickets')::int, w.reference
+  FROM ${from} w JOIN bundles b ON b.id = w.id
+  WHERE w.status = 'booked' AND w.local = 'tickets'
+  -- A second booked write of the same step (a replay) finds the row: already booked is success.
+  ON CONFLICT (booking_id) DO NOTHING`;
+
 // One statement for any number of step writes (of different bundles): each row fenced on its own
-// bundle, extending its own lease, upserting its step and appending its history row.
-const stepWritesSql = `
+// bundle, extending its own lease, upserting its step, writing its local record and appending its
+// history row. `lockable` takes the bundle rows it can (SKIP LOCKED in batches); the rest that
+// still match are reported busy.
+const stepWritesSql = (skipLocked: boolean) => `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[])
-    AS t(id, attempt, actor, lease, position, name, status, key, reference)
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::float8[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+    AS t(id, attempt, actor, lease, position, name, status, key, reference, local)
+), lockable AS (
+  SELECT b.id FROM bundles b JOIN input i ON b.id = i.id
+  WHERE b.attempt = i.attempt AND b.state = 'running'
+  FOR NO KEY UPDATE OF b${skipLocked ? ' SKIP LOCKED' : ''}
 ), fence AS (
   UPDATE bundles b SET locked_until = now() + make_interval(secs => i.lease), updated_at = now()
-  FROM input i
-  WHERE b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
+  FROM input i JOIN lockable l ON l.id = i.id
+  WHERE b.id = i.id
   RETURNING b.id
 ), ok AS (
   SELECT i.* FROM input i JOIN fence f ON f.id = i.id
@@ -60,18 +86,32 @@ WITH input AS (
     error = CASE WHEN EXCLUDED.status = 'booked' THEN NULL ELSE steps.error END,
     updated_at = now()
   RETURNING bundle_id, idempotency_key
+), local_tickets AS (${ticketsInsert('ok')}
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
   SELECT id, actor, attempt, 'running', 'running', name, CASE status WHEN 'booking' THEN 'booking' ELSE 'booked ' || reference END FROM ok
 )
-SELECT ok.id, step.idempotency_key FROM ok JOIN step ON step.bundle_id = ok.id`;
+SELECT ok.id, step.idempotency_key, false AS busy FROM ok JOIN step ON step.bundle_id = ok.id
+UNION ALL
+SELECT i.id, NULL, true FROM input i JOIN bundles b ON b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
+WHERE NOT EXISTS (SELECT 1 FROM fence f WHERE f.id = i.id)`;
+
+const stepWritesSkipLocked = stepWritesSql(true);
+const stepWritesWaiting = stepWritesSql(false);
+
+export interface StepWriteResult {
+  /** Bundle id → the step's stored (stable) idempotency key, for each write that went through. */
+  written: Map<string, string>;
+  /** Bundles still owned by the writer's attempt whose row another session holds locked: not written. */
+  busy: Set<string>;
+}
 
 /**
- * Writes step intents and outcomes, one per bundle. Returns, for each bundle whose write went
- * through, the step's stored (stable) idempotency key; a bundle missing from the map was fenced out.
+ * Writes step intents and outcomes, one per bundle, skipping (as `busy`) bundle rows locked by
+ * another session. A bundle in neither `written` nor `busy` was fenced out.
  */
-export async function writeSteps(db: Queryable, writes: StepWrite[]): Promise<Map<string, string>> {
-  const { rows } = await db.query<{ id: string; idempotency_key: string }>(stepWritesSql, [
+export async function writeSteps(db: Queryable, writes: StepWrite[], opts: { wait?: boolean } = {}): Promise<StepWriteResult> {
+  const { rows } = await db.query<{ id: string; idempotency_key: string | null; busy: boolean }>(opts.wait ? stepWritesWaiting : stepWritesSkipLocked, [
     writes.map((w) => w.fence.bundleId),
     writes.map((w) => w.fence.attempt),
     writes.map((w) => w.fence.actor),
@@ -81,33 +121,96 @@ export async function writeSteps(db: Queryable, writes: StepWrite[]): Promise<Ma
     writes.map((w) => w.status),
     writes.map((w) => w.key),
     writes.map((w) => w.reference),
+    writes.map((w) => w.local ?? null),
   ]);
-  return new Map(rows.map((r) => [r.id, r.idempotency_key]));
+  const result: StepWriteResult = { written: new Map(), busy: new Set() };
+  for (const r of rows) {
+    if (r.busy) result.busy.add(r.id);
+    else result.written.set(r.id, r.idempotency_key!);
+  }
+  return result;
+}
+
+/**
+ * Runs one agent write in its own transaction with a bounded lock wait and statement time, for a
+ * row another session holds: the wait is this agent's alone. A timeout rejects (SQLSTATE 55P03 or
+ * 57014); the agent then stops and the supervisor resets the bundle when its lease runs out.
+ */
+export async function withAgentTimeouts<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  const onError = () => {};
+  client.on('error', onError);
+  let discard = false;
+  try {
+    await client.query(`BEGIN; SET LOCAL lock_timeout = ${AGENT_LOCK_TIMEOUT_MS}; SET LOCAL statement_timeout = ${AGENT_STATEMENT_TIMEOUT_MS}`);
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    discard = isConnectionError(err);
+    throw err;
+  } finally {
+    client.removeListener('error', onError);
+    client.release(discard || undefined);
+  }
+}
+
+/** Writes one step write, waiting (bounded) for a row lock. Returns the stored key, or null when fenced out. */
+export async function writeStepAlone(pool: pg.Pool, write: StepWrite): Promise<string | null> {
+  const { written } = await withAgentTimeouts(pool, (client) => writeSteps(client, [write], { wait: true }));
+  return written.get(write.fence.bundleId) ?? null;
 }
 
 /** Records the intent to call a provider (step → booking) and returns the step's stable key, or null when fenced out. */
-export async function recordIntent(db: Queryable, f: Fence, position: number, name: string, key: string): Promise<string | null> {
-  const written = await writeSteps(db, [{ fence: f, position, name, key, status: 'booking', reference: null }]);
-  return written.get(f.bundleId) ?? null;
+export async function recordIntent(pool: pg.Pool, f: Fence, position: number, name: string, key: string): Promise<string | null> {
+  return writeStepAlone(pool, { fence: f, position, name, key, status: 'booking', reference: null });
 }
 
-/** Records a booked step (the new recovery point). Returns false when fenced out. */
-export async function recordBooked(db: Queryable, f: Fence, position: number, name: string, key: string, reference: string): Promise<boolean> {
-  const written = await writeSteps(db, [{ fence: f, position, name, key, status: 'booked', reference }]);
-  return written.has(f.bundleId);
+/** Records a booked step (the new recovery point) and its local record. Returns false when fenced out. */
+export async function recordBooked(pool: pg.Pool, f: Fence, position: number, name: string, key: string, reference: string, local?: LocalRecord): Promise<boolean> {
+  return (await writeStepAlone(pool, { fence: f, position, name, key, status: 'booked', reference, local })) !== null;
 }
 
-/** Records an undone step. Returns false when fenced out. */
-export async function recordCancelled(db: Queryable, f: Fence, position: number, name: string): Promise<boolean> {
-  const { rows } = await db.query(
-    `WITH ${fenceCte}, step AS (
-       UPDATE steps SET status = 'cancelled', updated_at = now() FROM fence WHERE steps.bundle_id = fence.id AND steps.position = $5
-     ), history AS (
-       INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
-       SELECT id, $4, $2, 'running', 'running', $6, 'cancelled' FROM fence
-     )
-     SELECT id FROM fence`,
-    [f.bundleId, f.attempt, f.leaseSeconds, f.actor, position, name],
+const fenceCte = `fence AS (
+  UPDATE bundles SET locked_until = now() + make_interval(secs => $3), updated_at = now()
+  WHERE id = $1 AND attempt = $2 AND state = 'running'
+  RETURNING id
+)`;
+
+/**
+ * Records an undone step and removes its local record, in one fenced statement. `note` says what
+ * the provider held before the cancel (written to the timeline). Returns false when fenced out.
+ */
+export async function recordCancelled(pool: pg.Pool, f: Fence, position: number, name: string, opts: { local?: LocalRecord; note?: string } = {}): Promise<boolean> {
+  const { rows } = await withAgentTimeouts(pool, (client) =>
+    client.query(
+      `WITH ${fenceCte}, step AS (
+         UPDATE steps SET status = 'cancelled', updated_at = now() FROM fence WHERE steps.bundle_id = fence.id AND steps.position = $5
+       ), local_tickets AS (
+         DELETE FROM tickets USING fence WHERE tickets.bundle_id = fence.id AND $7::text = 'tickets'
+       ), history AS (
+         INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
+         SELECT id, $4, $2, 'running', 'running', $6, 'cancelled' || coalesce(' (' || $8::text || ')', '') FROM fence
+       )
+       SELECT id FROM fence`,
+      [f.bundleId, f.attempt, f.leaseSeconds, f.actor, position, name, opts.local ?? null, opts.note ?? null],
+    ),
+  );
+  return rows.length === 1;
+}
+
+/** Appends a note to a running bundle's timeline (fenced, extends the lease). Returns false when fenced out. */
+export async function recordNote(pool: pg.Pool, f: Fence, step: string, reason: string): Promise<boolean> {
+  const { rows } = await withAgentTimeouts(pool, (client) =>
+    client.query(
+      `WITH ${fenceCte}, history AS (
+         INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
+         SELECT id, $4, $2, 'running', 'running', $5, $6 FROM fence
+       )
+       SELECT id FROM fence`,
+      [f.bundleId, f.attempt, f.leaseSeconds, f.actor, step, reason],
+    ),
   );
   return rows.length === 1;
 }
@@ -121,25 +224,28 @@ export interface FailureRecord {
 
 /**
  * The attempt failed: state `failed` with the error's class and step; the supervisor decides
- * what happens next. A definitive no while booking also marks the step `failed`.
+ * what happens next. A definitive no while booking also marks the step `failed` (undo still
+ * cancels it: a 409 may have answered one request while a concurrent one with the key booked).
  */
-export async function recordFailure(db: Queryable, f: Fence, failure: FailureRecord): Promise<boolean> {
-  const { rows } = await db.query(
-    `WITH fence AS (
-       UPDATE bundles SET state = 'failed', locked_by = NULL, locked_until = NULL, updated_at = now(),
-         last_error = $4, last_error_class = $5, last_error_step = $6
-       WHERE id = $1 AND attempt = $2 AND state = 'running'
-       RETURNING id, phase
-     ), step AS (
-       UPDATE steps SET status = 'failed', error = $4, updated_at = now()
-       FROM fence WHERE steps.bundle_id = fence.id AND steps.position = $7 AND $5 = 'permanent' AND fence.phase = 'book'
-     ), history AS (
-       INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason, error)
-       SELECT id, $3, $2, 'running', 'failed', $6,
-              CASE WHEN phase = 'undo' THEN 'undo failed' ELSE 'attempt failed' END || ' (' || $5 || ')', $4 FROM fence
-     )
-     SELECT id FROM fence`,
-    [f.bundleId, f.attempt, f.actor, failure.message.slice(0, 2000), failure.errorClass, failure.step, failure.position],
+export async function recordFailure(pool: pg.Pool, f: Fence, failure: FailureRecord): Promise<boolean> {
+  const { rows } = await withAgentTimeouts(pool, (client) =>
+    client.query(
+      `WITH fence AS (
+         UPDATE bundles SET state = 'failed', locked_by = NULL, locked_until = NULL, updated_at = now(),
+           last_error = $4, last_error_class = $5, last_error_step = $6
+         WHERE id = $1 AND attempt = $2 AND state = 'running'
+         RETURNING id, phase
+       ), step AS (
+         UPDATE steps SET status = 'failed', error = $4, updated_at = now()
+         FROM fence WHERE steps.bundle_id = fence.id AND steps.position = $7 AND $5 = 'permanent' AND fence.phase = 'book'
+       ), history AS (
+         INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason, error)
+         SELECT id, $3, $2, 'running', 'failed', $6,
+                CASE WHEN phase = 'undo' THEN 'undo failed' ELSE 'attempt failed' END || ' (' || $5 || ')', $4 FROM fence
+       )
+       SELECT id FROM fence`,
+      [f.bundleId, f.attempt, f.actor, failure.message.slice(0, 2000), failure.errorClass, failure.step, failure.position],
+    ),
   );
   return rows.length === 1;
 }

@@ -9,6 +9,7 @@ import { withTransaction, type Queryable } from '../db/pool.js';
 import { publishEvents, type PendingEvent } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
 import { GroupCommit } from './group-commit.js';
+import { withAgentTimeouts } from './fenced-writes.js';
 
 export interface FinishRequest {
   bundleId: string;
@@ -16,20 +17,31 @@ export interface FinishRequest {
   kind: string;
   actor: string;
   outcome: 'completed' | 'compensated';
+  /**
+   * For `compensated`: seconds until the bundle's reconciliation pass (agents/reconcile.ts) — long
+   * enough for every call that could still be in flight to have run out.
+   */
+  reconcileAfterSeconds?: number;
   /** The last step's outcome, written with the finish when the step keeps a row. */
   lastStep?: { position: number; name: string; key: string; reference: string };
 }
 
-const finishSql = `
+const finishSqlTemplate = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[])
-    AS t(id, attempt, actor, outcome, position, step, key, reference)
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::float8[])
+    AS t(id, attempt, actor, outcome, position, step, key, reference, reconcile_after)
+), lockable AS (
+  -- SKIP LOCKED: a row another session holds must not stall the batch-mates; it comes back busy.
+  SELECT b.id, b.attempt FROM bundles b JOIN input i ON b.id = i.id
+  WHERE b.attempt = i.attempt AND b.state = 'running' AND b.phase = CASE i.outcome WHEN 'completed' THEN 'book' ELSE 'undo' END
+  FOR NO KEY UPDATE OF b%SKIP%
 ), done AS (
   UPDATE bundles b
-  SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now()
-  FROM input i
-  WHERE b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
-    AND b.phase = CASE i.outcome WHEN 'completed' THEN 'book' ELSE 'undo' END
+  SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now(),
+      reconcile_at = CASE WHEN i.outcome = 'compensated' THEN now() + make_interval(secs => coalesce(i.reconcile_after, 0)) END,
+      reconcile_attempts = 0
+  FROM input i JOIN lockable l ON l.id = i.id AND l.attempt = i.attempt
+  WHERE b.id = i.id
   RETURNING b.id, b.booking_id, b.kind, i.attempt, i.actor, i.outcome, i.position, i.step, i.key, i.reference
 ), step AS (
   INSERT INTO steps (bundle_id, position, name, status, idempotency_key, reference, attempt)
@@ -40,10 +52,27 @@ WITH input AS (
   SELECT id, actor, attempt, 'running', outcome, step,
          CASE outcome WHEN 'completed' THEN 'all steps booked' ELSE 'all booked steps cancelled' END FROM done
 )
-SELECT id, booking_id, kind, outcome FROM done`;
+SELECT id, attempt, booking_id, kind, outcome, false AS busy FROM done
+UNION ALL
+SELECT i.id, i.attempt, NULL, NULL, NULL, true FROM input i
+JOIN bundles b ON b.id = i.id AND b.attempt = i.attempt AND b.state = 'running' AND b.phase = CASE i.outcome WHEN 'completed' THEN 'book' ELSE 'undo' END
+WHERE NOT EXISTS (SELECT 1 FROM done d WHERE d.id = i.id AND d.attempt = i.attempt)`;
 
-export async function finishBundles(db: Queryable, items: FinishRequest[]): Promise<Set<string>> {
-  const { rows } = await db.query<{ id: string; booking_id: string; kind: string; outcome: FinishRequest['outcome'] }>(finishSql, [
+const finishSkipLocked = finishSqlTemplate.replace('%SKIP%', ' SKIP LOCKED');
+const finishWaiting = finishSqlTemplate.replace('%SKIP%', '');
+
+/** A finish is matched by bundle and attempt: a stale attempt sharing a batch with the current one is never told it finished. */
+export const finishKey = (id: string, attempt: number) => `${id}:${attempt}`;
+
+export interface FinishResult {
+  /** finishKey of each bundle finished. */
+  finished: Set<string>;
+  /** finishKey of each bundle still owned by that attempt whose row another session holds: not finished. */
+  busy: Set<string>;
+}
+
+export async function finishBundles(db: Queryable, items: FinishRequest[], opts: { wait?: boolean } = {}): Promise<FinishResult> {
+  const { rows: all } = await db.query<{ id: string; attempt: number; booking_id: string; kind: string; outcome: FinishRequest['outcome']; busy: boolean }>(opts.wait ? finishWaiting : finishSkipLocked, [
     items.map((i) => i.bundleId),
     items.map((i) => i.attempt),
     items.map((i) => i.actor),
@@ -52,7 +81,9 @@ export async function finishBundles(db: Queryable, items: FinishRequest[]): Prom
     items.map((i) => i.lastStep?.name ?? null),
     items.map((i) => i.lastStep?.key ?? null),
     items.map((i) => i.lastStep?.reference ?? null),
+    items.map((i) => i.reconcileAfterSeconds ?? null),
   ]);
+  const rows = all.filter((r) => !r.busy);
   const events: PendingEvent[] = [];
   for (const r of rows) {
     const kind = bundleKind(r.kind);
@@ -60,28 +91,37 @@ export async function finishBundles(db: Queryable, items: FinishRequest[]): Prom
     if (name) events.push({ name, correlationId: r.id, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: r.outcome } });
   }
   await publishEvents(db, events);
-  return new Set(rows.map((r) => r.id));
+  return { finished: new Set(rows.map((r) => finishKey(r.id, r.attempt))), busy: new Set(all.filter((r) => r.busy).map((r) => finishKey(r.id, r.attempt))) };
 }
 
-export class Finisher {
-  private readonly group: GroupCommit<FinishRequest, boolean>;
+const BUSY = Symbol('busy');
 
-  constructor(pool: pg.Pool, maxBatch = 1000) {
+export class Finisher {
+  private readonly group: GroupCommit<FinishRequest, boolean | typeof BUSY>;
+
+  constructor(private readonly pool: pg.Pool, maxBatch = 1000) {
     this.group = new GroupCommit({
       maxBatch,
       write: async (batch) => {
         // Events need the transaction; a batch without any is one autocommitted statement.
-        const finished = batch.some(hasEvent)
+        const { finished, busy } = batch.some(hasEvent)
           ? await withTransaction(pool, (client) => finishBundles(client, batch))
           : await finishBundles(pool, batch);
-        return batch.map((b) => finished.has(b.bundleId));
+        return batch.map((b) => {
+          const key = finishKey(b.bundleId, b.attempt);
+          return busy.has(key) ? BUSY : finished.has(key);
+        });
       },
     });
   }
 
   /** Resolves true when finished, false when a newer attempt owns the bundle (fenced out). */
-  finish(req: FinishRequest): Promise<boolean> {
-    return this.group.submit(req);
+  async finish(req: FinishRequest): Promise<boolean> {
+    const result = await this.group.submit(req);
+    if (result !== BUSY) return result;
+    // Its row is locked by another session: finish it alone, waiting (bounded) outside the group.
+    const { finished } = await withAgentTimeouts(this.pool, (client) => finishBundles(client, [req], { wait: true }));
+    return finished.has(finishKey(req.bundleId, req.attempt));
   }
 }
 

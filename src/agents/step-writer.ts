@@ -6,36 +6,45 @@
  * recordIntent/recordBooked run for a single write — and a row fenced out only fails its own
  * agent. Under load the statements per step fall well below one; when idle a write goes out at once.
  *
- * If a batched statement fails, its writes are retried one by one, so one bad row cannot fail
- * the agents that share its batch.
+ * A row another session holds locked is skipped by the batch and written by its own agent alone,
+ * outside the group (bounded wait), so it never delays the batch-mates. If a batched statement
+ * fails, its writes are retried one by one, so one bad row cannot fail the agents that share it.
  */
 import type pg from 'pg';
-import { writeSteps, type Fence, type StepWrite } from './fenced-writes.js';
+import type { LocalRecord } from '../bundles/kinds.js';
+import { writeStepAlone, writeSteps, type Fence, type StepWrite } from './fenced-writes.js';
 import { GroupCommit } from './group-commit.js';
 
-export class StepWriter {
-  private readonly group: GroupCommit<StepWrite, string | null>;
+const BUSY = Symbol('busy');
 
-  constructor(pool: pg.Pool, maxBatch = 500) {
+export class StepWriter {
+  private readonly group: GroupCommit<StepWrite, string | null | typeof BUSY>;
+
+  constructor(private readonly pool: pg.Pool, maxBatch = 500) {
     this.group = new GroupCommit({
       maxBatch,
       // An agent waits for each of its writes, so one per bundle per statement only guards against misuse.
       key: (w) => w.fence.bundleId,
       retrySingly: true,
       write: async (batch) => {
-        const written = await writeSteps(pool, batch);
-        return batch.map((w) => written.get(w.fence.bundleId) ?? null);
+        const { written, busy } = await writeSteps(pool, batch);
+        return batch.map((w) => (busy.has(w.fence.bundleId) ? BUSY : written.get(w.fence.bundleId) ?? null));
       },
     });
   }
 
+  private async write(w: StepWrite): Promise<string | null> {
+    const result = await this.group.submit(w);
+    return result === BUSY ? writeStepAlone(this.pool, w) : result;
+  }
+
   /** Like recordIntent: the step's stable key, or null when a newer attempt owns the bundle. */
   intent(fence: Fence, position: number, name: string, key: string): Promise<string | null> {
-    return this.group.submit({ fence, position, name, key, status: 'booking', reference: null });
+    return this.write({ fence, position, name, key, status: 'booking', reference: null });
   }
 
   /** Like recordBooked: false when a newer attempt owns the bundle. */
-  async booked(fence: Fence, position: number, name: string, key: string, reference: string): Promise<boolean> {
-    return (await this.group.submit({ fence, position, name, key, status: 'booked', reference })) !== null;
+  async booked(fence: Fence, position: number, name: string, key: string, reference: string, local?: LocalRecord): Promise<boolean> {
+    return (await this.write({ fence, position, name, key, status: 'booked', reference, local })) !== null;
   }
 }

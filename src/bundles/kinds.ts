@@ -3,9 +3,7 @@
  * effect) a cancel action. Agents run whatever list a bundle's kind names, so a new kind is data,
  * not new agent code. `vip` is the product; `noop` is a one-step kind for benchmarks.
  */
-import type pg from 'pg';
-import type { ProviderClient, ProviderKind } from '../providers/client.js';
-import type { Queryable } from '../db/pool.js';
+import type { ProviderClient, ProviderKind, ProviderHolding } from '../providers/client.js';
 import type { EventName } from './events.js';
 import type { VipBundleInput } from './input.js';
 
@@ -15,9 +13,16 @@ export interface StepContext {
   payload: Record<string, unknown>;
   idempotencyKey: string;
   providers: ProviderClient;
-  db: Queryable;
   signal?: AbortSignal;
 }
+
+/**
+ * A local record kept beside a step's booking. It is written in the same fenced statement as the
+ * step's outcome and removed in the same fenced statement as its cancellation (see
+ * agents/fenced-writes.ts), never by the step itself: a stale agent's late reply must not be able
+ * to write it after the bundle was undone. `tickets`: one row per booking id in `tickets`.
+ */
+export type LocalRecord = 'tickets';
 
 export interface StepDefinition {
   name: string;
@@ -25,6 +30,9 @@ export interface StepDefinition {
   provider?: ProviderKind;
   book(ctx: StepContext): Promise<{ reference: string }>;
   cancel?(ctx: StepContext): Promise<void>;
+  /** What the provider holds for the step's key: how a step whose outcome is unknown is resolved. */
+  lookup?(ctx: StepContext): Promise<ProviderHolding>;
+  localRecord?: LocalRecord;
 }
 
 export interface BundleKind {
@@ -35,50 +43,28 @@ export interface BundleKind {
 
 type Vip = VipBundleInput & Record<string, unknown>;
 
-interface LocalRecord {
-  afterBook(ctx: StepContext, reference: string): Promise<void>;
-  afterCancel(ctx: StepContext): Promise<void>;
-}
-
-function providerStep(name: string, provider: ProviderKind, body: (p: Vip, bookingId: string) => Record<string, unknown>, local?: LocalRecord): StepDefinition {
+function providerStep(name: string, provider: ProviderKind, body: (p: Vip, bookingId: string) => Record<string, unknown>, localRecord?: LocalRecord): StepDefinition {
   return {
     name,
     provider,
+    localRecord,
     async book(ctx) {
       const { reference } = await ctx.providers.book(provider, ctx.idempotencyKey, body(ctx.payload as Vip, ctx.bookingId), ctx.signal);
-      await local?.afterBook(ctx, reference);
       return { reference };
     },
     async cancel(ctx) {
       await ctx.providers.cancel(provider, ctx.idempotencyKey, ctx.signal);
-      await local?.afterCancel(ctx);
+    },
+    async lookup(ctx) {
+      return ctx.providers.lookup(provider, ctx.idempotencyKey, ctx.signal);
     },
   };
-}
-
-/** Local record of show tickets; a unique violation means "already booked", which is success. */
-const localTickets: LocalRecord = { afterBook: recordTickets, afterCancel: forgetTickets };
-
-async function forgetTickets(ctx: StepContext): Promise<void> {
-  await ctx.db.query('DELETE FROM tickets WHERE booking_id = $1', [ctx.bookingId]);
-}
-
-async function recordTickets(ctx: StepContext, reference: string): Promise<void> {
-  const p = ctx.payload as Vip;
-  try {
-    await ctx.db.query(
-      `INSERT INTO tickets (booking_id, bundle_id, show_id, number_of_tickets, reference) VALUES ($1, $2, $3, $4, $5)`,
-      [ctx.bookingId, ctx.bundleId, p.show_id, p.number_of_tickets, reference],
-    );
-  } catch (err) {
-    if ((err as pg.DatabaseError).code !== '23505') throw err;
-  }
 }
 
 export const vipKind: BundleKind = {
   name: 'vip',
   steps: [
-    providerStep('show_tickets', 'tickets', (p, booking_id) => ({ show_id: p.show_id, booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets }), localTickets),
+    providerStep('show_tickets', 'tickets', (p, booking_id) => ({ show_id: p.show_id, booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets }), 'tickets'),
     providerStep('inbound_flight', 'flights', (p, booking_id) => ({ flight_id: p.inbound_flight_id, booking_id, customer_email: p.customer_email, passengers: p.passengers })),
     providerStep('return_flight', 'flights', (p, booking_id) => ({ flight_id: p.return_flight_id, booking_id, customer_email: p.customer_email, passengers: p.passengers })),
     providerStep('taxi', 'taxis', (p, booking_id) => ({ booking_id, customer_email: p.customer_email, number_of_passengers: p.passengers.length })),

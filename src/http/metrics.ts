@@ -5,9 +5,15 @@
  *   or a supervisor (actions) calls: each process exposes its own, and Prometheus sums them;
  * - fleet-wide gauges (bundles by state, open alerts, age of the oldest due bundle) read from
  *   PostgreSQL at scrape time with fleetStats(). Only a process that called collectFromDb(pool)
- *   fills them — `serve` does, workers do not — so the fleet is not counted once per worker.
+ *   has them — `serve` does, workers do not — so the fleet is not counted once per worker, and a
+ *   worker's /metrics does not list gauges it would never fill.
  *
  * Label sets stay small and bounded: state, step, outcome, action. Never a bundle id.
+ *
+ * The output passes `promtool check metrics` (test/metrics-lint.test.ts applies its rules):
+ * prom-client's default `nodejs_active_{handles,requests,resources}_total` are gauges whose names
+ * end in `_total`, which promtool reserves for counters, so they are dropped; their per-type
+ * gauges `nodejs_active_handles{type}` etc. stay, and `sum()` of those gives the same number.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -49,9 +55,15 @@ const STEP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 /** Several gauges read the same stats in one scrape: share one query round within this window. */
 const STATS_REUSE_MS = 1_000;
 
+/** prom-client defaults that promtool's lint refuses (a gauge named like a counter). */
+const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const registry = new client.Registry();
-  if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics !== false) {
+    client.collectDefaultMetrics({ register: registry });
+    for (const name of LINT_FAILING_DEFAULTS) registry.removeSingleMetric(name);
+  }
   const log = (opts.logger ?? rootLogger()).child({ component: 'metrics' });
 
   let pool: Queryable | undefined;
@@ -96,46 +108,48 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     registers: [registry],
   });
 
-  new client.Gauge({
-    name: 'bundlefleet_bundles',
-    help: 'Bundles by state, fleet-wide (read from PostgreSQL at scrape time)',
-    labelNames: ['state'] as const,
-    registers: [registry],
-    async collect() {
-      const s = await stats();
-      this.reset();
-      if (s) for (const state of BUNDLE_STATES) this.set({ state }, s.by_state[state]);
-    },
-  });
-  new client.Gauge({
-    name: 'bundlefleet_open_alerts',
-    help: 'Unresolved, unacknowledged alerts, fleet-wide',
-    registers: [registry],
-    async collect() {
-      const s = await stats();
-      this.reset();
-      if (s) this.set(s.open_alerts);
-    },
-  });
-  new client.Gauge({
-    name: 'bundlefleet_oldest_due_pending_age_seconds',
-    help: 'How long the oldest due pending or compensating bundle has waited for a claim (0 when none)',
-    registers: [registry],
-    async collect() {
-      const s = await stats();
-      this.reset();
-      if (s) this.set(s.oldest_due_pending_age_seconds ?? 0);
-    },
-  });
-  new client.Gauge({
-    name: 'bundlefleet_database_up',
-    help: '1 when the fleet stats query answered at the last scrape, 0 when it failed',
-    registers: [registry],
-    async collect() {
-      if (!pool) return;
-      this.set((await stats()) ? 1 : 0);
-    },
-  });
+  /** The fleet-wide gauges, registered once, by the first collectFromDb(). */
+  function registerFleetGauges(): void {
+    new client.Gauge({
+      name: 'bundlefleet_bundles',
+      help: 'Bundles by state, fleet-wide (read from PostgreSQL at scrape time)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+      async collect() {
+        const s = await stats();
+        this.reset();
+        if (s) for (const state of BUNDLE_STATES) this.set({ state }, s.by_state[state]);
+      },
+    });
+    new client.Gauge({
+      name: 'bundlefleet_open_alerts',
+      help: 'Unresolved, unacknowledged alerts, fleet-wide',
+      registers: [registry],
+      async collect() {
+        const s = await stats();
+        this.reset();
+        if (s) this.set(s.open_alerts);
+      },
+    });
+    new client.Gauge({
+      name: 'bundlefleet_oldest_due_pending_age_seconds',
+      help: 'How long the oldest due pending or compensating bundle has waited for a claim (0 when none)',
+      registers: [registry],
+      async collect() {
+        const s = await stats();
+        this.reset();
+        if (s) this.set(s.oldest_due_pending_age_seconds ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'bundlefleet_database_up',
+      help: '1 when the fleet stats query answered at the last scrape, 0 when it failed',
+      registers: [registry],
+      async collect() {
+        this.set((await stats()) ? 1 : 0);
+      },
+    });
+  }
 
   return {
     registry,
@@ -151,6 +165,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       },
     },
     collectFromDb(db) {
+      if (!pool) registerFleetGauges();
       pool = db;
       cached = undefined;
     },

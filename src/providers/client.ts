@@ -48,6 +48,9 @@ function checkedBaseUrl(name: string, value: string): string {
   return url.href.replace(/\/+$/, '');
 }
 
+/** What a provider holds for one idempotency key. */
+export type ProviderHolding = { status: 'booked'; reference: string } | { status: 'cancelled' | 'refused' | 'none' };
+
 export interface BookResult {
   reference: string;
   status: number;
@@ -59,7 +62,8 @@ interface Reply {
 }
 
 export class ProviderClient {
-  private readonly timeoutMs: number;
+  /** Longest one request may take (the agent checks its lease deadline against it before each call). */
+  readonly timeoutMs: number;
 
   constructor(
     private readonly urls: ProviderUrls,
@@ -89,12 +93,21 @@ export class ProviderClient {
     throw ProviderError.transient(`${what}: unexpected ${reply.status} reply ${JSON.stringify(reply.body)}`, reply.status);
   }
 
-  /** What the provider holds for `idempotencyKey`, or null when it holds nothing (404). */
-  async lookup(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<unknown> {
+  /**
+   * What the provider holds for `idempotencyKey` (`GET /{kind}/bookings?idempotency_key=`): a live
+   * booking with its reference, a cancelled one (or a remembered cancel), a refusal, or nothing
+   * (404). This is how an agent resolves a step whose outcome is unknown before it replays or
+   * cancels it, and how a reconciliation pass finds what is still live for an undone bundle.
+   */
+  async lookup(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<ProviderHolding> {
     const what = `${kind} lookup ${idempotencyKey}`;
     const url = `${this.url(kind, '/bookings')}?idempotency_key=${encodeURIComponent(idempotencyKey)}`;
     const reply = await this.request(what, 'GET', url, signal, undefined, {}, [404]);
-    return reply.status === 404 ? null : reply.body;
+    if (reply.status === 404) return { status: 'none' };
+    const body = reply.body as { status?: unknown; reference?: unknown } | null;
+    if (body?.status === 'booked' && typeof body.reference === 'string' && body.reference) return { status: 'booked', reference: body.reference };
+    if (body?.status === 'cancelled' || body?.status === 'refused') return { status: body.status };
+    throw ProviderError.transient(`${what}: unexpected ${reply.status} reply ${JSON.stringify(reply.body).slice(0, 200)}`, reply.status);
   }
 
   private url(kind: ProviderKind, path: string): string {

@@ -5,6 +5,7 @@
  * history — and then the transaction ends. No transaction is ever held across a provider call.
  */
 import type { Queryable } from '../db/pool.js';
+import { workerLockHeld } from '../bundles/worker-locks.js';
 
 export interface ClaimedBundle {
   id: string;
@@ -35,6 +36,9 @@ WITH due AS (
   SELECT id, state
   FROM bundles
   WHERE state IN ('pending', 'compensating') AND next_run_at <= now()
+    -- Claim only while the claimer holds its liveness lock (one InitPlan per statement): a worker
+    -- whose lock went with a dead connection must not take bundles the supervisor would reset at once.
+    AND ${workerLockHeld('$2')}
   ORDER BY next_run_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED
@@ -59,5 +63,38 @@ SELECT * FROM claimed`;
 export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<ClaimedBundle[]> {
   if (opts.limit <= 0) return [];
   const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds]);
+  return rows;
+}
+
+export interface ClaimedReconciliation {
+  id: string;
+  booking_id: string;
+  kind: string;
+  state: 'compensated' | 'dead';
+  reconcile_attempts: number;
+  /** The reconcile_at this claim wrote (as text, to keep its microseconds): the pass's own mark, checked when it finishes. */
+  claimed_until: string;
+}
+
+/**
+ * Claims undone bundles whose reconciliation pass is due (agents/reconcile.ts). The claim moves
+ * reconcile_at `leaseSeconds` ahead, which is the pass's lease: another worker takes the bundle
+ * only after that. Like a bundle claim, it succeeds only while the claimer holds its liveness lock.
+ * The WHERE repeats the partial index condition of bundles_reconcile_idx (reconcile_at IS NOT NULL).
+ */
+export async function claimReconciliations(db: Queryable, opts: ClaimOptions): Promise<ClaimedReconciliation[]> {
+  if (opts.limit <= 0) return [];
+  const { rows } = await db.query<ClaimedReconciliation>(
+    `UPDATE bundles b SET reconcile_at = now() + make_interval(secs => $3), reconcile_attempts = b.reconcile_attempts + 1
+     WHERE b.id IN (
+       SELECT id FROM bundles
+       WHERE reconcile_at IS NOT NULL AND reconcile_at <= now() AND state IN ('compensated', 'dead')
+         AND ${workerLockHeld('$2')}
+       ORDER BY reconcile_at LIMIT $1
+       FOR UPDATE SKIP LOCKED
+     )
+     RETURNING b.id, b.booking_id, b.kind, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until`,
+    [opts.limit, opts.workerId, opts.leaseSeconds],
+  );
   return rows;
 }

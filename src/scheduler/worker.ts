@@ -11,9 +11,12 @@ import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
 import { ProviderClient, type ProviderUrls } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
-import { claimBundles, type ClaimedBundle } from './claim.js';
-import { WorkerLiveness } from './liveness.js';
+import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
+import { reconcileBundle } from '../agents/reconcile.js';
+import { WorkerLiveness, type LostLiveness } from './liveness.js';
+import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
+import { LeaseDeadline } from '../agents/lease-deadline.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -48,10 +51,19 @@ export interface WorkerOptions {
 }
 
 interface InFlight {
-  bundle: ClaimedBundle;
+  /** The claimed bundle an agent runs; undefined for a reconciliation pass (nothing to release). */
+  bundle?: ClaimedBundle;
+  /** The liveness id it was claimed under: when that id's lock is lost, its agents are aborted. */
+  workerId: string;
   abort: AbortController;
   done: Promise<void>;
 }
+
+/** In-flight work is keyed by (bundle, attempt): after a lost liveness lock this worker may claim the same bundle again while the old agent winds down. */
+const inFlightKey = (b: { id: string; attempt: number }) => `${b.id}:${b.attempt}`;
+
+/** How often a worker looks for due reconciliation passes (one short statement). */
+const RECONCILE_CLAIM_INTERVAL_MS = 1_000;
 
 export class Worker {
   readonly pool: pg.Pool;
@@ -63,6 +75,7 @@ export class Worker {
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
   private stopping = false;
+  private lastReconcileClaim = 0;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
 
@@ -79,10 +92,12 @@ export class Worker {
       max: Math.min(this.opts.concurrency + 2, 20),
       applicationName: `bundlefleet worker ${this.opts.name}`,
       onError: (err) => this.log.warn({ err: err.message }, 'idle database connection lost'),
+      // Above the agents' statement_timeout (15 s): only a connection that stopped answering reaches it.
+      queryTimeoutMs: 30_000,
     });
     this.liveness = new WorkerLiveness(options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
-    this.liveness.on('lost', (err?: Error) => this.log.warn({ err: err?.message }, 'liveness connection lost; a new worker id will be taken before the next claim'));
+    this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
     this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
@@ -111,19 +126,71 @@ export class Worker {
     return Math.min(this.opts.concurrency - this.inFlight.size, this.options.claimBatchSize ?? 500);
   }
 
+  /**
+   * The liveness lock of a worker id is gone or in doubt (connection dropped, blackholed, its
+   * backend terminated, or a pooler recycled it): the supervisor may already be resetting its
+   * bundles. Its agents stop now — no further provider call — rather than race the new attempts
+   * (fencing makes their writes harmless either way), their bundles are released for an immediate
+   * re-claim (fenced on attempt; no failure counted), and the old backend, if it still holds the
+   * lock behind a half-open socket, is terminated so that the lock really goes.
+   */
+  private async abandon(lost: LostLiveness): Promise<void> {
+    const mine = [...this.inFlight.values()].filter((f) => f.workerId === lost.workerId);
+    const bundles = mine.flatMap((f) => (f.bundle ? [{ id: f.bundle.id, attempt: f.bundle.attempt }] : []));
+    this.log.warn({ lostId: lost.workerId, reason: lost.reason, aborted: mine.length }, 'liveness lock lost; aborting its agents; a new worker id will be taken before the next claim');
+    for (const f of mine) f.abort.abort(new Error('liveness lock lost'));
+    try {
+      if (lost.backendPid !== undefined) {
+        await this.pool.query(
+          `SELECT pg_terminate_backend(l.pid) FROM ${grantedAdvisoryLocks('l')} AND l.pid = $2 AND ${lockRowKey('l')} = ${workerLockKey('$1')}`,
+          [lost.workerId, lost.backendPid],
+        );
+      }
+      await Promise.race([Promise.all(mine.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
+      const released = await releaseBundles(this.pool, lost.workerId, bundles, 'released: liveness lock lost');
+      if (released.length) this.log.info({ released: released.length }, 'released the bundles of the lost worker id');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not release the lost id\'s bundles; the supervisor will reset them');
+    }
+  }
+
   /** Claims once for every free slot and starts the agents; returns how many were claimed. */
   async claimOnce(free = this.claimable()): Promise<number> {
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
+    // The agents' lease clocks start before the claim is sent, so they never run past the lease PostgreSQL holds.
+    const claimSentAt = performance.now();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
     if (claimed.length) this.options.onClaim?.(claimed.length);
-    for (const bundle of claimed) this.dispatch(bundle, workerId);
+    for (const bundle of claimed) this.dispatch(bundle, workerId, claimSentAt);
+    await this.claimReconciliations(workerId, free - claimed.length);
     return claimed.length;
   }
 
-  private dispatch(bundle: ClaimedBundle, workerId: string): void {
+  /** Runs due reconciliation passes of undone bundles in free slots, looking at most once a second. */
+  private async claimReconciliations(workerId: string, free: number): Promise<void> {
+    const now = performance.now();
+    if (free <= 0 || now - this.lastReconcileClaim < RECONCILE_CLAIM_INTERVAL_MS) return;
+    this.lastReconcileClaim = now;
+    const due = await claimReconciliations(this.pool, { workerId, limit: Math.min(free, 10), leaseSeconds: this.opts.leaseSeconds });
+    for (const claim of due) {
+      const abort = new AbortController();
+      const key = `reconcile:${claim.id}`;
+      const done = reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+        .then(() => undefined)
+        .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
+        .finally(() => {
+          this.inFlight.delete(key);
+          this.wake?.();
+        });
+      this.inFlight.set(key, { workerId, abort, done });
+    }
+  }
+
+  private dispatch(bundle: ClaimedBundle, workerId: string, claimSentAt: number): void {
     this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
+    const key = inFlightKey(bundle);
     const done = runAgent(bundle, {
       pool: this.pool,
       providers: this.providers,
@@ -131,6 +198,7 @@ export class Worker {
       steps: this.stepWriter,
       workerId,
       leaseSeconds: this.opts.leaseSeconds,
+      lease: new LeaseDeadline(this.opts.leaseSeconds, claimSentAt),
       providerRetries: this.options.providerRetries,
       logger: this.log,
       signal: abort.signal,
@@ -143,10 +211,10 @@ export class Worker {
         this.log.error({ bundleId: bundle.id, err: (err as Error).message }, 'agent stopped on an error');
       })
       .finally(() => {
-        this.inFlight.delete(bundle.id);
+        this.inFlight.delete(key);
         this.wake?.();
       });
-    this.inFlight.set(bundle.id, { bundle, abort, done });
+    this.inFlight.set(key, { bundle, workerId, abort, done });
   }
 
   private async run(): Promise<void> {
@@ -199,7 +267,8 @@ export class Worker {
     if (!drained) {
       const left = [...this.inFlight.values()];
       for (const f of left) f.abort.abort();
-      released = await releaseBundles(this.pool, this.workerId ?? this.opts.name, left.map((f) => ({ id: f.bundle.id, attempt: f.bundle.attempt }))).catch((err) => {
+      const bundles = left.flatMap((f) => (f.bundle ? [{ id: f.bundle.id, attempt: f.bundle.attempt }] : []));
+      released = await releaseBundles(this.pool, this.workerId ?? this.opts.name, bundles).catch((err) => {
         this.log.error({ err: (err as Error).message }, 'could not release bundles; the supervisor will reset them');
         return [];
       });

@@ -8,6 +8,9 @@ import { Finisher } from '../../src/agents/finisher.js';
 import { StepWriter } from '../../src/agents/step-writer.js';
 import { ProviderClient } from '../../src/providers/client.js';
 import type pg from 'pg';
+import pgModule from 'pg';
+import { claimBundles, type ClaimOptions, type ClaimedBundle } from '../../src/scheduler/claim.js';
+import { WORKER_LOCK_KEY_SQL } from '../../src/scheduler/liveness.js';
 import { onCleanup } from './db.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false });
@@ -85,4 +88,34 @@ export async function countByState(pool: pg.Pool): Promise<Record<string, number
 export async function allInState(pool: pg.Pool, states: string[]): Promise<boolean> {
   const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM bundles WHERE NOT (state = ANY($1))', [states]);
   return Number(rows[0]!.n) === 0;
+}
+
+/**
+ * A claim as a live worker makes it: the claim succeeds only while its claimer holds its liveness
+ * lock, so this holds the lock for `workerId` on a connection of its own (as a worker process
+ * does) until `workerGone` or the end of the test.
+ */
+const lockHolders = new Map<string, pg.Client>();
+
+export async function holdWorkerLock(pool: pg.Pool, workerId: string): Promise<void> {
+  if (lockHolders.has(workerId)) return;
+  const client = new pgModule.Client({ connectionString: (pool as unknown as { options: { connectionString: string } }).options.connectionString });
+  await client.connect();
+  client.on('error', () => {});
+  // Another session (a test's own live worker) may hold it already: then it is held, which is all a claim needs.
+  await client.query(`SELECT pg_try_advisory_lock(${WORKER_LOCK_KEY_SQL})`, [workerId]);
+  lockHolders.set(workerId, client);
+  onCleanup(() => workerGone(workerId));
+}
+
+/** The worker's process is gone: its liveness lock goes with its connection. */
+export async function workerGone(workerId: string): Promise<void> {
+  const client = lockHolders.get(workerId);
+  lockHolders.delete(workerId);
+  await client?.end();
+}
+
+export async function claimAs(pool: pg.Pool, opts: ClaimOptions): Promise<ClaimedBundle[]> {
+  await holdWorkerLock(pool, opts.workerId);
+  return claimBundles(pool, opts);
 }

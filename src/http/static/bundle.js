@@ -1,0 +1,129 @@
+'use strict';
+(function () {
+  var h = BF.h;
+  // The server answered this page only for a well-formed id in its path (/ui/bundles/:id).
+  var id = decodeURIComponent(location.pathname.split('/').pop());
+  var current = null;
+  var actionError = document.getElementById('action-error');
+  document.getElementById('bundle-id').textContent = id;
+  document.getElementById('json-link').setAttribute('href', '/bundles/' + encodeURIComponent(id));
+
+  function field(label, value) {
+    return h('div', null, h('dt', { text: label }), h('dd', null, value === null || value === undefined || value === '' ? '–' : value));
+  }
+
+  /**
+   * Scheduling fields (phase, lease, next run) describe what happens next: a finished bundle has
+   * no next, so it shows when it finished instead.
+   */
+  function summary(b) {
+    var finished = BF.TERMINAL.indexOf(b.state) >= 0;
+    var fields = [field('booking id', h('code', { text: b.booking_id })), field('kind', b.kind)];
+    if (!finished) fields.push(field('phase', b.phase === 'undo' ? 'undo (compensating)' : 'book'));
+    fields.push(
+      field('attempt', b.attempt),
+      field('failures (book / undo)', b.failure_count + ' / ' + b.undo_failure_count),
+      field('lease resets', b.reset_count));
+    if (!finished) {
+      fields.push(
+        field('lease', b.locked_by ? [h('code', { text: b.locked_by }), ' until ', BF.time(b.locked_until)] : null),
+        field('next run at', BF.time(b.next_run_at)));
+    }
+    fields.push(field('created', BF.time(b.created_at)), field(finished ? 'finished' : 'updated', BF.time(b.updated_at)));
+    return fields;
+  }
+
+  /** The last error is the bundle's state only while it matters; once completed it is history. */
+  function lastError(b) {
+    if (!b.last_error) return [];
+    var where = ' (' + (b.last_error_class || '?') + ', step ' + (b.last_error_step || '?') + '): ';
+    if (b.state === 'completed') {
+      var errors = b.history.filter(function (e) { return e.error; }).length;
+      return h('div', { class: 'lasterror recovered' }, h('strong', { text: 'Recovered' }),
+        ' after ' + errors + (errors === 1 ? ' error' : ' errors') + ' (see the timeline); the last' + where, b.last_error);
+    }
+    return h('div', { class: 'lasterror' }, h('strong', { text: 'Last error' }), where, b.last_error);
+  }
+
+  function renderActions(b) {
+    ['retry', 'cancel'].forEach(function (action) {
+      document.getElementById(action).hidden = !BF.canAct(action, b);
+    });
+  }
+
+  function render(b) {
+    current = b;
+    var past = b.state === 'completed';
+    document.title = 'bundle ' + BF.shortId(b.vip_bundle_id) + ' (' + b.state + ') · bundlefleet';
+    // The page may have been opened by booking id: show the bundle's own id.
+    document.getElementById('bundle-id').textContent = b.vip_bundle_id;
+    BF.renderInto(document.getElementById('state'), b.state, function (state) { return BF.badge(state); });
+    renderActions(b);
+    BF.renderInto(document.getElementById('summary'), b, summary);
+    BF.renderInto(document.getElementById('last-error'), [b.state, b.last_error, b.last_error_class, b.last_error_step, b.history.length], function () { return lastError(b); });
+    BF.renderInto(document.querySelector('#steps tbody'), b.steps, function (steps) {
+      return steps.map(function (s, i) {
+        return h('tr', { 'data-step': s.name, 'data-status': s.status },
+          h('td', { text: i + 1 }),
+          h('td', { text: s.name }),
+          h('td', null, BF.badge(s.status)),
+          h('td', { class: 'mono', text: s.reference || '' }),
+          h('td', { class: 'mono', text: s.idempotency_key || '' }),
+          h('td', { class: past || s.status === 'booked' ? 'err past' : 'err', text: s.error || '' }));
+      });
+    });
+    BF.renderInto(document.querySelector('#timeline tbody'), [b.state, b.history], function () {
+      var previous = null;
+      return b.history.map(function (e) {
+        var row = h('tr', { class: previous !== null && e.attempt !== previous ? 'new-attempt' : null },
+          h('td', null, BF.time(e.at)),
+          h('td', { text: '#' + e.attempt }),
+          h('td', { class: 'nowrap' }, e.from_state ? [BF.badge(e.from_state), ' → '] : null, BF.badge(e.to_state)),
+          h('td', { text: e.step || '' }),
+          h('td', { text: e.reason }),
+          h('td', { class: 'mono', text: e.actor }),
+          h('td', { class: past ? 'err past' : 'err', text: e.error || '' }));
+        previous = e.attempt;
+        return row;
+      });
+    });
+  }
+
+  async function load() {
+    var problem = document.getElementById('load-error');
+    try {
+      var b = await BF.api('/bundles/' + encodeURIComponent(id));
+      problem.hidden = true;
+      render(b);
+      BF.connection(true, 'updated ' + new Date().toLocaleTimeString());
+      // A finished bundle no longer changes, unless an operator retries it (this page restarts polling then).
+      if (BF.TERMINAL.indexOf(b.state) >= 0) { BF.connection(true, b.state + ': no longer polling'); return false; }
+    } catch (err) {
+      problem.textContent = err.status === 404 ? 'No bundle with this id.' : 'Cannot load this bundle: ' + err.message;
+      problem.hidden = false;
+      BF.connection(false, 'cannot refresh');
+      if (err.status === 404 || err.status === 400) return false;
+    }
+  }
+
+  var tick = BF.poll(load, 2000);
+
+  ['retry', 'cancel'].forEach(function (action) {
+    document.getElementById(action).addEventListener('click', async function (e) {
+      var button = e.currentTarget;
+      if (!current) return;
+      button.disabled = true;
+      try {
+        if (await BF.act(action, current.vip_bundle_id)) {
+          actionError.hidden = true;
+          tick.restart();
+        }
+      } catch (err) {
+        actionError.textContent = (action === 'retry' ? 'Retry' : 'Cancel') + ' failed: ' + err.message;
+        actionError.hidden = false;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  });
+})();
