@@ -132,5 +132,10 @@ describe('chaos checks', () => {
     const lenient = await checkInvariants(pool, ledger, ids, { deadAllowed: true });
     expect(lenient.map((v) => v.invariant)).not.toContain('no dead bundle while providers were healthy');
     expect(lenient.map((v) => v.invariant)).toContain('nothing live after compensation');
+
+    // An undone bundle whose reconciliation pass never ran is flagged too.
+    await pool.query(`UPDATE bundles SET reconcile_at = now() WHERE id = $1`, [clean]);
+    const pending = await checkInvariants(pool, ledger, ids, { deadAllowed: true });
+    expect(pending.find((v) => v.invariant === 'undone bundles reconciled')?.bundle_ids).toEqual([clean]);
   });
 });

@@ -76,6 +76,7 @@ Tuning:
   --settle-seconds S      wait at most S seconds after the chaos for every bundle (default ${DEFAULTS.settleSeconds})
   --database-url URL      use this database instead of a dedicated embedded server (no restart)
   --json                  print only the JSON summary
+  --keep-logs             keep the fleet's logs also when every invariant holds (always kept on failure)
 Exit codes: 0 all invariants hold, 1 a violation or a timeout, 2 bad usage.`;
 
 export class UsageError extends Error {
@@ -96,6 +97,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
       'no-restart': { type: 'boolean' },
       'database-url': { type: 'string' },
       json: { type: 'boolean' },
+      'keep-logs': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -150,6 +152,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     cancelEveryMs: parsed['cancel-every-ms'] ?? DEFAULTS.cancelEveryMs,
     databaseUrl,
     verbose: !values.json,
+    keepLogs: values['keep-logs'] === true,
   };
 }
 

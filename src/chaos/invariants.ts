@@ -82,6 +82,11 @@ export async function checkInvariants(pool: pg.Pool, ledger: LedgerEntry[], ids:
   add('completed = exactly four live bookings', 'a completed bundle does not hold exactly its four keys booked in the ledger', completedWrong);
   // Invariant 8, provider half.
   add('nothing live after compensation', 'a compensated or dead bundle still has a booking live (status booked) in the ledger', undoneLive);
+  const { rows: unreconciled } = await pool.query<{ id: string }>(
+    `SELECT id FROM bundles WHERE id = ANY($1::uuid[]) AND state IN ('compensated', 'dead') AND reconcile_at IS NOT NULL`,
+    [ids],
+  );
+  add('undone bundles reconciled', 'a compensated or dead bundle still has its reconciliation pass due', unreconciled.map((r) => r.id));
 
   if (!opts.deadAllowed) {
     add('no dead bundle while providers were healthy', 'a bundle ended dead although no provider refused its cancels for good',

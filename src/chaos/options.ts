@@ -59,6 +59,8 @@ export interface ChaosOptions {
   recoveryTargetMs: number;
   /** Progress lines on stderr. */
   verbose?: boolean;
+  /** Keep the fleet's logs also when the run passes. */
+  keepLogs?: boolean;
   signal?: AbortSignal;
 }
 

@@ -47,6 +47,12 @@ async function countStates(pool: pg.Pool, ids: string[]): Promise<Record<string,
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }
 
+/** Undone bundles whose reconciliation pass (agents/reconcile.ts) is still due or under way. */
+async function countUnreconciled(pool: pg.Pool, ids: string[]): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM bundles WHERE id = ANY($1::uuid[]) AND reconcile_at IS NOT NULL', [ids]);
+  return Number(rows[0]!.n);
+}
+
 /** What the faults ask of the fleet, merged. */
 function merge(preps: Preparation[]): Required<Omit<Preparation, 'workerDatabaseUrl'>> & Pick<Preparation, 'workerDatabaseUrl'> {
   const simulator: Partial<SimulatorOptions> = {};
@@ -159,13 +165,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     const chaosEnd = Date.now();
     say(`chaos over after ${faults.kills.kills.length} kills; waiting for every bundle to finish`);
 
-    // Settle: every bundle terminal, bounded; then the supervisor's alert for every dead one.
+    // Settle: every bundle terminal and every undone one reconciled (its pass runs once every call
+    // that could still be in flight has run out), bounded; then the supervisor's alert for every dead one.
     const settleDeadline = Date.now() + opts.settleSeconds * 1000;
     let states: Record<string, number> = {};
     for (;;) {
       states = await retrying(() => countStates(pool!, ids), signal);
       const terminal = TERMINAL.reduce((n, s) => n + (states[s] ?? 0), 0);
-      if (terminal === ids.length || Date.now() > settleDeadline) break;
+      if (terminal === ids.length && (await retrying(() => countUnreconciled(pool!, ids), signal)) === 0) break;
+      if (Date.now() > settleDeadline) break;
       await delay(250, undefined, { signal });
     }
     const settledAt = Date.now();
@@ -180,7 +188,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       await delay(250, undefined, { signal });
     }
     say('stopping the fleet');
-    await fleet.stopAll();
+    await fleet.stopAll(5000);
     say('fleet stopped; checking');
 
     const ledger = simulator.ledger();
@@ -190,7 +198,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       violations.push({ invariant: 'fleet survives', message: `fleet processes died on their own: ${crashes.map((c) => `${c.process} (code ${c.code}, signal ${c.signal}, at ${c.at_s.toFixed(1)} s)`).join('; ')}`, count: crashes.length, bundle_ids: [] });
     }
     const summary = await summarize({ opts, pool, ids, ledger, simulator, fleet, faults, violations, states, supervisors: prep.supervisors, home, postgres, times: { t0, chaosStart, chaosEnd, settledAt }, enqueueSeconds });
-    keepLogs = !summary.ok;
+    keepLogs = !summary.ok || opts.keepLogs === true;
     if (keepLogs) summary.logs = logDir;
     return summary;
   } finally {
