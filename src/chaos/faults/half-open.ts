@@ -41,23 +41,18 @@ export class HalfOpen implements Fault {
     while (await until(next, ctx)) {
       if (Date.now() < next) continue;
       next = nextAt(next, this.opts.halfOpenEveryMs, ctx.random);
-      const victim = await pickBusyWorker(ctx);
-      if (!victim) continue;
-      const order: Target[] = turn++ % 2 === 0 ? ['liveness', 'pool'] : ['pool', 'liveness'];
       const open = this.proxy!.connections().filter((c) => !c.blackholed && c.serverPort !== undefined);
-      let chosen: { target: Target; conn: ProxiedConnection } | undefined;
-      for (const target of order) {
-        const conn = pick(open.filter((c) => belongsTo(c, victim.name, target)), ctx.random);
-        if (conn) {
-          chosen = { target, conn };
-          break;
-        }
-      }
-      if (!chosen) {
+      const hasOpen = (name: string, target: Target) => open.some((c) => belongsTo(c, name, target));
+      // Liveness and pool take turns; a worker just started (nothing connected yet) is no victim.
+      const order: Target[] = turn % 2 === 0 ? ['liveness', 'pool'] : ['pool', 'liveness'];
+      const victim = await pickBusyWorker(ctx, (w) => !order.some((t) => hasOpen(w.name, t)));
+      if (!victim) {
         this.missed++;
         continue;
       }
-      const { target, conn } = chosen;
+      const target = order.find((t) => hasOpen(victim.name, t))!;
+      const conn = pick(open.filter((c) => belongsTo(c, victim.name, target)), ctx.random)!;
+      if (target === order[0]) turn++; // the other kind gets its turn once this one was cut
       this.proxy!.blackhole((c) => c.id === conn.id);
       this.cut[target]++;
       ctx.say(`half-opened ${victim.name}'s ${target} connection`);
