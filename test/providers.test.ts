@@ -120,7 +120,7 @@ describe('provider simulator: stricter and more forgetful providers', () => {
       expect(await client.cancel('tickets', 'k1')).toBe('not_found');
       expect(sim.ledger()).toEqual([]);
       expect(sim.counters().forgotten_cancels).toBe(1);
-      expect(await client.lookup('tickets', 'k1')).toBeNull();
+      expect(await client.lookup('tickets', 'k1')).toEqual({ status: 'none' });
       const late = await client.book('tickets', 'k1', tickets);
       expect(late.status).toBe(201);
       expect(sim.ledger()).toEqual([expect.objectContaining({ idempotency_key: 'k1', reference: late.reference, status: 'booked', book_calls: 1 })]);

@@ -51,7 +51,7 @@ export const USAGE = `usage: npm run chaos -- --bundles N --workers K --seconds 
 Classic faults (in every run unless turned off):
   --kills N               SIGKILLs in total, spread over the window (default: one every --kill-every-ms)
   --kill-every-ms MS      interval between SIGKILLs (default 2000)
-  --no-restart            no PostgreSQL restart (also with --database-url)
+  --no-restart            no PostgreSQL restart (there is none with --database-url)
   --fail-rate R --late-rate R --hang-rate R --no-rate R   provider faults (0..1)
   --slow-rate R           bookings made at once but answered after --hang-ms (default 0; 0.02 with --concurrent-409)
 Fault modes (each flag selects one; with none of them, a run mixes all seven):
