@@ -189,7 +189,7 @@ describe('bundlefleet inspect, list, stats', () => {
     const view = JSON.parse(inspect.stdout);
     expect(view).toMatchObject({ vip_bundle_id: enqueued.vip_bundle_id, booking_id: enqueued.booking_id, state: 'pending', attempt: 0 });
     expect(view.steps.map((s: { name: string; status: string }) => [s.name, s.status])).toEqual([
-      ['show_tickets', 'pending'], ['inbound_flight', 'pending'], ['return_flight', 'pending'], ['taxi', 'pending'],
+      ['show_tickets', 'pending'], ['inbound_flight', 'pending'], ['return_flight', 'pending'], ['await_ticketing', 'pending'], ['taxi', 'pending'],
     ]);
     expect(view.history).toHaveLength(1);
     expect(view.history[0]).toMatchObject({ to_state: 'pending', reason: 'enqueued' });

@@ -16,7 +16,7 @@ import { bundleKind, stepIdempotencyKey, type StepContext, type StepDefinition }
 import type { ProviderClient, ProviderHolding } from '../providers/client.js';
 import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
-import { loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
+import { enterWait, loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
@@ -31,6 +31,8 @@ export interface AgentDeps {
   leaseSeconds: number;
   /** The lease as this agent's clock sees it, started before the claim was sent; default: now. */
   lease?: LeaseDeadline;
+  /** Deadline of a wait step per kind, overriding the kind's default (worker --wait-timeout). */
+  waitTimeoutSeconds?: Record<string, number>;
   /** Retries of a transient provider error within one attempt (p-retry), default 2. */
   providerRetries?: number;
   /** First backoff between those retries, default 100 ms. */
@@ -40,7 +42,7 @@ export interface AgentDeps {
   onStep?: (step: string, outcome: string, seconds: number) => void;
 }
 
-export type AgentOutcome = 'completed' | 'compensated' | 'failed' | 'fenced' | 'aborted';
+export type AgentOutcome = 'completed' | 'compensated' | 'waiting' | 'failed' | 'fenced' | 'aborted';
 
 class Fenced extends Error {
   constructor() {
@@ -98,7 +100,7 @@ async function fenced(run: Run, write: () => Promise<unknown>): Promise<void> {
 }
 
 export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<AgentOutcome> {
-  const kind = bundleKind(bundle.kind);
+  const kind = bundleKind(bundle.kind, bundle.kind_version);
   const run: Run = {
     bundle,
     deps,
@@ -173,6 +175,17 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     const step = defs[position]!;
     run.current = { step, position };
     let key = row?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
+    if (step.wait) {
+      const timeout = deps.waitTimeoutSeconds?.[bundle.kind] ?? step.wait.timeoutSeconds;
+      const outcome = await enterWait(deps.pool, fence, position, step.name, key, step.wait.signals, timeout);
+      if (outcome === 'fenced') throw new Fenced();
+      if (outcome === 'waiting') {
+        run.log.info({ step: step.name, signals: step.wait.signals }, 'waiting for signals; no worker held');
+        return 'waiting';
+      }
+      run.log.info({ step: step.name }, 'signals already in; going on');
+      continue;
+    }
     if (step.provider) {
       const sentAt = performance.now();
       const recorded = await deps.steps.intent(fence, position, step.name, key);

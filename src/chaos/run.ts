@@ -515,7 +515,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       const every = (enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
       for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
         const batch = items.slice(start, start + perBatch);
-        const results = await retrying(() => enqueueBundles(pool!, batch, { actor: 'chaos' }), signal, 120_000);
+        const results = await retrying(() => enqueueBundles(pool!, batch, { actor: 'chaos', kindVersion: 1 }), signal, 120_000);
         ids.push(...results.map((r) => r.vip_bundle_id));
         const next = chaosStart + (n + 1) * every;
         if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal });
