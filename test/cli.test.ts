@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createTestDb, onCleanup, urlFor } from './support/db.js';
+import { exampleId } from '../src/providers/simulator.js';
 
 const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
 
@@ -57,14 +58,17 @@ async function cli(databaseUrl: string, args: string[], opts: { input?: string; 
   });
 }
 
+const SHOW = exampleId(1, 1);
+const INBOUND = exampleId(2, 117);
+const RETURN = exampleId(3, 118);
 const bundleFlags = (email = 'ada@example.com') => [
-  '--customer-email', email, '--show-id', 'hamilton', '--tickets', '2',
+  '--customer-email', email, '--show-id', SHOW, '--tickets', '2',
   '--passenger', 'Ada Lovelace', '--passenger', 'Charles Babbage',
-  '--inbound-flight-id', 'BA117', '--return-flight-id', 'BA118',
+  '--inbound-flight-id', INBOUND, '--return-flight-id', RETURN,
 ];
 
 const bundleJson = (i: number) => ({
-  customer_email: `c${i}@example.com`, show_id: `show-${i}`, number_of_tickets: 1 + i, passengers: [`P ${i}`], inbound_flight_id: `IN${i}`, return_flight_id: `RT${i}`,
+  customer_email: `c${i}@example.com`, show_id: exampleId(1, i), number_of_tickets: 1 + i, passengers: [`P ${i}`], inbound_flight_id: exampleId(2, i), return_flight_id: exampleId(3, i),
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -117,8 +121,8 @@ describe('bundlefleet enqueue', () => {
     const { rows } = await db.pool.query('SELECT id, booking_id, state, payload FROM bundles');
     expect(rows[0]).toMatchObject({ id: out!.vip_bundle_id, booking_id: out!.booking_id, state: 'pending' });
     expect(rows[0].payload).toEqual({
-      customer_email: 'ada@example.com', show_id: 'hamilton', number_of_tickets: 2,
-      passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: 'BA117', return_flight_id: 'BA118',
+      customer_email: 'ada@example.com', show_id: SHOW, number_of_tickets: 2,
+      passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: INBOUND, return_flight_id: RETURN,
     });
   });
 
@@ -138,7 +142,7 @@ describe('bundlefleet enqueue', () => {
     expect(jsonLines(fromStdin.stdout)).toHaveLength(2);
     expect(await countRows(db.pool)).toBe(5);
     const { rows } = await db.pool.query(`SELECT payload->>'show_id' AS show FROM bundles ORDER BY 1`);
-    expect(rows.map((r) => r.show)).toEqual(['show-0', 'show-1', 'show-2', 'show-3', 'show-4']);
+    expect(rows.map((r) => r.show)).toEqual([0, 1, 2, 3, 4].map((i) => exampleId(1, i)));
   });
 
   it('refuses a file with a bad field and a line that is not JSON, naming both lines, and writes nothing', async () => {
