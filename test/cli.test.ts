@@ -3,60 +3,13 @@
  * against a real database. Exit codes: 0 ok, 1 failure, 2 bad usage or bad input (invariant 7:
  * bad input is refused with a clear message and writes nothing).
  */
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createTestDb, onCleanup, urlFor } from './support/db.js';
+import { cli, expectNoStack, jsonLines, tempDir } from './support/cli.js';
 import { exampleId } from '../src/providers/simulator.js';
-
-const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-cli-'));
-  onCleanup(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** Runs the CLI with DATABASE_URL = `databaseUrl` in a temporary working directory. */
-async function cli(databaseUrl: string, args: string[], opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^(DATABASE_URL|PROVIDERS_URL|TICKETS_URL|FLIGHTS_URL|TAXIS_URL|BUNDLEFLEET_.*)$/.test(k)) continue;
-    env[k] = v;
-  }
-  env.DATABASE_URL = databaseUrl;
-  env.LOG_LEVEL = 'silent';
-  const cwd = opts.cwd ?? (await tempDir());
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bundlefleet ${args.join(' ')} did not exit within ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
 
 const SHOW = exampleId(1, 1);
 const INBOUND = exampleId(2, 117);
@@ -72,10 +25,6 @@ const bundleJson = (i: number) => ({
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-}
 
 async function countRows(pool: pg.Pool, table = 'bundles'): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
@@ -95,11 +44,6 @@ async function emptyDatabase(): Promise<string> {
     await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => c.end());
   });
   return urlFor(name);
-}
-
-function expectNoStack(run: Run): void {
-  expect(run.stderr).not.toMatch(/^\s+at /m);
-  expect(run.stdout + run.stderr).not.toMatch(/node:internal|\.js:\d+:\d+/);
 }
 
 describe('bundlefleet enqueue', () => {

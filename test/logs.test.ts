@@ -80,7 +80,7 @@ describe('logs carry no personal data', () => {
     // The logs are still useful: they name the bundles, at every level, with the step.
     for (const b of [...good, ...refused, ...flaky]) expect(text).toContain(b.vip_bundle_id);
     const lines = capture.lines();
-    expect(lines.some((l) => l.msg === 'step booked' && l.step === 'taxi' && l.level === 'debug')).toBe(true);
+    expect(lines.some((l) => /^step taxi booked in \d+ ms$/.test(String(l.msg)) && l.step === 'taxi' && l.level === 'info')).toBe(true);
     expect(lines.some((l) => l.msg === 'attempt failed' && l.bundleId === refused[0]!.vip_bundle_id && l.errorClass === 'permanent')).toBe(true);
     expect(lines.some((l) => l.msg === 'attempt failed' && l.bundleId === flaky[0]!.vip_bundle_id && l.errorClass === 'transient')).toBe(true);
   });

@@ -15,6 +15,7 @@ import { scrubText, type Logger } from '../logger.js';
 import { loadSteps, recordCancelled, recordFailure, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
+import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
@@ -42,7 +43,7 @@ class Fenced extends Error {
 }
 
 /** Calls a provider with p-retry: transient errors are retried with the same key, permanent ones stop at once. */
-function callWithRetry<T>(deps: AgentDeps, fn: () => Promise<T>): Promise<T> {
+function callWithRetry<T>(deps: AgentDeps, fn: () => Promise<T>, onFailedAttempt?: ReturnType<typeof logRetry>): Promise<T> {
   return pRetry(
     async () => {
       try {
@@ -59,6 +60,7 @@ function callWithRetry<T>(deps: AgentDeps, fn: () => Promise<T>): Promise<T> {
       factor: 2,
       signal: deps.signal,
       shouldRetry: () => !deps.signal?.aborted,
+      onFailedAttempt,
     },
   );
 }
@@ -79,7 +81,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     return await book(bundle, kind.steps, steps, fence, deps, log, (c) => (current = c));
   } catch (err) {
     if (err instanceof Fenced) {
-      log.warn('fenced out: a newer attempt owns this bundle; stopping');
+      await logFencedOut(deps.pool, bundle, log);
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
@@ -89,6 +91,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     const step = current?.step.name ?? 'none';
     log.warn({ step, errorClass, error: scrubText(error.message) }, 'attempt failed');
     const recorded = await recordFailure(deps.pool, fence, { step, position: current?.position ?? -1, errorClass, message: scrubText(error.message) });
+    if (!recorded) await logFencedOut(deps.pool, bundle, log);
     return recorded ? 'failed' : 'fenced';
   }
 }
@@ -100,6 +103,7 @@ function stepContext(bundle: ClaimedBundle, deps: AgentDeps, idempotencyKey: str
 }
 
 async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
+  const bundleStarted = performance.now();
   const booked = new Set(rows.filter((r) => r.status === 'booked').map((r) => r.position));
   // The last step's outcome is written with the completion, in the same statement.
   let lastStep: FinishRequest['lastStep'];
@@ -116,13 +120,14 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
     const started = performance.now();
     let reference: string;
     try {
-      ({ reference } = await callWithRetry(deps, () => step.book(stepContext(bundle, deps, key))));
+      ({ reference } = await callWithRetry(deps, () => step.book(stepContext(bundle, deps, key)), logRetry(log, step.name)));
     } catch (err) {
       deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
     }
     deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    log.debug({ step: step.name, reference }, 'step booked');
+    const stepMs = performance.now() - started;
+    log.info({ step: step.name, reference, ms: Math.round(stepMs) }, `step ${step.name} booked in ${formatDuration(stepMs)}`);
     if (position === defs.length - 1) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
     } else if (!(await deps.steps.booked(fence, position, step.name, key, reference))) {
@@ -130,22 +135,23 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
-  log.info('bundle completed');
+  log.info({ ms: Math.round(performance.now() - bundleStarted) }, `bundle completed in ${formatDuration(performance.now() - bundleStarted)}`);
   return 'completed';
 }
 
 async function undo(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
   // Every step that may have reached a provider: its call may have booked even if we never heard back.
+  const undoStarted = performance.now();
   const toUndo = rows.filter((r) => r.status === 'booking' || r.status === 'booked').sort((a, b) => b.position - a.position);
   for (const row of toUndo) {
     const step = defs[row.position];
     if (!step?.cancel) continue;
     setCurrent({ step, position: row.position });
-    await callWithRetry(deps, () => step.cancel!(stepContext(bundle, deps, row.idempotency_key)));
+    await callWithRetry(deps, () => step.cancel!(stepContext(bundle, deps, row.idempotency_key)), logRetry(log, step.name));
     if (!(await recordCancelled(deps.pool, fence, row.position, step.name))) throw new Fenced();
     log.child({ step: step.name }).info('step cancelled');
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated' }))) throw new Fenced();
-  log.info('bundle compensated');
+  log.info({ ms: Math.round(performance.now() - undoStarted) }, `bundle compensated in ${formatDuration(performance.now() - undoStarted)}`);
   return 'compensated';
 }

@@ -79,8 +79,9 @@ export function registerSuperviseCommands(program: Command): void {
     .option('--json', 'print the pass report as JSON')
     .addHelpText('after', `
 Examples:
-  * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron
-  $ bundlefleet supervise --loop --interval-seconds 15                   # as a process`)
+  $ bundlefleet supervise --json                                        # one pass, its report
+  $ bundlefleet supervise --loop --interval-seconds 15                   # as a process
+  * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron`)
     .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }) => {
       const opts = parseSupervisorOptions(flags);
       const interval = parseOptions(z.object({ intervalSeconds: seconds }), flags, { intervalSeconds: '--interval-seconds' }).intervalSeconds;
