@@ -140,8 +140,8 @@ async function book(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow
 }
 
 async function undo(bundle: ClaimedBundle, defs: StepDefinition[], rows: StepRow[], fence: Fence, deps: AgentDeps, log: Logger, setCurrent: SetCurrent): Promise<AgentOutcome> {
-  // Every step that may have reached a provider: its call may have booked even if we never heard back.
   const undoStarted = performance.now();
+  // Every step that may have reached a provider: its call may have booked even if we never heard back.
   const toUndo = rows.filter((r) => r.status === 'booking' || r.status === 'booked').sort((a, b) => b.position - a.position);
   for (const row of toUndo) {
     const step = defs[row.position];
