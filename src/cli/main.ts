@@ -21,10 +21,30 @@ const LONG_RUNNING = new Set(['worker', 'serve', 'dev', 'providers']);
 const NO_DATABASE = new Set(['providers', 'db']);
 const USES_PROVIDERS = new Set(['worker', 'dev']);
 
+/**
+ * The command's options, with --database-url / --providers-url taken from the nearest command that
+ * has a value: `alerts ack 7 --database-url U` is parsed by `alerts`, which knows the option too.
+ */
+function settingsOf(action: Command): Record<string, unknown> {
+  const opts = { ...action.opts() };
+  for (const key of ['databaseUrl', 'providersUrl']) {
+    // A flag given on the command line wins over the variable, whichever command parsed it.
+    for (let c: Command | null = action; c; c = c.parent) {
+      if (c.getOptionValueSource(key) === 'cli') {
+        opts[key] = c.opts()[key];
+        break;
+      }
+    }
+  }
+  return opts;
+}
+
 export function buildProgram(): Command {
   const program = new Command('bundlefleet')
     .description('books VIP bundles (show tickets, flights, taxi) exactly once, with PostgreSQL as the only state store')
     .version('0.1.0')
+    // A command's options belong to it: `alerts ack 7 --json` is ack's --json, not alerts'.
+    .enablePositionalOptions()
     .exitOverride();
   registerDbCommands(program);
   registerEnqueueCommand(program);
@@ -46,7 +66,7 @@ Every setting is a flag with an environment fallback (see each command's --help)
 Without --database-url / DATABASE_URL every command uses an embedded PostgreSQL under ./.bundlefleet/.
 ${EXIT_CODES_HELP}`);
   program.hook('preAction', (_program, action) => {
-    const opts = action.opts();
+    const opts = settingsOf(action);
     const path = commandPath(action);
     const longRunning = LONG_RUNNING.has(path) || (path === 'supervise' && Boolean(opts.loop));
     setRootLogStream(longRunning ? 'stdout' : 'stderr');
