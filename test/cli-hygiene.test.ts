@@ -47,6 +47,15 @@ describe('a reader that goes away', () => {
       expect(run.code, args.join(' ')).toBe(0);
     }
   });
+
+  it('a one-shot command whose log reader went away still prints its result and exits 0', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [b!.vip_bundle_id]);
+    const run = await cli(db.url, ['supervise', '--json'], { closeStderr: true, env: { LOG_LEVEL: 'debug', LOG_FORMAT: 'json' } });
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout).alerts_raised).toBe(1);
+  });
 });
 
 describe('colour', () => {
