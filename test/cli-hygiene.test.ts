@@ -164,6 +164,7 @@ describe('usage errors and help', () => {
     expect(top.code).toBe(0);
     for (const code of ['0', '1', '2', '3']) expect(top.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, 'm'));
     expect(top.stdout).toMatch(/3\s+supervise --fail-on-alert/);
+    expect(top.stdout).toMatch(/\nExamples:\n\s+\$ bundlefleet /);
     const commands = await allCommands();
     expect(commands.length).toBeGreaterThan(15);
     const helps = await Promise.all(commands.map((path) => cli(NO_DB, [...path, '--help'])));

@@ -62,6 +62,12 @@ export function buildProgram(): Command {
   });
   configureHelp(program);
   program.addHelpText('after', `
+Examples:
+  $ bundlefleet dev                                  # everything, on an embedded PostgreSQL
+  $ bundlefleet enqueue --file bundles.ndjson --json
+  $ bundlefleet list --state dead --since 2h
+  $ bundlefleet inspect <vip_bundle_id> --follow
+
 Every setting is a flag with an environment fallback (see each command's --help).
 Without --database-url / DATABASE_URL every command uses an embedded PostgreSQL under ./.bundlefleet/.
 ${EXIT_CODES_HELP}`);
