@@ -8,7 +8,7 @@ import { createTestDb } from './support/db.js';
 import { allInState, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { cancelBundle } from '../src/supervisor/operator.js';
-import { createLogger, type Logger } from '../src/logger.js';
+import { createLogger, redactPersonal, type Logger } from '../src/logger.js';
 import { formatDuration } from '../src/agents/agent-log.js';
 
 function capturingLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
@@ -71,5 +71,24 @@ describe('agent logs', () => {
     const stop = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && l.attempt === 1 && /operator|fenced/.test(String(l.msg)));
     expect(stop).toHaveLength(1);
     expect(stop[0]).toMatchObject({ level: 'info', cancelledBy: 'ops-alice', msg: 'stopped: an operator cancelled this bundle; its undo runs as a new attempt' });
+  });
+});
+
+describe('redaction', () => {
+  it('censors personal keys in logged objects, arrays and child bindings, without touching the caller’s object', () => {
+    const payload = { customer_email: 'x@example.com', passengers: ['Ottoline Q'], show_id: 's' };
+    const logged = { bundle: { payload }, list: [{ email: 'y@example.com' }] };
+    expect(redactPersonal(logged)).toEqual({ bundle: { payload: { customer_email: '[redacted]', passengers: '[redacted]', show_id: 's' } }, list: [{ email: '[redacted]' }] });
+    expect(payload.customer_email).toBe('x@example.com');
+    const clean = { step: 'taxi', ms: 3, nested: { a: [1, 2] } };
+    expect(redactPersonal(clean)).toBe(clean);
+    const err = new Error('boom');
+    expect(redactPersonal({ err }).err).toBe(err);
+
+    const capture = capturingLogger();
+    capture.logger.child({ payload }).info({ names: ['Ottoline Q'] }, 'bound');
+    const [line] = capture.lines();
+    expect(line).toMatchObject({ payload: { customer_email: '[redacted]', passengers: '[redacted]', show_id: 's' }, names: '[redacted]' });
+    expect(JSON.stringify(line)).not.toMatch(/Ottoline|example\.com/);
   });
 });
