@@ -18,7 +18,7 @@ import { describe, expect, it } from 'vitest';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { checkInvariants } from '../src/chaos/invariants.js';
 import { FAULT_MODES, type ChaosSummary } from '../src/chaos/options.js';
-import type { LedgerEntry } from '../src/providers/simulator.js';
+import { exampleId, type LedgerEntry } from '../src/providers/simulator.js';
 import { createTestDb } from './support/db.js';
 
 const RUNNER = fileURLToPath(new URL('../dist/chaos/run.js', import.meta.url));
@@ -105,7 +105,9 @@ describe('chaos checks', () => {
   const entry = (key: string, status: LedgerEntry['status'], reference: string | null): LedgerEntry => ({
     kind: 'tickets', idempotency_key: key, reference, status, body: {}, booked_at: null, cancelled_at: null, book_calls: 1,
   });
-  const payload = (i: number) => ({ customer_email: `c${i}@example.com`, show_id: 's', number_of_tickets: 1, passengers: ['A'], inbound_flight_id: 'I', return_flight_id: 'R' });
+  const payload = (i: number) => ({
+    customer_email: `c${i}@example.com`, show_id: exampleId(1, i), number_of_tickets: 1, passengers: ['A'], inbound_flight_id: exampleId(2, i), return_flight_id: exampleId(3, i),
+  });
 
   it('flags a tickets row or a live booking for a compensated or dead bundle, and a dead bundle while providers were healthy', async () => {
     const { pool } = await createTestDb();

@@ -1,21 +1,22 @@
 /**
  * The work a chaos run gives the fleet: N VIP bundles (about --sold-out-share of them with a
- * SOLDOUT return flight, which the simulator always refuses), enqueued in batches spread over
- * the enqueue window, each with an idempotency key so a batch retried across the PostgreSQL
- * restart is enqueued once.
+ * sold-out return flight, the simulator's 501d0000-… ids, which it always refuses), enqueued in
+ * batches spread over the enqueue window, each with an idempotency key so a batch retried across
+ * the PostgreSQL restart is enqueued once.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
 import { enqueueBundles } from '../bundles/enqueue.js';
+import { exampleId, soldOutId } from '../providers/simulator.js';
 
-function payload(i: number, soldOut: boolean, runId: string): Record<string, unknown> {
+function payload(i: number, soldOut: boolean): Record<string, unknown> {
   return {
     customer_email: `chaos${i}@example.com`,
-    show_id: `show-${i % 7}`,
+    show_id: exampleId(1, i % 7),
     number_of_tickets: 1 + (i % 4),
     passengers: [`Passenger ${i} A`, `Passenger ${i} B`],
-    inbound_flight_id: `IN${i % 13}`,
-    return_flight_id: soldOut ? `SOLDOUT-${runId}-${i}` : `RT${i % 11}`,
+    inbound_flight_id: exampleId(2, i % 13),
+    return_flight_id: soldOut ? soldOutId(i) : exampleId(3, i % 11),
   };
 }
 
@@ -40,7 +41,7 @@ export async function enqueueWorkload(
 ): Promise<void> {
   const soldOutEvery = o.soldOutShare > 0 ? 1 / o.soldOutShare : Infinity;
   const items = Array.from({ length: o.bundles }, (_, i) => ({
-    payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery), o.runId),
+    payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery)),
     idempotencyKey: `chaos:${o.runId}:${i}`,
   }));
   // Batches about every 250 ms, spread evenly over the enqueue window.
@@ -49,7 +50,7 @@ export async function enqueueWorkload(
   const every = (o.enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
   for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
     const batch = items.slice(start, start + perBatch);
-    const results = await retrying(() => enqueueBundles(pool, batch, { actor: 'chaos' }), o.signal, 120_000);
+    const results = await retrying(() => enqueueBundles(pool, batch, { actor: 'chaos', kindVersion: 1 }), o.signal, 120_000);
     ids.push(...results.map((r) => r.vip_bundle_id));
     const next = o.start + (n + 1) * every;
     if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal: o.signal });
