@@ -3,12 +3,14 @@
  * never from the fleet's logs: what the providers hold and what PostgreSQL holds is the truth.
  */
 import type pg from 'pg';
-import { vipKind } from '../bundles/kinds.js';
+import { bundleKind } from '../bundles/kinds.js';
 import type { LedgerEntry } from '../providers/simulator.js';
 import type { Violation } from './options.js';
+import { CHAOS_KIND_VERSION } from './workload.js';
 
 export const TERMINAL = ['completed', 'compensated', 'dead'];
-const STEP_NAMES = vipKind.steps.map((s) => s.name);
+/** The steps with an external effect of the kind version the run enqueued: one ledger key each. */
+const STEP_NAMES = bundleKind('vip', CHAOS_KIND_VERSION).steps.filter((s) => s.provider).map((s) => s.name);
 const UNDONE = ['compensated', 'dead'];
 
 export interface CheckOptions {

@@ -9,6 +9,12 @@ import type pg from 'pg';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { exampleId, soldOutId } from '../providers/simulator.js';
 
+/**
+ * The VIP kind version a chaos run enqueues: the four booking steps, no waiting for external
+ * confirmations (the harness sends none).
+ */
+export const CHAOS_KIND_VERSION = 1;
+
 function payload(i: number, soldOut: boolean): Record<string, unknown> {
   return {
     customer_email: `chaos${i}@example.com`,
@@ -50,7 +56,7 @@ export async function enqueueWorkload(
   const every = (o.enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
   for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
     const batch = items.slice(start, start + perBatch);
-    const results = await retrying(() => enqueueBundles(pool, batch, { actor: 'chaos', kindVersion: 1 }), o.signal, 120_000);
+    const results = await retrying(() => enqueueBundles(pool, batch, { actor: 'chaos', kindVersion: CHAOS_KIND_VERSION }), o.signal, 120_000);
     ids.push(...results.map((r) => r.vip_bundle_id));
     const next = o.start + (n + 1) * every;
     if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal: o.signal });
