@@ -72,6 +72,9 @@ describe('chaos', () => {
     expect((summary.faults['pause-workers']!.worker_pauses as number) + (summary.faults['pause-workers']!.supervisor_pauses as number), context).toBeGreaterThanOrEqual(2);
     const halfOpen = summary.faults['half-open']!;
     expect((halfOpen.liveness_connections_cut as number) + (halfOpen.pool_connections_cut as number), context).toBeGreaterThanOrEqual(2);
+    // The server side of a cut connection was found (by the proxy's port) and dropped.
+    expect(halfOpen.server_sides_dropped, context).toBeGreaterThanOrEqual(1);
+    expect(summary.faults['operator-cancels']!.cancelled, context).toBeGreaterThanOrEqual(3);
     expect(summary.faults['row-locks']!.locks_held, context).toBeGreaterThanOrEqual(1);
     expect(summary.unexpected_exits).toEqual([]);
     // Every bundle a SIGKILL left in flight was claimed again by another worker.
