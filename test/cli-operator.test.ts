@@ -84,7 +84,7 @@ describe('bulk retry and cancel', () => {
     const db = await createTestDb();
     for (const [args, pattern] of [
       [['retry', '--state', 'pending', '--yes'], /--state: must be one of dead, failed/],
-      [['cancel', '--state', 'completed', '--yes'], /--state: must be one of pending, running, failed/],
+      [['cancel', '--state', 'completed', '--yes'], /--state: must be one of pending, running, waiting, failed/],
       [['retry', '--state', 'dead', '--since', 'yesterday'], /--since: must be an ISO 8601 time/],
       [['cancel', '--state', 'pending', '--older-than', '5'], /--older-than: must be a duration/],
       [['retry'], /give a bundle id, or --state/],
@@ -255,7 +255,7 @@ describe('bounded input', () => {
     const sim = await startSimulator();
     startWorker(db.url, sim);
     startSupervisor(db.pool);
-    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }]);
+    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }], { kindVersion: 1 });
     const out = await cli(db.url, ['inspect', no!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 });
     expect(JSON.parse(out.stdout).state).toBe('compensated');
     expect(JSON.parse((await cli(db.url, ['inspect', ok!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 })).stdout).state).toBe('completed');
