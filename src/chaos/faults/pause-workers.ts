@@ -5,8 +5,9 @@
  * locks) as alive.
  *
  * Every --pause-every-ms (±25 %) one running worker is stopped for --pause-ms (default the lease
- * plus 3 s), preferably one holding claimed bundles; the last running worker is never paused. With two supervisors in the fleet (this
- * mode runs two), every second pause stops a supervisor instead: the other must take over.
+ * plus 3 s), preferably one holding claimed bundles; the last running worker is never paused.
+ * This mode runs two supervisors, with a supervisor lease as short as the workers' lease, and
+ * every second pause stops a supervisor instead: the other must take over.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ChaosOptions, Kill } from '../options.js';
@@ -25,7 +26,9 @@ export class PauseWorkers implements Fault {
   }
 
   async prepare(): Promise<Preparation> {
-    return { supervisors: 2 };
+    // The supervisors' fleet-wide lease as short as the workers' lease: a paused holder loses it,
+    // and the other supervisor must take over (and the resumed one notice it lost it).
+    return { supervisors: 2, supervisorArgs: ['--supervisor-lease-seconds', String(this.opts.leaseSeconds)] };
   }
 
   async run(ctx: FaultContext): Promise<void> {
