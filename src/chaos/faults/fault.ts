@@ -69,17 +69,19 @@ export const nextAt = (from: number, every: number, random: () => number, jitter
 export const pick = <T>(items: readonly T[], random: () => number): T | undefined => (items.length ? items[Math.floor(random() * items.length)] : undefined);
 
 /**
- * A running worker that holds claimed bundles (so a fault on it bites), picked at random; any
- * running worker when none does or the database cannot say (restarting).
+ * A running worker that holds claimed bundles (so a fault on it bites), picked at random. With
+ * `orAny`, any worker `orAny` accepts when none is busy (or the database cannot say). A worker
+ * still starting up is never a good victim: one that meets the PostgreSQL restart mid-start-up
+ * rightly refuses to start, which is the harness's doing, not a crash of the fleet.
  */
-export async function pickBusyWorker(ctx: FaultContext, exclude: (p: FleetProcess) => boolean = () => false): Promise<FleetProcess | undefined> {
-  const workers = ctx.fleet.running('worker').filter((p) => !exclude(p));
+export async function pickBusyWorker(ctx: FaultContext, orAny?: (p: FleetProcess) => boolean): Promise<FleetProcess | undefined> {
+  const workers = ctx.fleet.running('worker');
   try {
     const { rows } = await ctx.pool.query<{ locked_by: string }>(`SELECT DISTINCT locked_by FROM bundles WHERE state = 'running' AND locked_by IS NOT NULL`);
-    const busy = workers.filter((w) => rows.some((r) => r.locked_by.startsWith(`${w.name}.`)));
+    const busy = workers.filter((w) => rows.some((r) => r.locked_by.startsWith(`${w.name}.`)) && (orAny?.(w) ?? true));
     if (busy.length) return pick(busy, ctx.random);
   } catch {
     // fall through
   }
-  return pick(workers, ctx.random);
+  return orAny ? pick(workers.filter(orAny), ctx.random) : undefined;
 }

@@ -40,16 +40,19 @@ export class HalfOpen implements Fault {
     let turn = 0;
     while (await until(next, ctx)) {
       if (Date.now() < next) continue;
-      next = nextAt(next, this.opts.halfOpenEveryMs, ctx.random);
       const open = this.proxy!.connections().filter((c) => !c.blackholed && c.serverPort !== undefined);
       const hasOpen = (name: string, target: Target) => open.some((c) => belongsTo(c, name, target));
-      // Liveness and pool take turns; a worker just started (nothing connected yet) is no victim.
+      // Liveness and pool take turns. A worker with a liveness connection has finished starting up
+      // (it takes its id at its first claim), so only such a worker is a victim.
       const order: Target[] = turn % 2 === 0 ? ['liveness', 'pool'] : ['pool', 'liveness'];
-      const victim = await pickBusyWorker(ctx, (w) => !order.some((t) => hasOpen(w.name, t)));
+      const victim = await pickBusyWorker(ctx, (w) => hasOpen(w.name, 'liveness'));
       if (!victim) {
+        // No worker up with a connection to cut (all starting, paused or just killed): try again shortly.
         this.missed++;
+        next = Date.now() + 250;
         continue;
       }
+      next = nextAt(next, this.opts.halfOpenEveryMs, ctx.random);
       const target = order.find((t) => hasOpen(victim.name, t))!;
       const conn = pick(open.filter((c) => belongsTo(c, victim.name, target)), ctx.random)!;
       if (target === order[0]) turn++; // the other kind gets its turn once this one was cut
@@ -77,7 +80,7 @@ export class HalfOpen implements Fault {
   }
 
   report() {
-    return { liveness_connections_cut: this.cut.liveness, pool_connections_cut: this.cut.pool, server_sides_dropped: this.serverDropped, no_connection_to_cut: this.missed };
+    return { liveness_connections_cut: this.cut.liveness, pool_connections_cut: this.cut.pool, server_sides_dropped: this.serverDropped, retries_without_victim: this.missed };
   }
 
   async close(): Promise<void> {

@@ -38,14 +38,19 @@ export class PauseWorkers implements Fault {
     try {
       while (await until(next, ctx)) {
         if (Date.now() < next) continue;
-        next = nextAt(next, this.opts.pauseEveryMs, ctx.random);
         // A pause must outlast the lease, so one starting late would stretch the window by a whole pause.
-        if (Date.now() + this.pauseMs > ctx.chaosEnd + 2000 && count > 0) continue;
+        if (Date.now() + this.pauseMs > ctx.chaosEnd + 2000 && count > 0) break;
         const supervisors = ctx.fleet.running('supervisor');
-        const victim = ++count % 2 === 0 && supervisors.length > 1
+        const victim = count % 2 === 1 && supervisors.length > 1
           ? pick(supervisors, ctx.random)
           : ctx.fleet.running('worker').length > 1 ? await pickBusyWorker(ctx) : undefined;
-        if (victim) resumes.push(this.pauseOne(victim, ctx));
+        if (!victim) {
+          next = Date.now() + 250; // no worker holds claims yet: try again shortly
+          continue;
+        }
+        count++;
+        next = nextAt(next, this.opts.pauseEveryMs, ctx.random);
+        resumes.push(this.pauseOne(victim, ctx));
       }
     } finally {
       // Never leave a process stopped, also when the run is interrupted.
