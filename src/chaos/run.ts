@@ -18,6 +18,7 @@
  * kept (and their folder named) only when the run fails.
  */
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -71,6 +72,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const t0 = Date.now();
   const say = (msg: string) => opts.verbose && process.stderr.write(`chaos [${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
   const signal = opts.signal;
+  // Every fault waits on the run's signal at once (its timers, pauses, connection drops).
+  if (signal) setMaxListeners(100, signal);
   const runId = randomUUID().slice(0, 6);
   const random = mulberry32(opts.seed);
   const logDir = await mkdtemp(join(tmpdir(), 'bundlefleet-chaos-logs-'));
