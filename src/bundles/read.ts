@@ -166,10 +166,13 @@ export interface KindVersionCount {
  * build will run them: after a deploy that dropped a version too early they wait for a worker that
  * carries it. `stats`, the status page and the workers' logs and metrics say so.
  */
-export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions()): Promise<KindVersionCount[]> {
+export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions(), opts: { claimableOnly?: boolean } = {}): Promise<KindVersionCount[]> {
+  // claimableOnly: what a worker checks every 30 s — the claim index's literal condition, so it
+  // costs an index scan, not a scan of the table.
+  const which = opts.claimableOnly ? `state IN ('pending', 'compensating')` : `state NOT IN ('completed', 'compensated', 'dead')`;
   const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
     `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
-     WHERE state NOT IN ('completed', 'compensated', 'dead')
+     WHERE ${which}
        AND (kind, kind_version) NOT IN (SELECT * FROM unnest($1::text[], $2::int[]))
      GROUP BY kind, kind_version ORDER BY kind, kind_version`,
     [carried.map((k) => k.kind), carried.map((k) => k.version)],

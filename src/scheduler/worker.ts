@@ -183,7 +183,7 @@ export class Worker {
    * claim skips them); say so in the log and through onUnrunnable (a metric), never silently.
    */
   private async checkKindVersions(): Promise<void> {
-    const counts = await unrunnableKindVersions(this.pool, this.options.kinds);
+    const counts = await unrunnableKindVersions(this.pool, this.options.kinds, { claimableOnly: true });
     this.options.onUnrunnable?.(counts);
     for (const c of counts) {
       this.log.warn({ kind: c.kind, version: c.version, bundles: c.bundles }, `${c.bundles} unfinished ${c.kind} v${c.version} bundles: this worker does not carry that version and leaves them for one that does`);
