@@ -20,6 +20,7 @@ import { loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
+import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
@@ -81,6 +82,7 @@ function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
       factor: 2,
       signal: deps.signal,
       shouldRetry: () => !deps.signal?.aborted,
+      onFailedAttempt: logRetry(run.log, run.current?.step.name ?? 'none'),
     },
   );
 }
@@ -113,7 +115,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     return await book(run, kind.steps, steps);
   } catch (err) {
     if (err instanceof Fenced) {
-      run.log.warn('fenced out: a newer attempt owns this bundle; stopping');
+      await logFencedOut(deps.pool, bundle, run.log);
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
@@ -123,6 +125,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     const step = run.current?.step.name ?? 'none';
     run.log.warn({ step, errorClass, error: scrubText(error.message) }, err instanceof LeaseExpired ? 'lease deadline reached; stopping' : 'attempt failed');
     const recorded = await recordFailure(deps.pool, run.fence, { step, position: run.current?.position ?? -1, errorClass, message: scrubText(error.message) });
+    if (!recorded) await logFencedOut(deps.pool, bundle, run.log);
     return recorded ? 'failed' : 'fenced';
   }
 }
@@ -164,6 +167,7 @@ async function bookStep(run: Run, step: StepDefinition, key: string, unknown: bo
 
 async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<AgentOutcome> {
   const { bundle, deps, fence } = run;
+  const bundleStarted = performance.now();
   const byPosition = new Map(rows.map((r) => [r.position, r]));
   // The last step's outcome is written with the completion, in the same statement.
   let lastStep: FinishRequest['lastStep'];
@@ -189,7 +193,8 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       throw err;
     }
     deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    run.log.debug({ step: step.name, reference }, 'step booked');
+    const stepMs = performance.now() - started;
+    run.log.info({ step: step.name, reference, ms: Math.round(stepMs) }, `step ${step.name} booked in ${formatDuration(stepMs)}`);
     if (position === defs.length - 1 && !step.localRecord) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
     } else {
@@ -197,7 +202,7 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
-  run.log.info('bundle completed');
+  run.log.info({ ms: Math.round(performance.now() - bundleStarted) }, `bundle completed in ${formatDuration(performance.now() - bundleStarted)}`);
   return 'completed';
 }
 
@@ -205,6 +210,7 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
   const { bundle, deps, fence } = run;
   // Every step that may have reached a provider: its call may have booked even if we never heard
   // back, and a `failed` step's "no" may have answered only one of two requests with its key.
+  const undoStarted = performance.now();
   const toUndo = rows.filter((r) => r.status !== 'cancelled').sort((a, b) => b.position - a.position);
   for (const row of toUndo) {
     const step = defs[row.position];
@@ -230,6 +236,6 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated' }))) throw new Fenced();
-  run.log.info('bundle compensated');
+  run.log.info({ ms: Math.round(performance.now() - undoStarted) }, `bundle compensated in ${formatDuration(performance.now() - undoStarted)}`);
   return 'compensated';
 }

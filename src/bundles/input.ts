@@ -8,15 +8,30 @@ import { BadInput } from '../errors.js';
 const required = (what: string) => ({ error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`) });
 const text = (max: number) => z.string(required('a string')).trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
 
+/**
+ * Bounds on every string, so nothing unbounded reaches the database, the logs or a provider
+ * (README, "Enqueue"): an email address is at most 254 characters (RFC 5321's path limit),
+ * a passenger name 100, an idempotency key 200; shows and flights are UUIDs.
+ */
+export const LIMITS = { email: 254, passengerName: 100, idempotencyKey: 200, passengers: 9, tickets: 20 } as const;
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A show or flight id: a UUID in its usual 8-4-4-4-12 hex form (stored lower case). */
+const uuidField = z
+  .string(required('a UUID'))
+  .max(36, 'must be a UUID (36 characters), e.g. 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a')
+  .regex(UUID_TEXT, 'must be a UUID, e.g. 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a')
+  .transform((s) => s.toLowerCase());
+
 export const vipBundleInput = z
   .object({
-    customer_email: z.email(required('an email address')),
-    show_id: text(200),
-    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20'),
-    passengers: z.array(text(200), required('an array of names')).min(1, 'needs at least one passenger').max(9, 'at most 9 passengers'),
-    inbound_flight_id: text(100),
-    return_flight_id: text(100),
-    idempotency_key: text(200).optional(),
+    customer_email: z.string(required('an email address')).max(LIMITS.email, `must be at most ${LIMITS.email} characters`).pipe(z.email('must be an email address')),
+    show_id: uuidField,
+    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(LIMITS.tickets, `must be at most ${LIMITS.tickets}`),
+    passengers: z.array(text(LIMITS.passengerName), required('an array of names')).min(1, 'needs at least one passenger').max(LIMITS.passengers, `at most ${LIMITS.passengers} passengers`),
+    inbound_flight_id: uuidField,
+    return_flight_id: uuidField,
+    idempotency_key: text(LIMITS.idempotencyKey).optional(),
   })
   .strict();
 
@@ -51,6 +66,7 @@ export function parseBundleDocument(textInput: string): VipBundleInput[] {
   const whole = tryParse(trimmed);
   if (whole.ok && (Array.isArray(whole.value) || (typeof whole.value === 'object' && whole.value !== null))) {
     const items = Array.isArray(whole.value) ? whole.value : [whole.value];
+    if (!items.length) throw new BadInput('input: an empty array holds no bundle to enqueue');
     return collect(items.map((item, i) => () => parseVipBundle(item, Array.isArray(whole.value) ? `item ${i + 1}` : undefined)));
   }
   const lines = textInput.split(/\r?\n/);

@@ -74,20 +74,26 @@ export function registerEnqueueCommand(program: Command): void {
     .description('enqueue VIP bundles, from flags or from a JSON / NDJSON file or stdin')
     .argument('[source]', '"-" to read JSON or NDJSON from stdin')
     .option('--customer-email <email>', 'customer email')
-    .option('--show-id <id>', 'show to book tickets for')
+    .option('--show-id <uuid>', 'show to book tickets for')
     .option('--tickets <n>', 'number of show tickets')
     .option('--passenger <name>', 'a passenger (repeat for each)', (v: string, acc: string[] = []) => [...acc, v])
-    .option('--inbound-flight-id <id>', 'inbound flight')
-    .option('--return-flight-id <id>', 'return flight')
+    .option('--inbound-flight-id <uuid>', 'inbound flight')
+    .option('--return-flight-id <uuid>', 'return flight (501d0000-0000-4000-8000-… ids are always sold out at the simulator)')
     .option('--idempotency-key <key>', 'enqueue at most once per key')
     .option('-f, --file <path>', 'JSON object, JSON array or NDJSON lines; "-" for stdin')
     .option('--json', 'print {"vip_bundle_id","booking_id"} per bundle, one per line')
+    .addHelpText('after', `
+Bounds: customer email at most 254 characters; show and flight ids are UUIDs; 1..20 tickets;
+1..9 passengers, each name at most 100 characters; idempotency key at most 200 characters.`)
     .addHelpText(
       'after',
       `
 Examples:
-  $ bundlefleet enqueue --customer-email ada@example.com --show-id hamilton --tickets 2 \\
-      --passenger "Ada L" --passenger "Charles B" --inbound-flight-id BA117 --return-flight-id BA118
+  $ bundlefleet enqueue --customer-email ada@example.com \\
+      --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
+      --passenger "Ada L" --passenger "Charles B" \\
+      --inbound-flight-id 00000000-0002-4000-8000-000000000075 \\
+      --return-flight-id 00000000-0003-4000-8000-000000000076
   $ bundlefleet enqueue --file bundles.ndjson --json
   $ cat bundles.ndjson | bundlefleet enqueue - --json`,
     )

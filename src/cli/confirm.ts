@@ -1,0 +1,18 @@
+/**
+ * Asks before a bulk change. `--yes` skips the question; without a terminal on stdin there is
+ * nobody to ask, so the command refuses (exit 2) and says to pass --yes, rather than guessing.
+ */
+import { createInterface } from 'node:readline/promises';
+import { BadInput } from '../errors.js';
+
+export async function confirm(question: string, opts: { yes?: boolean; what: string }): Promise<boolean> {
+  if (opts.yes) return true;
+  if (!process.stdin.isTTY) throw new BadInput(`--yes: stdin is not a terminal, so nobody can confirm: pass --yes to ${opts.what}`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${question} [y/N] `);
+    return /^y(es)?$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
