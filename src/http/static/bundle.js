@@ -111,10 +111,10 @@
           h('td', null, BF.time(e.at)),
           h('td', { text: e.attempt === null ? '' : '#' + e.attempt }),
           h('td', { text: e.step || '' }),
-          h('td', { class: 'mono' }, e.method + ' ' + e.path),
+          h('td', { class: 'mono nowrap' }, e.method + ' ' + e.path),
           h('td', { class: e.outcome === 'ok' ? 'nowrap' : 'err', text: (e.status === null ? 'no reply' : e.status) + (e.outcome === 'ok' ? '' : ' · ' + e.outcome + (e.error ? ': ' + e.error : '')) }),
           h('td', { class: 'nowrap', text: e.duration_ms + ' ms' }),
-          h('td', { class: 'mono', text: e.worker_id || '' }),
+          h('td', { class: 'mono nowrap', text: e.worker_id || '' }),
           h('td', null, bodies(e)));
       });
     });
