@@ -89,3 +89,24 @@ export function coerceError(err: unknown): Error {
   if (err instanceof Error) return err;
   return new Error(typeof err === 'string' ? err : JSON.stringify(err), { cause: err });
 }
+
+/**
+ * The embedded PostgreSQL cannot be used: there is none for this directory (exit 1), or this
+ * machine cannot run it as set up (exit 2, a configuration problem). The message says what to do.
+ */
+export class EmbeddedDatabaseError extends Error {
+  readonly code = 'EMBEDDED_DATABASE';
+  constructor(message: string, readonly exitCode: 1 | 2, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EmbeddedDatabaseError';
+  }
+}
+
+/** A port we were asked to listen on is taken; `what` names our listener ("the status page"). */
+export class AddressInUse extends Error {
+  readonly code = 'ADDRESS_IN_USE';
+  constructor(readonly what: string, readonly host: string, readonly port: number, message?: string, options?: { cause?: unknown }) {
+    super(message ?? `cannot start ${what}: ${host}:${port} is already in use by another program`, options);
+    this.name = 'AddressInUse';
+  }
+}

@@ -2,28 +2,23 @@
  * The bundle page in headless Chromium (issue 11, parts 3 and 4): a completed bundle's provider
  * exchanges with their redacted bodies, and the "Acknowledge failure" button of a compensated
  * bundle holding an active key (asks to confirm and for the token, then frees the key).
- * Never skipped: without /usr/bin/chromium the test fails and says how to install it.
+ * The browser is found as test/browser.test.ts finds it (test/support/chromium.ts). Never skipped.
  */
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startHttpServer } from '../src/http/server.js';
+import { findChromium, launchChromium } from './support/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const DOCS = process.env.UPDATE_SCREENSHOTS ? fileURLToPath(new URL('../docs/', import.meta.url)) : `${tmpdir()}/bundlefleet-screenshots/`;
 const TOKEN = 'browser-keys-token';
 
 async function launch(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: the status page test needs Debian's chromium. Install it with \`apt-get update && apt-get install -y chromium\` (.ci/run does this).`);
-  }
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
+  const browser = await launchChromium(await findChromium());
   onCleanup(() => browser.close());
   return browser;
 }

@@ -8,6 +8,7 @@ import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { recordBooked, recordFailure } from '../src/agents/fenced-writes.js';
 import { runOnce, type SupervisorOptions } from '../src/supervisor/supervisor.js';
 import { decideBatch } from '../src/supervisor/decisions.js';
+import { acquireLease, releaseLease, SUPERVISOR_LEASE } from '../src/supervisor/lease.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../src/supervisor/alerts.js';
 import { cancelBundle, retryBundle } from '../src/supervisor/operator.js';
 import { soldOutId } from '../src/providers/simulator.js';
@@ -107,28 +108,26 @@ describe('supervisor: resets', () => {
 
   it('lets only one pass run at a time fleet-wide', async () => {
     const db = await createTestDb();
-    const holder = new pg.Client({ connectionString: db.url });
-    await holder.connect();
-    onCleanup(() => holder.end());
-    await holder.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.supervisor', 0))`);
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'another-pass', 30)).toBe(true);
     expect((await runOnce(db.pool, fast)).ran).toBe(false);
-    await holder.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.supervisor', 0))`);
+    await releaseLease(db.pool, SUPERVISOR_LEASE, 'another-pass');
     expect((await runOnce(db.pool, fast)).ran).toBe(true);
   });
 
-  it('is not blocked by a supervisor that crashed mid-pass: its lock goes with its connection', async () => {
+  it('is not blocked by a supervisor that froze or crashed mid-pass: its lease expires, and a resumed holder decides nothing', async () => {
     const db = await createTestDb();
     await enqueueVip(db.pool, 1);
     await claimOne(db, 'gone-worker');
     await workerGone('gone-worker');
-    const crashed = new pg.Client({ connectionString: db.url });
-    await crashed.connect();
-    crashed.on('error', () => {});
-    await crashed.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.supervisor', 0))`);
-    const pid = (await crashed.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    // A pass took the lease and froze (its connection may well stay open: the lease does not care).
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'frozen-pass', 1)).toBe(true);
     expect((await runOnce(db.pool, fast)).ran).toBe(false);
-    await db.pool.query('SELECT pg_terminate_backend($1)', [pid]); // the supervisor process dies
-    await waitFor('the crashed supervisor to be gone', async () => (await runOnce(db.pool, fast)).ran);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // The frozen pass resumes after another supervisor took over: its decisions apply to nothing.
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'next-pass', 30)).toBe(true);
+    const limits = { maxAttempts: 5, maxUndoAttempts: 5, backoffBaseSeconds: 1, backoffMaxSeconds: 1, batchSize: 20, actor: 'sup' };
+    expect(await decideBatch(db.pool, 'orphans', { ...limits, leaseHolder: 'frozen-pass' })).toEqual([]);
+    expect(await decideBatch(db.pool, 'orphans', { ...limits, leaseHolder: 'next-pass' })).toHaveLength(1);
     const { rows } = await db.pool.query(`SELECT state FROM bundles`);
     expect(rows).toEqual([{ state: 'pending' }]);
   });
@@ -290,7 +289,7 @@ describe('operator commands and alerts', () => {
     expect((await listAlerts(db.pool, { all: true })).length).toBe(1);
   });
 
-  it('delivers alerts to the webhook, retrying a failed post on the next pass', async () => {
+  it('delivers alerts to the webhook, retrying a failed post after a backoff', async () => {
     const db = await createTestDb();
     const received: unknown[] = [];
     let fail = true;
@@ -311,6 +310,10 @@ describe('operator commands and alerts', () => {
     const opts = { ...fast, stuckAfterSeconds: 60, alertWebhookUrl: url };
     expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(0);
     expect((await listAlerts(db.pool))[0]).toMatchObject({ delivered_at: null, delivery_attempts: 1, last_delivery_error: 'HTTP 500' });
+    // A failed post backs off before it is tried again; a pass within the backoff does not retry it.
+    expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(0);
+    expect((await listAlerts(db.pool))[0]).toMatchObject({ delivery_attempts: 1 });
+    await db.pool.query(`UPDATE alerts SET next_delivery_at = now()`); // the backoff has passed
     fail = false;
     expect((await runOnce(db.pool, opts)).alerts_delivered).toBe(1);
     expect(received).toEqual([{ alert: expect.objectContaining({ bundle_id: b!.vip_bundle_id, kind: 'stuck' }) }]);

@@ -235,7 +235,11 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       await fenced(run, () => recordNote(deps.pool, fence, step.name, `undo: ${note}; nothing to cancel`));
     }
   }
-  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated' }))) throw new Fenced();
+  // Reconciled once every call that could still be in flight has run out: a zombie's call starts
+  // before its lease deadline (at most one lease after this finish) and lasts at most one timeout per try.
+  const tries = (deps.providerRetries ?? 2) + 1;
+  const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
+  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds }))) throw new Fenced();
   run.log.info({ ms: Math.round(performance.now() - undoStarted) }, `bundle compensated in ${formatDuration(performance.now() - undoStarted)}`);
   return 'compensated';
 }

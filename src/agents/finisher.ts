@@ -17,14 +17,19 @@ export interface FinishRequest {
   kind: string;
   actor: string;
   outcome: 'completed' | 'compensated';
+  /**
+   * For `compensated`: seconds until the bundle's reconciliation pass (agents/reconcile.ts) — long
+   * enough for every call that could still be in flight to have run out.
+   */
+  reconcileAfterSeconds?: number;
   /** The last step's outcome, written with the finish when the step keeps a row. */
   lastStep?: { position: number; name: string; key: string; reference: string };
 }
 
 const finishSqlTemplate = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[])
-    AS t(id, attempt, actor, outcome, position, step, key, reference)
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::float8[])
+    AS t(id, attempt, actor, outcome, position, step, key, reference, reconcile_after)
 ), lockable AS (
   -- SKIP LOCKED: a row another session holds must not stall the batch-mates; it comes back busy.
   SELECT b.id, b.attempt FROM bundles b JOIN input i ON b.id = i.id
@@ -32,7 +37,9 @@ WITH input AS (
   FOR NO KEY UPDATE OF b%SKIP%
 ), done AS (
   UPDATE bundles b
-  SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now()
+  SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now(),
+      reconcile_at = CASE WHEN i.outcome = 'compensated' THEN now() + make_interval(secs => coalesce(i.reconcile_after, 0)) END,
+      reconcile_attempts = 0
   FROM input i JOIN lockable l ON l.id = i.id AND l.attempt = i.attempt
   WHERE b.id = i.id
   RETURNING b.id, b.booking_id, b.kind, i.attempt, i.actor, i.outcome, i.position, i.step, i.key, i.reference
@@ -74,6 +81,7 @@ export async function finishBundles(db: Queryable, items: FinishRequest[], opts:
     items.map((i) => i.lastStep?.name ?? null),
     items.map((i) => i.lastStep?.key ?? null),
     items.map((i) => i.lastStep?.reference ?? null),
+    items.map((i) => i.reconcileAfterSeconds ?? null),
   ]);
   const rows = all.filter((r) => !r.busy);
   const events: PendingEvent[] = [];

@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import { BadInput, NotFound, Conflict, SchemaMissing } from '../errors.js';
+import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
 import { rootLogger } from '../logger.js';
@@ -18,9 +18,12 @@ export interface Db {
   close(): Promise<void>;
 }
 
-/** Connects, checks the database answers (fails within seconds naming it) and, unless told not to, that the schema is there. */
-export async function openDb(opts: { checkSchema?: boolean; max?: number } = {}): Promise<Db> {
-  const url = await resolveDatabaseUrl();
+/**
+ * Connects, checks the database answers (fails within seconds naming it) and, unless told not to,
+ * that the schema is there. `create`: make the embedded server when there is none (only `migrate` and `dev`).
+ */
+export async function openDb(opts: { checkSchema?: boolean; max?: number; create?: boolean } = {}): Promise<Db> {
+  const url = await resolveDatabaseUrl(process.env, { create: opts.create ?? false });
   const pool = createPool(url, { max: opts.max ?? 4, onError: (err) => rootLogger().warn({ err: err.message }, 'idle database connection lost') });
   try {
     await checkConnection(pool, url);
@@ -32,7 +35,7 @@ export async function openDb(opts: { checkSchema?: boolean; max?: number } = {})
   return { pool, url, close: () => pool.end() };
 }
 
-export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema?: boolean }): Promise<T> {
+export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema?: boolean; create?: boolean }): Promise<T> {
   const db = await openDb(opts);
   try {
     return await fn(db);
@@ -50,6 +53,10 @@ export function reportError(err: unknown): number {
   if (err instanceof BadInput) {
     process.stderr.write(`bundlefleet: bad input:\n  ${err.issues.join('\n  ')}\n`);
     return EXIT.usage;
+  }
+  if (err instanceof EmbeddedDatabaseError) {
+    process.stderr.write(`bundlefleet: ${err.message}\n`);
+    return err.exitCode;
   }
   if (err instanceof NotFound || err instanceof Conflict || err instanceof SchemaMissing || err instanceof DatabaseUnavailable) {
     process.stderr.write(`bundlefleet: ${err.message}\n`);

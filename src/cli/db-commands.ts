@@ -1,23 +1,28 @@
+/**
+ * `migrate` and `db status|url|stop`. Without DATABASE_URL the embedded server is the one of the
+ * nearest `.bundlefleet/` (this directory or a parent); `migrate` creates one here when there is
+ * none, the `db` commands never do.
+ */
 import type { Command } from 'commander';
 import { embeddedStatus, stopEmbeddedPostgres } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
-import { printJson, withDb } from './context.js';
+import { EXIT, printJson, withDb } from './context.js';
 
 export function registerDbCommands(program: Command): void {
   program
     .command('migrate')
-    .description('apply the schema migrations (safe to run twice or from two processes at once)')
+    .description('apply the schema migrations (safe to run twice or from two processes at once); creates the embedded PostgreSQL here if there is none')
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }) => {
-      const applied = await withDb(({ pool, url }) => migrate(pool, url), { checkSchema: false });
+      const applied = await withDb(({ pool, url }) => migrate(pool, url), { checkSchema: false, create: true });
       if (flags.json) printJson({ applied });
       else process.stdout.write(applied.length ? `applied ${applied.join(', ')}\n` : 'schema up to date\n');
     });
 
-  const db = program.command('db').description('the embedded PostgreSQL used when DATABASE_URL is unset');
+  const db = program.command('db').description('the embedded PostgreSQL used when DATABASE_URL is unset (found in this directory or a parent)');
   db.command('status')
-    .description('is the embedded server here running, and where')
+    .description('which database commands here use, and whether it runs (exit 0 running, 1 stopped or none)')
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }) => {
       if (process.env.DATABASE_URL) {
@@ -25,16 +30,23 @@ export function registerDbCommands(program: Command): void {
         return flags.json ? printJson(info) : void process.stdout.write(`DATABASE_URL is set: ${info.url} (no embedded server used)\n`);
       }
       const status = await embeddedStatus();
+      if (status.state !== 'running') process.exitCode = EXIT.failure;
       if (flags.json) return printJson(status);
-      process.stdout.write(status.state === 'absent' ? `no embedded PostgreSQL under ${status.home} (created on first use)\n` : `${status.state}: ${status.url} (data in ${status.dataDir})\n`);
+      if (status.state === 'absent') {
+        const where = status.home ? `${status.home} holds no server` : `no .bundlefleet/ in ${status.searchedFrom} or its parents`;
+        process.stdout.write(`none: ${where} (\`bundlefleet migrate\` or \`npm start\` creates one)\n`);
+      } else {
+        process.stdout.write(`${status.state}: ${describeDatabase(status.url)} of ${status.home} (data in ${status.dataDir})\n`);
+        if (status.state === 'stopped') process.stdout.write('any command using it starts it again\n');
+      }
     });
   db.command('url')
-    .description('print the connection URL (starting the embedded server if needed)')
+    .description('print the connection URL of the embedded server (starting it if it was stopped; never creating one)')
     .action(async () => {
       await withDb(async ({ url }) => void process.stdout.write(`${url}\n`), { checkSchema: false });
     });
   db.command('stop')
-    .description('stop the embedded server of this directory')
+    .description('stop the embedded server of this directory (or the nearest parent with .bundlefleet/)')
     .action(async () => {
       const stopped = await stopEmbeddedPostgres();
       process.stdout.write(stopped ? 'stopped\n' : 'not running\n');

@@ -1,36 +1,125 @@
-import type { Command } from 'commander';
+/**
+ * `bundlefleet dev` (what `npm start` runs): the embedded PostgreSQL (created here if there is
+ * none), migrations, the provider simulator, the HTTP server with the status page and /metrics,
+ * a worker and a supervisor loop, in one process until Ctrl-C.
+ *
+ * One dev per project: it records itself in `.bundlefleet/dev.json`, and a second one stops at
+ * once saying which is running and where (exit 1). A port taken by another program is also a
+ * sentence naming the port and the flag to change it, never a raw EADDRINUSE; nothing is left
+ * running when start-up fails.
+ */
+import { createServer } from 'node:net';
+import { Option, type Command } from 'commander';
+import { z } from 'zod';
+import { embeddedHome } from '../db/embedded.js';
+import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
-import { startProviderSimulator } from '../providers/simulator.js';
+import { AddressInUse, Conflict } from '../errors.js';
+import { createMetrics } from '../http/metrics.js';
+import type { StartedHttpServer } from '../http/server.js';
+import { startProviderSimulator, type ProviderSimulator } from '../providers/simulator.js';
 import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
-import { openDb, parseOptions } from './context.js';
+import { intOption, openDb, parseOptions } from './context.js';
+import { alreadyRunningMessage, removeDevRecord, runningDev, writeDevRecord } from './dev-record.js';
 import { onShutdown } from './signals.js';
+import { apiTokenFromEnv, listenHttp } from './serve-command.js';
 import { addSupervisorOptions, parseSupervisorOptions, superviseLoop } from './supervise-command.js';
 import { addWorkerOptions, workerOptionsSchema, WORKER_FLAG_NAMES } from './worker-command.js';
 
+const HOST = '127.0.0.1';
+const devOptionsSchema = z.object({ port: intOption(0, 65_535), providersPort: intOption(0, 65_535) });
+const DEV_FLAG_NAMES = { port: '--port (PORT)', providersPort: '--providers-port (BUNDLEFLEET_PROVIDERS_PORT)' };
+
+/** A taken port, said with what to do; names the dev that holds it when it is ours. */
+async function portTaken(err: AddressInUse, home: string): Promise<Error> {
+  const flag = err.what === 'the provider simulator' ? '--providers-port' : '--port';
+  const other = await runningDev(home);
+  if (other) return new Conflict(alreadyRunningMessage(other), { cause: err });
+  return new AddressInUse(
+    err.what,
+    err.host,
+    err.port,
+    `cannot start ${err.what}: ${err.host}:${err.port} is already in use by another program. Stop it, or choose another port with ${flag} (0 takes any free port), e.g. \`npm start -- ${flag} 0\``,
+    { cause: err },
+  );
+}
+
+/** Fails with AddressInUse when `port` is taken, so a doomed start creates no database first. */
+async function checkPortFree(what: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new AddressInUse(what, HOST, port, undefined, { cause: err }) : err));
+    probe.listen(port, HOST, () => probe.close(() => resolve()));
+  });
+}
+
 export function registerDevCommand(program: Command): void {
-  addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process tree: embedded PostgreSQL, migrations, provider simulator, worker, supervisor loop')))
-    .option('--providers-port <port>', 'port of the provider simulator (0 = any free port)', '4010')
+  addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process: embedded PostgreSQL, migrations, provider simulator, status page and /metrics, worker, supervisor loop')))
+    .addOption(new Option('--port <port>', 'port of the HTTP server: status page, API, /metrics (0 = any free port)').env('PORT').default('8080'))
+    .addOption(new Option('--providers-port <port>', 'port of the provider simulator (0 = any free port)').env('BUNDLEFLEET_PROVIDERS_PORT').default('4010'))
+    .addHelpText(
+      'after',
+      `
+One dev runs per project: a second one exits 1 naming the running one (pid, URLs).
+Examples:
+  $ npm start                                # bundlefleet dev: http://127.0.0.1:8080/ and providers on :4010
+  $ npm start -- --port 0 --providers-port 0 # any free ports (printed in the banner)
+  $ DATABASE_URL=postgres://localhost/bundlefleet bundlefleet dev`,
+    )
     .action(async (flags: Record<string, unknown>) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
+      const { port, providersPort } = parseOptions(devOptionsSchema, flags, DEV_FLAG_NAMES);
       const supervisorOpts = parseSupervisorOptions(flags);
+      const apiToken = apiTokenFromEnv();
       const log = rootLogger();
-      const db = await openDb({ checkSchema: false });
-      await migrate(db.pool, db.url);
-      await db.close();
-      // Use the real providers when configured, else the simulator.
-      const simulator = process.env.PROVIDERS_URL || process.env.TICKETS_URL
-        ? undefined
-        : await startProviderSimulator({ port: Number(flags.providersPort), host: '127.0.0.1' });
+      const home = await embeddedHome();
+      const other = await runningDev(home);
+      if (other) throw new Conflict(alreadyRunningMessage(other));
+      const simulate = !process.env.PROVIDERS_URL && !process.env.TICKETS_URL;
+      try {
+        if (simulate) await checkPortFree('the provider simulator', providersPort);
+        await checkPortFree('the HTTP server', port);
+      } catch (err) {
+        if (err instanceof AddressInUse) throw await portTaken(err, home);
+        throw err;
+      }
+
+      const db = await openDb({ checkSchema: false, create: true, max: 10 });
+      let simulator: ProviderSimulator | undefined;
+      let draining = false;
+      const metrics = createMetrics({ logger: log });
+      let http: StartedHttpServer;
+      try {
+        await migrate(db.pool, db.url);
+        // Use the real providers when configured, else the simulator.
+        if (simulate) {
+          simulator = await startProviderSimulator({ port: providersPort, host: HOST }).catch((err: NodeJS.ErrnoException) => {
+            throw err.code === 'EADDRINUSE' ? new AddressInUse('the provider simulator', HOST, providersPort, undefined, { cause: err }) : err;
+          });
+        }
+        metrics.collectFromDb(db.pool);
+        http = await listenHttp({ port, host: HOST, pool: db.pool, logger: log, apiToken, metrics, isDraining: () => draining });
+      } catch (err) {
+        await simulator?.close();
+        await db.close();
+        if (err instanceof AddressInUse) throw await portTaken(err, home);
+        throw err;
+      }
       const providerUrls = simulator ? { tickets: simulator.url, flights: simulator.url, taxis: simulator.url } : providerUrlsFromEnv(process.env);
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: log });
+      const database = describeDatabase(db.url);
+      await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
+
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: log, ...metrics.hooks });
       worker.start();
-      const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log }, 5_000);
+      const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log, onAction: metrics.hooks.onSupervisorAction }, 5_000);
       process.stderr.write(`
 bundlefleet dev is running
-  database:  ${db.url.replace(/:[^:@/]+@/, ':***@')}
-  providers: ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger)` : 'from PROVIDERS_URL'}
+  status page: ${http.url}/   (metrics: ${http.url}/metrics)
+  database:    ${database}${process.env.DATABASE_URL ? ' (DATABASE_URL)' : ` (embedded, ${home})`}
+  providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger)` : 'from PROVIDERS_URL'}
 In another terminal, from this directory:
   ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id hamilton --tickets 2 \\
       --passenger "Ada Lovelace" --inbound-flight-id BA117 --return-flight-id BA118 --json
@@ -40,9 +129,13 @@ In another terminal, from this directory:
 Ctrl-C stops everything (the embedded database keeps running: ./bin/bundlefleet db stop).
 `);
       onShutdown(async () => {
+        draining = true;
+        await http.close(5_000);
         await supervisor.stop();
         await worker.stop();
         await simulator?.close();
+        await db.close();
+        await removeDevRecord(home);
       });
     });
 }

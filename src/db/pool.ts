@@ -3,13 +3,38 @@
  * name the database instead of a stack trace.
  */
 import pg from 'pg';
-import { ensureEmbeddedPostgres } from './embedded.js';
+import { openEmbeddedPostgres } from './embedded.js';
 
-/** DATABASE_URL when set; otherwise the embedded server under `.bundlefleet/`, started on first use. */
-export async function resolveDatabaseUrl(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export interface ResolveOptions {
+  /**
+   * Whether to create the embedded server when there is none (initdb). Only the commands that
+   * set a database up (`migrate`, `dev`) do; the others fail saying how to make one.
+   */
+  create?: boolean;
+  cwd?: string;
+}
+
+function debugging(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env.BUNDLEFLEET_DEBUG) || /^(debug|trace)$/i.test(env.LOG_LEVEL?.trim() ?? '');
+}
+
+/**
+ * DATABASE_URL when set; otherwise the embedded server of the nearest `.bundlefleet/` (this
+ * directory or a parent), started if it was stopped. Creating or starting a server is said on
+ * stderr; which database a command uses is said there at LOG_LEVEL=debug (or BUNDLEFLEET_DEBUG).
+ */
+export async function resolveDatabaseUrl(env: NodeJS.ProcessEnv = process.env, opts: ResolveOptions = {}): Promise<string> {
   const url = env.DATABASE_URL?.trim();
-  if (url) return url;
-  return ensureEmbeddedPostgres();
+  if (url) {
+    if (debugging(env)) process.stderr.write(`bundlefleet: database: ${describeDatabase(url)} (DATABASE_URL)\n`);
+    return url;
+  }
+  const server = await openEmbeddedPostgres({ create: opts.create ?? false }, opts.cwd);
+  const where = `127.0.0.1:${server.port}, data in ${server.dataDir}`;
+  if (server.action === 'created') process.stderr.write(`bundlefleet: created an embedded PostgreSQL in ${server.home} (${where})\n`);
+  else if (server.action === 'started') process.stderr.write(`bundlefleet: started the embedded PostgreSQL of ${server.home} (${where})\n`);
+  else if (debugging(env)) process.stderr.write(`bundlefleet: database: embedded PostgreSQL of ${server.home} (${where})\n`);
+  return server.url;
 }
 
 /** `host:port/db` without credentials, for messages. */

@@ -65,3 +65,36 @@ export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<C
   const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds]);
   return rows;
 }
+
+export interface ClaimedReconciliation {
+  id: string;
+  booking_id: string;
+  kind: string;
+  state: 'compensated' | 'dead';
+  reconcile_attempts: number;
+  /** The reconcile_at this claim wrote (as text, to keep its microseconds): the pass's own mark, checked when it finishes. */
+  claimed_until: string;
+}
+
+/**
+ * Claims undone bundles whose reconciliation pass is due (agents/reconcile.ts). The claim moves
+ * reconcile_at `leaseSeconds` ahead, which is the pass's lease: another worker takes the bundle
+ * only after that. Like a bundle claim, it succeeds only while the claimer holds its liveness lock.
+ * The WHERE repeats the partial index condition of bundles_reconcile_idx (reconcile_at IS NOT NULL).
+ */
+export async function claimReconciliations(db: Queryable, opts: ClaimOptions): Promise<ClaimedReconciliation[]> {
+  if (opts.limit <= 0) return [];
+  const { rows } = await db.query<ClaimedReconciliation>(
+    `UPDATE bundles b SET reconcile_at = now() + make_interval(secs => $3), reconcile_attempts = b.reconcile_attempts + 1
+     WHERE b.id IN (
+       SELECT id FROM bundles
+       WHERE reconcile_at IS NOT NULL AND reconcile_at <= now() AND state IN ('compensated', 'dead')
+         AND ${workerLockHeld('$2')}
+       ORDER BY reconcile_at LIMIT $1
+       FOR UPDATE SKIP LOCKED
+     )
+     RETURNING b.id, b.booking_id, b.kind, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until`,
+    [opts.limit, opts.workerId, opts.leaseSeconds],
+  );
+  return rows;
+}

@@ -11,7 +11,8 @@ import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
 import { ProviderClient, type ProviderUrls } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
-import { claimBundles, type ClaimedBundle } from './claim.js';
+import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
+import { reconcileBundle } from '../agents/reconcile.js';
 import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
@@ -52,7 +53,8 @@ export interface WorkerOptions {
 }
 
 interface InFlight {
-  bundle: ClaimedBundle;
+  /** The claimed bundle an agent runs; undefined for a reconciliation pass (nothing to release). */
+  bundle?: ClaimedBundle;
   /** The liveness id it was claimed under: when that id's lock is lost, its agents are aborted. */
   workerId: string;
   abort: AbortController;
@@ -61,6 +63,9 @@ interface InFlight {
 
 /** In-flight work is keyed by (bundle, attempt): after a lost liveness lock this worker may claim the same bundle again while the old agent winds down. */
 const inFlightKey = (b: { id: string; attempt: number }) => `${b.id}:${b.attempt}`;
+
+/** How often a worker looks for due reconciliation passes (one short statement). */
+const RECONCILE_CLAIM_INTERVAL_MS = 1_000;
 
 export class Worker {
   readonly pool: pg.Pool;
@@ -73,6 +78,7 @@ export class Worker {
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
   private stopping = false;
+  private lastReconcileClaim = 0;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
 
@@ -134,6 +140,7 @@ export class Worker {
    */
   private async abandon(lost: LostLiveness): Promise<void> {
     const mine = [...this.inFlight.values()].filter((f) => f.workerId === lost.workerId);
+    const bundles = mine.flatMap((f) => (f.bundle ? [{ id: f.bundle.id, attempt: f.bundle.attempt }] : []));
     this.log.warn({ lostId: lost.workerId, reason: lost.reason, aborted: mine.length }, 'liveness lock lost; aborting its agents; a new worker id will be taken before the next claim');
     for (const f of mine) f.abort.abort(new Error('liveness lock lost'));
     try {
@@ -144,7 +151,7 @@ export class Worker {
         );
       }
       await Promise.race([Promise.all(mine.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
-      const released = await releaseBundles(this.pool, lost.workerId, mine.map((f) => ({ id: f.bundle.id, attempt: f.bundle.attempt })), 'released: liveness lock lost');
+      const released = await releaseBundles(this.pool, lost.workerId, bundles, 'released: liveness lock lost');
       if (released.length) this.log.info({ released: released.length }, 'released the bundles of the lost worker id');
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'could not release the lost id\'s bundles; the supervisor will reset them');
@@ -160,7 +167,28 @@ export class Worker {
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
     if (claimed.length) this.options.onClaim?.(claimed.length);
     for (const bundle of claimed) this.dispatch(bundle, workerId, claimSentAt);
+    await this.claimReconciliations(workerId, free - claimed.length);
     return claimed.length;
+  }
+
+  /** Runs due reconciliation passes of undone bundles in free slots, looking at most once a second. */
+  private async claimReconciliations(workerId: string, free: number): Promise<void> {
+    const now = performance.now();
+    if (free <= 0 || now - this.lastReconcileClaim < RECONCILE_CLAIM_INTERVAL_MS) return;
+    this.lastReconcileClaim = now;
+    const due = await claimReconciliations(this.pool, { workerId, limit: Math.min(free, 10), leaseSeconds: this.opts.leaseSeconds });
+    for (const claim of due) {
+      const abort = new AbortController();
+      const key = `reconcile:${claim.id}`;
+      const done = exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+        .then(() => undefined)
+        .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
+        .finally(() => {
+          this.inFlight.delete(key);
+          this.wake?.();
+        });
+      this.inFlight.set(key, { workerId, abort, done });
+    }
   }
 
   private dispatch(bundle: ClaimedBundle, workerId: string, claimSentAt: number): void {
@@ -243,7 +271,8 @@ export class Worker {
     if (!drained) {
       const left = [...this.inFlight.values()];
       for (const f of left) f.abort.abort();
-      released = await releaseBundles(this.pool, this.workerId ?? this.opts.name, left.map((f) => ({ id: f.bundle.id, attempt: f.bundle.attempt }))).catch((err) => {
+      const bundles = left.flatMap((f) => (f.bundle ? [{ id: f.bundle.id, attempt: f.bundle.attempt }] : []));
+      released = await releaseBundles(this.pool, this.workerId ?? this.opts.name, bundles).catch((err) => {
         this.log.error({ err: (err as Error).message }, 'could not release bundles; the supervisor will reset them');
         return [];
       });

@@ -124,16 +124,30 @@ export async function resolveAlerts(db: Queryable): Promise<number> {
   return rowCount ?? 0;
 }
 
-/** Alerts not yet delivered to the webhook, oldest first. */
-export async function undeliveredAlerts(db: Queryable, limit: number): Promise<Alert[]> {
-  const { rows } = await db.query('SELECT * FROM alerts WHERE delivered_at IS NULL ORDER BY id LIMIT $1', [limit]);
-  return rows.map(toAlert);
+/**
+ * Claims up to `limit` undelivered alerts that are due for a delivery attempt, oldest first, and
+ * moves their next attempt `claimSeconds` ahead so that no other supervisor posts them meanwhile
+ * (SKIP LOCKED: a concurrent claimer takes others).
+ */
+export async function claimAlertsForDelivery(db: Queryable, limit: number, claimSeconds: number): Promise<Alert[]> {
+  const { rows } = await db.query(
+    `UPDATE alerts a SET next_delivery_at = now() + make_interval(secs => $2)
+     WHERE a.id IN (
+       SELECT id FROM alerts WHERE delivered_at IS NULL AND next_delivery_at <= now()
+       ORDER BY next_delivery_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+     )
+     RETURNING a.*`,
+    [limit, claimSeconds],
+  );
+  return rows.map(toAlert).sort((x, y) => Number(x.id) - Number(y.id));
 }
 
+/** Records a delivery attempt; a failed one is tried again after a backoff (2 s doubling, at most 5 min). */
 export async function recordDelivery(db: Queryable, id: string, error: string | null): Promise<void> {
   await db.query(
     `UPDATE alerts SET delivery_attempts = delivery_attempts + 1,
-       delivered_at = CASE WHEN $2::text IS NULL THEN now() END, last_delivery_error = $2
+       delivered_at = CASE WHEN $2::text IS NULL THEN now() END, last_delivery_error = $2,
+       next_delivery_at = now() + make_interval(secs => least(300, 2 * power(2, least(delivery_attempts, 10))))
      WHERE id = $1`,
     [id, error],
   );

@@ -11,6 +11,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { DUE_CHANNEL } from '../bundles/enqueue.js';
+import { leaseHeldSql, SUPERVISOR_LEASE } from './lease.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 
 export interface DecisionLimits {
@@ -20,6 +21,10 @@ export interface DecisionLimits {
   backoffMaxSeconds: number;
   batchSize: number;
   actor: string;
+  /** The supervisor-lease holder this pass runs as: a decision applies only while it holds the lease. */
+  leaseHolder?: string;
+  /** Seconds after a bundle goes dead until its reconciliation pass (calls still in flight have run out). Default 120. */
+  reconcileAfterSeconds?: number;
 }
 
 export interface Decided {
@@ -55,6 +60,8 @@ WITH ${liveWorkersCte},
 candidates AS (
   SELECT b.id FROM bundles b
   WHERE ${s.where}
+    -- A pass that lost its lease (it froze, another took over) decides nothing more.
+    AND ($8::text IS NULL OR ${leaseHeldSql(`'${SUPERVISOR_LEASE}'`, '$8::text')})
   ORDER BY b.updated_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED
@@ -85,6 +92,8 @@ candidates AS (
       -- run, recovery under a 600-bundle backlog went from max 20.7 s to about 1 s.
       ELSE least(b.next_run_at, now()) - interval '1 millisecond' END,
     finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
+    reconcile_at = CASE WHEN d.to_state = 'dead' THEN now() + make_interval(secs => $9::float8) ELSE b.reconcile_at END,
+    reconcile_attempts = CASE WHEN d.to_state = 'dead' THEN 0 ELSE b.reconcile_attempts END,
     updated_at = now()
   FROM decided d
   WHERE b.id = d.id AND ${s.where.replace(ownerGone, 'true')}
@@ -110,6 +119,8 @@ export async function decideBatch(db: Queryable, selection: Selection, limits: D
     limits.backoffMaxSeconds,
     limits.actor,
     selections[selection].reason,
+    limits.leaseHolder ?? null,
+    limits.reconcileAfterSeconds ?? 120,
   ]);
   return rows;
 }

@@ -1,7 +1,9 @@
 /**
  * The supervisor: detects and arranges, never calls a provider or runs business logic.
- * One pass at a time fleet-wide (a session advisory lock); `runOnce()` is the whole pass, and
- * the `--loop` and the pg-boss cron schedule only wrap it.
+ * One pass at a time fleet-wide (a lease row that expires, lease.ts: a frozen holder loses it,
+ * where it kept a session lock forever); `runOnce()` is the whole pass, and the `--loop` and
+ * the pg-boss cron schedule only wrap it. Alerts are posted to the webhook after the lease is
+ * given up, within a time budget (alert-delivery.ts).
  *
  * A pass, like River's job rescuer, is a loop over small batches per decision, each batch one
  * conditional UPDATE in its own short transaction together with the events it announces:
@@ -10,17 +12,21 @@
  *   3. failed           transient & attempts left                 → pending after backoff
  *                       definitive no / attempts exhausted        → compensating
  *                       undo failed: undo attempts left → compensating, else → dead
- *   4. alerts           stuck / dead / reset too often; resolve the ones that no longer hold;
- *                       deliver undelivered ones to ALERT_WEBHOOK_URL
+ *   4. alerts           stuck / dead / reset too often; resolve the ones that no longer hold
  *   5. retention        prune finished bundles, old history and resolved alerts
+ *   then, lease given up: deliver undelivered alerts to ALERT_WEBHOOK_URL (bounded)
  */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { publishEvents, type PendingEvent } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { decideBatch, type DecisionLimits, type Selection } from './decisions.js';
-import { raiseAlerts, recordDelivery, resolveAlerts, undeliveredAlerts, type RaisedAlert } from './alerts.js';
+import { raiseAlerts, resolveAlerts, type RaisedAlert } from './alerts.js';
+import { deliverAlerts } from './alert-delivery.js';
+import { acquireLease, releaseLease, SUPERVISOR_LEASE } from './lease.js';
 import { pruneBatch } from './retention.js';
 
 export interface SupervisorOptions {
@@ -42,8 +48,17 @@ export interface SupervisorOptions {
   batchSize?: number;
   /** Batches per decision per pass, so one pass stays short. Default 20. */
   maxBatches?: number;
-  /** POST each alert here (JSON); a failed post is retried on the next pass. */
+  /** POST each alert here (JSON); a failed post is retried after a backoff. */
   alertWebhookUrl?: string;
+  /** Time one pass may spend posting alerts, after its lease is given up. Default 5000 ms. */
+  alertDeliveryBudgetMs?: number;
+  /**
+   * `await`: the pass returns after its deliveries (one-shot runs, tests). `background`: the pass
+   * returns at once and deliveries go on beside the next passes, one run at a time (`--loop`).
+   */
+  alertDelivery?: 'await' | 'background';
+  /** How long a pass holds the fleet-wide lease before it must renew it (between batches). Default 30 s. */
+  leaseSeconds?: number;
   actor?: string;
   logger?: Logger;
   onAction?: (action: string, count: number) => void;
@@ -68,8 +83,6 @@ const emptyReport = (ran: boolean): PassReport => ({
   alerts_raised: 0, alerts_resolved: 0, alerts_delivered: 0, pruned: 0,
 });
 
-export const SUPERVISOR_LOCK_SQL = `hashtextextended('bundlefleet.supervisor', 0)`;
-
 export function supervisorDefaults(opts: SupervisorOptions): Required<Omit<SupervisorOptions, 'alertWebhookUrl' | 'logger' | 'onAction'>> & SupervisorOptions {
   return {
     maxAttempts: 5,
@@ -82,48 +95,76 @@ export function supervisorDefaults(opts: SupervisorOptions): Required<Omit<Super
     batchSize: 500,
     maxBatches: 20,
     actor: 'supervisor',
+    alertDeliveryBudgetMs: 5_000,
+    alertDelivery: 'await',
+    leaseSeconds: 30,
     ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
   };
 }
 
-/** One supervisor pass. Returns `ran: false` at once when another pass holds the fleet-wide lock. */
+/** Background deliveries per pool, so a `--loop` never runs two at once. */
+const deliveries = new WeakMap<pg.Pool, Promise<void>>();
+
+/** Waits for a background alert delivery still running on `pool` (bounded by its budget). */
+export async function settleAlertDeliveries(pool: pg.Pool): Promise<void> {
+  await deliveries.get(pool);
+}
+
+/** One supervisor pass. Returns `ran: false` at once when another pass holds the fleet-wide lease. */
 export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): Promise<PassReport> {
   const opts = supervisorDefaults(options);
   const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
-  const lockClient = await pool.connect();
-  // Checked out for the whole pass: without a listener, losing its connection (PostgreSQL
-  // restarting) would be an uncaught 'error' event that kills the process.
-  const onError = () => {};
-  lockClient.on('error', onError);
-  let locked = false;
+  // A new holder per pass: a pass that froze and resumed can never mistake a later lease for its own.
+  const holder = `${opts.actor}.${hostname()}.${process.pid}.${randomUUID().slice(0, 8)}`;
+  if (!(await acquireLease(pool, SUPERVISOR_LEASE, holder, opts.leaseSeconds))) {
+    log.info('another supervisor pass is running; skipping this one');
+    return emptyReport(false);
+  }
+  const report = emptyReport(true);
   try {
-    locked = (await lockClient.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${SUPERVISOR_LOCK_SQL}) AS ok`)).rows[0]!.ok;
-    if (!locked) {
-      log.info('another supervisor pass is running; skipping this one');
-      return emptyReport(false);
-    }
-    const report = emptyReport(true);
-    const limits: DecisionLimits = { ...opts, actor: opts.actor };
+    const limits: DecisionLimits = { ...opts, actor: opts.actor, leaseHolder: holder };
+    const renew = async () => {
+      if (!(await acquireLease(pool, SUPERVISOR_LEASE, holder, opts.leaseSeconds))) throw new LeaseLost();
+    };
     for (const selection of ['orphans', 'expired', 'failed'] as Selection[]) {
-      await decide(pool, selection, limits, opts.maxBatches, report, log, opts.onAction);
+      await decide(pool, selection, limits, opts.maxBatches, report, log, opts.onAction, renew);
     }
+    await renew();
     await handleAlerts(pool, opts, report, log);
     for (let i = 0; i < opts.maxBatches; i++) {
+      await renew();
       const n = await pruneBatch(pool, opts.retentionSeconds, opts.batchSize);
       report.pruned += n;
       if (n === 0) break;
     }
     if (report.pruned) log.info({ pruned: report.pruned }, 'pruned old rows');
-    return report;
+  } catch (err) {
+    if (!(err instanceof LeaseLost)) throw err;
+    log.warn('supervisor lease lost mid-pass (this pass was too slow or froze); another pass carries on');
   } finally {
-    if (locked) await lockClient.query(`SELECT pg_advisory_unlock(${SUPERVISOR_LOCK_SQL})`).catch(() => {});
-    lockClient.removeListener('error', onError);
-    lockClient.release();
+    await releaseLease(pool, SUPERVISOR_LEASE, holder).catch(() => {});
   }
+  if (opts.alertWebhookUrl) {
+    const url = opts.alertWebhookUrl;
+    const deliver = async () => {
+      report.alerts_delivered = await deliverAlerts(pool, { url, budgetMs: opts.alertDeliveryBudgetMs, logger: log });
+    };
+    if (opts.alertDelivery === 'await') await deliver();
+    else if (!deliveries.has(pool)) {
+      const running = deliver()
+        .catch((err) => log.warn({ err: (err as Error).message }, 'alert delivery failed; will retry'))
+        .finally(() => deliveries.delete(pool));
+      deliveries.set(pool, running);
+    }
+  }
+  return report;
 }
 
-async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction?: (action: string, count: number) => void): Promise<void> {
+class LeaseLost extends Error {}
+
+async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction: ((action: string, count: number) => void) | undefined, renew: () => Promise<void>): Promise<void> {
   for (let i = 0; i < maxBatches; i++) {
+    if (i > 0) await renew();
     // The decision and the events it announces (VipBundleFailed_v1 for dead) commit together.
     const moved = await withTransaction(pool, async (client) => {
       const rows = await decideBatch(client, selection, limits);
@@ -159,29 +200,4 @@ async function handleAlerts(pool: pg.Pool, opts: ReturnType<typeof supervisorDef
   for (const a of raised) log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
   if (raised.length) opts.onAction?.('alert', raised.length);
   report.alerts_resolved = await resolveAlerts(pool);
-  if (opts.alertWebhookUrl) report.alerts_delivered = await deliverAlerts(pool, opts.alertWebhookUrl, log);
-}
-
-/** POSTs undelivered alerts; a failure is recorded and retried on the next pass, never dropped. */
-async function deliverAlerts(pool: pg.Pool, url: string, log: Logger): Promise<number> {
-  let delivered = 0;
-  for (const alert of await undeliveredAlerts(pool, 50)) {
-    let error: string | null = null;
-    try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ alert }),
-        signal: AbortSignal.timeout(5_000),
-      });
-      await res.body?.cancel();
-      if (!res.ok) error = `HTTP ${res.status}`;
-    } catch (err) {
-      error = (err as Error).message;
-    }
-    await recordDelivery(pool, alert.id, error);
-    if (error) log.warn({ alertId: alert.id, err: error }, 'alert webhook failed; will retry next pass');
-    else delivered++;
-  }
-  return delivered;
 }

@@ -1,0 +1,62 @@
+/**
+ * `.bundlefleet/dev.json`: which `bundlefleet dev` runs for a project and where, so a second
+ * `npm start` there can say so instead of dying on a taken port.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface DevRecord {
+  pid: number;
+  startedAt: string;
+  statusPage: string;
+  providers: string | null;
+  database: string;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A pid reused by an unrelated process after a crash is not our dev: check its command line where we can.
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('bundlefleet');
+  } catch {
+    return true;
+  }
+}
+
+export function devRecordPath(home: string): string {
+  return join(home, 'dev.json');
+}
+
+/** The record of a `dev` still running for this project; undefined when none (or it died). */
+export async function runningDev(home: string): Promise<DevRecord | undefined> {
+  try {
+    const record = JSON.parse(await readFile(devRecordPath(home), 'utf8')) as DevRecord;
+    return record.pid !== process.pid && alive(record.pid) ? record : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeDevRecord(home: string, record: DevRecord): Promise<void> {
+  await mkdir(home, { recursive: true });
+  await writeFile(devRecordPath(home), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+/** Removes the record if it is still ours (a later dev may have replaced it). */
+export async function removeDevRecord(home: string): Promise<void> {
+  const record = await readFile(devRecordPath(home), 'utf8').then((t) => JSON.parse(t) as DevRecord, () => undefined);
+  if (record?.pid === process.pid) await rm(devRecordPath(home), { force: true });
+}
+
+export function alreadyRunningMessage(record: DevRecord): string {
+  return (
+    `bundlefleet dev is already running for this project (pid ${record.pid}, since ${record.startedAt}): ` +
+    `status page ${record.statusPage}/, providers ${record.providers ?? 'from PROVIDERS_URL'}, database ${record.database}. ` +
+    `Use that one, or stop it first (Ctrl-C in its terminal, or kill ${record.pid}).`
+  );
+}

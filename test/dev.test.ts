@@ -1,0 +1,110 @@
+/**
+ * `bundlefleet dev` (what `npm start` runs) through the real binary: it serves the status page and
+ * /metrics and prints their URL; a second one for the same project exits 1 naming the first (pid,
+ * URLs) instead of a raw EADDRINUSE; a port taken by another program is a sentence naming the
+ * port and the flag; Ctrl-C stops it and removes its record.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { createTestDb, onCleanup } from './support/db.js';
+
+const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-dev-'));
+  onCleanup(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function devEnv(databaseUrl: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^(DATABASE_URL|PROVIDERS_URL|TICKETS_URL|PORT|BUNDLEFLEET_.*)$/.test(k)) continue;
+    env[k] = v;
+  }
+  return { ...env, DATABASE_URL: databaseUrl, LOG_LEVEL: 'warn', LOG_FORMAT: 'json' };
+}
+
+function startDev(cwd: string, env: NodeJS.ProcessEnv, args: string[]): { child: ChildProcessWithoutNullStreams; stderr: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [BIN, 'dev', ...args], { cwd, env });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdout.resume();
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  onCleanup(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  return { child, stderr: () => stderr, exited };
+}
+
+async function waitForText(read: () => string, pattern: RegExp, exited: Promise<unknown>, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+  let done = false;
+  void exited.then(() => (done = true));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = read().match(pattern);
+    if (m) return m;
+    if (done || Date.now() > deadline) throw new Error(`no ${pattern} in:\n${read()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('bundlefleet dev', () => {
+  it('serves the status page and /metrics, refuses a second dev naming the first, and cleans up on Ctrl-C', async () => {
+    const db = await createTestDb();
+    const cwd = await tempDir();
+    const env = devEnv(db.url);
+    const first = startDev(cwd, env, ['--port', '0', '--providers-port', '0']);
+    const [, statusPage] = await waitForText(first.stderr, /status page: (http:\/\/127\.0\.0\.1:\d+)\/ /, first.exited);
+    const [, providers] = await waitForText(first.stderr, /simulator at (http:\/\/127\.0\.0\.1:\d+)/, first.exited);
+    expect(first.stderr()).toContain(`(metrics: ${statusPage}/metrics)`);
+
+    const page = await fetch(`${statusPage}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    const metrics = await fetch(`${statusPage}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^bundlefleet_/m);
+
+    // The same project again (from a subdirectory too): exit 1 at once, naming the running one.
+    await mkdir(join(cwd, 'sub'));
+    const second = startDev(join(cwd, 'sub'), env, []);
+    expect(await second.exited).toBe(1);
+    expect(second.stderr()).toContain(`bundlefleet dev is already running for this project (pid ${first.child.pid}`);
+    expect(second.stderr()).toContain(`status page ${statusPage}/, providers ${providers}`);
+    expect(second.stderr()).not.toMatch(/EADDRINUSE|\n\s+at /);
+    expect(first.child.exitCode).toBeNull();
+
+    // Ctrl-C: exits 0 and removes its record, so the next start is not refused.
+    first.child.kill('SIGINT');
+    expect(await first.exited).toBe(0);
+    expect(await readdir(join(cwd, '.bundlefleet'))).toEqual([]);
+  });
+
+  it('says which port is taken by another program and how to choose another, leaving nothing running', async () => {
+    const db = await createTestDb();
+    const cwd = await tempDir();
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => blocker.close(resolve)));
+    const taken = (blocker.address() as AddressInfo).port;
+
+    const http = startDev(cwd, devEnv(db.url), ['--port', String(taken), '--providers-port', '0']);
+    expect(await http.exited).toBe(1);
+    expect(http.stderr()).toContain(`cannot start the HTTP server: 127.0.0.1:${taken} is already in use by another program`);
+    expect(http.stderr()).toContain('--port');
+    expect(http.stderr()).not.toMatch(/EADDRINUSE|\n\s+at /);
+
+    const sim = startDev(cwd, devEnv(db.url), ['--port', '0', '--providers-port', String(taken)]);
+    expect(await sim.exited).toBe(1);
+    expect(sim.stderr()).toContain(`cannot start the provider simulator: 127.0.0.1:${taken} is already in use by another program`);
+    expect(sim.stderr()).toContain('--providers-port');
+    expect(await readdir(cwd)).toEqual([]); // refused before creating anything
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * Issue 9, item 7 (second half): an undone bundle's reconciliation pass. Tombstones are not
+ * assumed: a late booking that reached a provider after the undo (one that forgot the cancel of a
+ * key it had not seen) is found by asking, and cancelled.
+ */
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDb } from './support/db.js';
+import { agentDeps, claimAs, enqueueVip, simulatorUrls, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { recordIntent } from '../src/agents/fenced-writes.js';
+import { runAgent } from '../src/agents/agent.js';
+import { stepIdempotencyKey } from '../src/bundles/kinds.js';
+import { cancelBundle } from '../src/supervisor/operator.js';
+import { ProviderClient } from '../src/providers/client.js';
+
+async function reconcileState(pool: pg.Pool, id: string) {
+  const { rows } = await pool.query(`SELECT state, reconcile_at, extract(epoch FROM reconcile_at - finished_at)::float8 AS after_s, reconcile_attempts FROM bundles WHERE id = $1`, [id]);
+  return rows[0];
+}
+
+describe('reconciliation of undone bundles', () => {
+  it('is scheduled when a bundle is compensated, once every call that could be in flight has run out', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const [b] = await enqueueVip(db.pool, 1);
+    await cancelBundle(db.pool, b!.vip_bundle_id);
+    const [undo] = await claimAs(db.pool, { workerId: 'undoer', limit: 1, leaseSeconds: 60 });
+    expect(await runAgent(undo!, agentDeps(db.pool, sim, { workerId: 'undoer', leaseSeconds: 60, timeoutMs: 2000, providerRetries: 2 }))).toBe('compensated');
+    const r = await reconcileState(db.pool, b!.vip_bundle_id);
+    expect(r.state).toBe('compensated');
+    // lease 60 s + 3 tries × 2 s + 5 s margin
+    expect(r.after_s).toBeGreaterThan(70.5);
+    expect(r.after_s).toBeLessThan(71.5);
+  });
+
+  it('cancels a booking that reached a provider after the undo, and removes its local record', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const [claimed] = await claimAs(db.pool, { workerId: 'zombie', limit: 1, leaseSeconds: 60 });
+    const fence = { bundleId: id, attempt: claimed!.attempt, actor: 'zombie', leaseSeconds: 60 };
+    const keys = ['show_tickets', 'inbound_flight'].map((s) => stepIdempotencyKey(id, s));
+    await recordIntent(db.pool, fence, 0, 'show_tickets', keys[0]!);
+    await recordIntent(db.pool, fence, 1, 'inbound_flight', keys[1]!);
+    // The undo ran (steps cancelled, bundle compensated) against a provider that forgot the cancels;
+    // then the zombie's late requests arrived and booked both keys.
+    await db.pool.query(`UPDATE steps SET status = 'cancelled' WHERE bundle_id = $1`, [id]);
+    await db.pool.query(`UPDATE bundles SET state = 'compensated', finished_at = now(), locked_by = NULL, reconcile_at = now() WHERE id = $1`, [id]);
+    await db.pool.query(`INSERT INTO tickets (booking_id, bundle_id, show_id, number_of_tickets, reference) SELECT booking_id, id, 'x', 1, 'TKT-LATE' FROM bundles WHERE id = $1`, [id]);
+    const p = claimed!.payload as { show_id: string; customer_email: string; number_of_tickets: number; inbound_flight_id: string; passengers: string[] };
+    const client = new ProviderClient(simulatorUrls(sim));
+    await client.book('tickets', keys[0]!, { show_id: p.show_id, booking_id: b!.booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets });
+    await client.book('flights', keys[1]!, { flight_id: p.inbound_flight_id, booking_id: b!.booking_id, customer_email: p.customer_email, passengers: p.passengers });
+    expect(sim.ledger().map((e) => e.status)).toEqual(['booked', 'booked']);
+
+    startWorker(db.url, sim, { name: 'reconciler' });
+    await waitFor('the reconciliation pass', async () => (await reconcileState(db.pool, id)).reconcile_at === null, 15_000);
+    expect(sim.ledger().map((e) => e.status)).toEqual(['cancelled', 'cancelled']);
+    const { rows: tickets } = await db.pool.query('SELECT * FROM tickets WHERE bundle_id = $1', [id]);
+    expect(tickets).toEqual([]);
+    const { rows: history } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciled%'`, [id]);
+    expect(history).toHaveLength(1);
+    expect(history[0].reason).toMatch(/show_tickets: live TKT-\d+, cancelled; inbound_flight: live FLT-\d+, cancelled/);
+    expect((await reconcileState(db.pool, id)).state).toBe('compensated');
+  });
+
+  it('tries again later when a provider cannot be reached', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const [claimed] = await claimAs(db.pool, { workerId: 'zombie', limit: 1, leaseSeconds: 60 });
+    await recordIntent(db.pool, { bundleId: id, attempt: claimed!.attempt, actor: 'zombie', leaseSeconds: 60 }, 0, 'show_tickets', stepIdempotencyKey(id, 'show_tickets'));
+    await db.pool.query(`UPDATE bundles SET state = 'compensated', finished_at = now(), locked_by = NULL, reconcile_at = now() WHERE id = $1`, [id]);
+    // Providers on a port nothing listens on.
+    const sim = await startSimulator();
+    await sim.close();
+    startWorker(db.url, sim, { name: 'cut-off', leaseSeconds: 30, providerTimeoutMs: 500 });
+    await waitFor('an incomplete pass', async () => {
+      const { rows } = await db.pool.query(`SELECT 1 FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciliation incomplete%'`, [id]);
+      return rows.length === 1;
+    }, 15_000);
+    const r = await reconcileState(db.pool, id);
+    expect(r.reconcile_attempts).toBe(1);
+    // Due again after the claim's lease.
+    expect(new Date(r.reconcile_at).getTime()).toBeGreaterThan(Date.now() + 25_000);
+  });
+});
