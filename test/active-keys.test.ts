@@ -121,6 +121,20 @@ describe('active keys', () => {
     expect(vip_bundle_id).not.toBe(again.vip_bundle_id);
   });
 
+  it('a large input refused in its second batch prints the bundles of the first, which stay enqueued', async () => {
+    const db = await createTestDb();
+    const holder = await enqueueWithKey(db.pool, 'k-big');
+    const lines = [...Array.from({ length: 1000 }, () => JSON.stringify(vipPayload())), JSON.stringify({ ...vipPayload(), active_key: 'k-big' })];
+    const run = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines.join('\n')}\n` });
+    expect(run.code).toBe(1);
+    expect(run.stdout.trim().split('\n')).toHaveLength(1000);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.stderr).toContain(`active_key "k-big" is held by bundle ${holder.vip_bundle_id} (pending)`);
+    expect(run.stderr).toContain('the first 1000 bundle(s) of the input were enqueued (printed), none after them');
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM bundles`);
+    expect(rows[0].n).toBe(1001);
+  });
+
   it('ack refuses a completed or unfinished bundle with a reason, and bad input with exit 2', async () => {
     const db = await createTestDb();
     const pending = await enqueueWithKey(db.pool, 'k-pending');

@@ -44,6 +44,9 @@ function describeHolder(h: KeyHolder, inThisInput: boolean): string {
 
 /** An enqueue refused because an active key is held by another bundle (CLI exit 1, HTTP 409). Nothing of its batch was written. */
 export class ActiveKeyTaken extends Conflict {
+  /** The bundles of earlier batches of the same call, committed before this batch was refused. */
+  enqueuedBefore: Array<{ vip_bundle_id: string; booking_id: string; created: boolean }> = [];
+
   constructor(readonly holders: Array<KeyHolder & { inThisInput: boolean }>) {
     super(holders.map((h) => describeHolder(h, h.inThisInput)).join('; '));
     this.name = 'ActiveKeyTaken';

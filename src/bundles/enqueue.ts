@@ -161,6 +161,10 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
         }
         if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
         return rows;
+      }).catch((err: unknown) => {
+        // Earlier batches are committed: the refusal says which bundles were enqueued before it.
+        if (err instanceof ActiveKeyTaken) err.enqueuedBefore = [...results];
+        throw err;
       });
     }
     for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });

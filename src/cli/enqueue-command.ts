@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { BadInput } from '../errors.js';
-import { enqueueBundles } from '../bundles/enqueue.js';
+import { enqueueBundles, type EnqueueResult } from '../bundles/enqueue.js';
+import { ActiveKeyTaken } from '../bundles/active-keys.js';
 import { parseBundleDocument, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
 import { printJson, withDb } from './context.js';
 
@@ -113,16 +114,26 @@ Examples:
       // Validate everything before connecting: bad input writes nothing.
       const inputs = fromFile ? parseBundleDocument(await readSource(fromFile)) : [fromFlags(flags)];
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
+      const print = (results: EnqueueResult[]) => {
+        for (const r of results) {
+          if (flags.json) printJson({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id });
+          else process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
+        }
+      };
       const results = await withDb(({ pool }) =>
         enqueueBundles(
           pool,
           inputs.map(({ idempotency_key, active_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key, activeKey: active_key })),
           { onProgress: showProgress ? progress : undefined },
         ),
-      );
-      for (const r of results) {
-        if (flags.json) printJson({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id });
-        else process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
-      }
+      ).catch((err: unknown) => {
+        // A refused batch of a large input: the batches before it are enqueued, and say so.
+        if (err instanceof ActiveKeyTaken && err.enqueuedBefore.length) {
+          print(err.enqueuedBefore);
+          err.message += `; the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (printed), none after them`;
+        }
+        throw err;
+      });
+      print(results);
     });
 }
