@@ -34,7 +34,7 @@ async function post(base: string, path: string, body?: unknown, token: string | 
 }
 
 const enqueueWithKey = (pool: pg.Pool, activeKey: string, payload: Record<string, unknown> = vipPayload()) =>
-  enqueueBundles(pool, [{ payload, activeKey }]).then(([r]) => r!);
+  enqueueBundles(pool, [{ payload, activeKey }], { kindVersion: 1 }).then(([r]) => r!);
 
 const setState = (pool: pg.Pool, id: string, state: string) =>
   pool.query(`UPDATE bundles SET state = $2, phase = CASE WHEN $2 IN ('dead', 'compensated') THEN 'undo' ELSE phase END, finished_at = now() WHERE id = $1`, [id, state]);
@@ -74,6 +74,9 @@ describe('active keys', () => {
     await expect(enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: vipPayload(), activeKey: 'doc-7' }])).rejects.toThrow(
       new RegExp(`active_key "doc-7" is held by bundle ${first.vip_bundle_id} \\(pending\\)`),
     );
+    // A bundle waiting for external confirmations is unfinished: it holds its key.
+    await db.pool.query(`UPDATE bundles SET state = 'waiting' WHERE id = $1`, [first.vip_bundle_id]);
+    await expect(enqueueWithKey(db.pool, 'doc-7')).rejects.toThrow(new RegExp(`held by bundle ${first.vip_bundle_id} \\(waiting\\)`));
     await expect(enqueueBundles(db.pool, [{ payload: vipPayload(), activeKey: 'doc-8' }, { payload: vipPayload(), activeKey: 'doc-8' }])).rejects.toThrow(
       /active_key "doc-8": given to more than one bundle of this input/,
     );
@@ -127,7 +130,7 @@ describe('active keys', () => {
     const lines = [...Array.from({ length: 1000 }, () => JSON.stringify(vipPayload())), JSON.stringify({ ...vipPayload(), active_key: 'k-big' })];
     const run = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines.join('\n')}\n` });
     expect(run.code).toBe(1);
-    expect(run.stdout.trim().split('\n')).toHaveLength(1000);
+    expect(JSON.parse(run.stdout)).toHaveLength(1000);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toContain(`active_key "k-big" is held by bundle ${holder.vip_bundle_id} (pending)`);
     expect(run.stderr).toContain('the first 1000 bundle(s) of the input were enqueued (printed), none after them');

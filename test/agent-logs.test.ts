@@ -8,7 +8,7 @@ import { createTestDb } from './support/db.js';
 import { allInState, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { cancelBundle } from '../src/supervisor/operator.js';
-import { createLogger, type Logger } from '../src/logger.js';
+import { createLogger, redactPersonal, type Logger } from '../src/logger.js';
 import { formatDuration } from '../src/agents/agent-log.js';
 
 function capturingLogger(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
@@ -29,7 +29,7 @@ describe('agent logs', () => {
     const sim = await startSimulator({ latencyMs: 20 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('completed', () => allInState(db.pool, ['completed']));
     await waitFor('the completion logged', async () => capture.lines().some((l) => String(l.msg).startsWith('bundle completed in')));
     const mine = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && l.level === 'info');
@@ -49,7 +49,7 @@ describe('agent logs', () => {
     const sim = await startSimulator({ failRate: 1 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('the attempt failed', async () => capture.lines().some((l) => l.msg === 'attempt failed' && l.bundleId === b!.vip_bundle_id));
     const retries = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && String(l.msg).includes('retrying'));
     expect(retries.map((l) => [l.level, l.step, l.try, l.retriesLeft])).toEqual([['warn', 'show_tickets', 1, 2], ['warn', 'show_tickets', 2, 1]]);
@@ -64,12 +64,31 @@ describe('agent logs', () => {
     const sim = await startSimulator({ latencyMs: 400 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('running', async () => (await db.pool.query(`SELECT 1 FROM bundles WHERE id = $1 AND state = 'running'`, [b!.vip_bundle_id])).rowCount === 1);
     await cancelBundle(db.pool, b!.vip_bundle_id, 'ops-alice');
     await waitFor('the agent stopped', async () => capture.lines().some((l) => l.bundleId === b!.vip_bundle_id && l.attempt === 1 && /operator|fenced/.test(String(l.msg))));
     const stop = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && l.attempt === 1 && /operator|fenced/.test(String(l.msg)));
     expect(stop).toHaveLength(1);
     expect(stop[0]).toMatchObject({ level: 'info', cancelledBy: 'ops-alice', msg: 'stopped: an operator cancelled this bundle; its undo runs as a new attempt' });
+  });
+});
+
+describe('redaction', () => {
+  it('censors personal keys in logged objects, arrays and child bindings, without touching the caller’s object', () => {
+    const payload = { customer_email: 'x@example.com', passengers: ['Ottoline Q'], show_id: 's' };
+    const logged = { bundle: { payload }, list: [{ email: 'y@example.com' }] };
+    expect(redactPersonal(logged)).toEqual({ bundle: { payload: { customer_email: '[redacted]', passengers: '[redacted]', show_id: 's' } }, list: [{ email: '[redacted]' }] });
+    expect(payload.customer_email).toBe('x@example.com');
+    const clean = { step: 'taxi', ms: 3, nested: { a: [1, 2] } };
+    expect(redactPersonal(clean)).toBe(clean);
+    const err = new Error('boom');
+    expect(redactPersonal({ err }).err).toBe(err);
+
+    const capture = capturingLogger();
+    capture.logger.child({ payload }).info({ names: ['Ottoline Q'] }, 'bound');
+    const [line] = capture.lines();
+    expect(line).toMatchObject({ payload: { customer_email: '[redacted]', passengers: '[redacted]', show_id: 's' }, names: '[redacted]' });
+    expect(JSON.stringify(line)).not.toMatch(/Ottoline|example\.com/);
   });
 });

@@ -27,9 +27,10 @@ describe('bundle page: provider exchanges and acknowledging a failure', () => {
   it('lists the exchanges with redacted bodies, and acknowledges a compensated bundle holding an active key', async () => {
     const browser = await launch();
     const db = await createTestDb();
-    const sim = await startSimulator({ latencyMs: 5 });
     const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
     onCleanup(() => api.close(0));
+    // vip v2 (what the API enqueues) books the taxi once the airlines' ticketing confirmations came back.
+    const sim = await startSimulator({ latencyMs: 5, ticketing: { callbackUrl: api.url, token: TOKEN, maxDelayMs: 50 } });
     const book = async (body: unknown) => {
       const res = await fetch(`${api.url}/book-vip-bundle`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
       return { status: res.status, body: (await res.json()) as { vip_bundle_id: string } };

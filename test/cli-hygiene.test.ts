@@ -26,6 +26,11 @@ describe('stdout holds the output, stderr the logs', () => {
     const report = JSON.parse(run.stdout);
     expect(report.ran).toBe(true);
     expect(report.alerts_raised).toBe(1);
+    // A subcommand's --json is its own, although its parent command has a --json too.
+    const [alert] = JSON.parse((await cli(db.url, ['alerts', '--json'])).stdout);
+    const ack = await cli(db.url, ['alerts', 'ack', String(alert.id), '--json']);
+    expect(ack.code, ack.stderr).toBe(0);
+    expect(JSON.parse(ack.stdout)).toMatchObject({ id: alert.id, bundle_id: b!.vip_bundle_id });
     // The logs went to stderr, as JSON lines.
     const logs = jsonLines(run.stderr);
     expect(logs.some((l) => String(l.msg).startsWith('alert:') && l.bundleId === b!.vip_bundle_id)).toBe(true);
@@ -41,6 +46,15 @@ describe('a reader that goes away', () => {
       expect(run.stderr, args.join(' ')).toBe('');
       expect(run.code, args.join(' ')).toBe(0);
     }
+  });
+
+  it('a one-shot command whose log reader went away still prints its result and exits 0', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [b!.vip_bundle_id]);
+    const run = await cli(db.url, ['supervise', '--json'], { closeStderr: true, env: { LOG_LEVEL: 'debug', LOG_FORMAT: 'json' } });
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout).alerts_raised).toBe(1);
   });
 });
 
@@ -112,8 +126,10 @@ describe('settings', () => {
     expect(JSON.parse(stats.stdout).total).toBe(0);
     const migrate = await cli(NO_DB, ['migrate', '--json', '--database-url', db.url]);
     expect(migrate.code, migrate.stderr).toBe(0);
+    // A subcommand: the parent command parses the flag; the subcommand still connects there.
     const alerts = await cli(NO_DB, ['alerts', 'ack', '1', '--database-url', db.url]);
-    expect(alerts.stderr).not.toMatch(/unknown option/);
+    expect(alerts.code).toBe(1);
+    expect(alerts.stderr).toMatch(/no alert with id 1/);
   });
 
   it('a malformed PROVIDERS_URL, --providers-url or LOG_LEVEL is exit 2 naming it', async () => {
@@ -148,6 +164,7 @@ describe('usage errors and help', () => {
     expect(top.code).toBe(0);
     for (const code of ['0', '1', '2', '3']) expect(top.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, 'm'));
     expect(top.stdout).toMatch(/3\s+supervise --fail-on-alert/);
+    expect(top.stdout).toMatch(/\nExamples:\n\s+\$ bundlefleet /);
     const commands = await allCommands();
     expect(commands.length).toBeGreaterThan(15);
     const helps = await Promise.all(commands.map((path) => cli(NO_DB, [...path, '--help'])));

@@ -4,7 +4,9 @@
  * `list` showing what a bundle books but never who for, `inspect --follow` until the bundle is
  * terminal, and bounded input refused with exit 2 (HTTP 400) naming the field.
  */
+import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { confirm } from '../src/cli/confirm.js';
 import { createTestDb, onCleanup } from './support/db.js';
 import { cli, expectNoStack } from './support/cli.js';
 import { enqueueVip, quietLogger, startSimulator, startWorker, vipPayload } from './support/fleet.js';
@@ -253,9 +255,23 @@ describe('bounded input', () => {
     const sim = await startSimulator();
     startWorker(db.url, sim);
     startSupervisor(db.pool);
-    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }]);
+    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }], { kindVersion: 1 });
     const out = await cli(db.url, ['inspect', no!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 });
     expect(JSON.parse(out.stdout).state).toBe('compensated');
     expect(JSON.parse((await cli(db.url, ['inspect', ok!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 })).stdout).state).toBe('completed');
+  });
+});
+
+describe('confirmation', () => {
+  const terminal = (answer: string) => Object.assign(Readable.from([answer]), { isTTY: true });
+  const sink = () => new PassThrough();
+
+  it('asks on a terminal and goes on only on y or yes; --yes skips the question; no terminal is a refusal', async () => {
+    expect(await confirm('retry 3 bundle(s)?', { what: 'x', input: terminal('y\n'), output: sink() })).toBe(true);
+    expect(await confirm('retry 3 bundle(s)?', { what: 'x', input: terminal('YES\n'), output: sink() })).toBe(true);
+    expect(await confirm('retry 3 bundle(s)?', { what: 'x', input: terminal('\n'), output: sink() })).toBe(false);
+    expect(await confirm('retry 3 bundle(s)?', { what: 'x', input: terminal('nope\n'), output: sink() })).toBe(false);
+    expect(await confirm('retry 3 bundle(s)?', { what: 'x', yes: true, input: Readable.from([]) })).toBe(true);
+    await expect(confirm('retry 3 bundle(s)?', { what: 'retry these 3 bundle(s)', input: Readable.from([]) })).rejects.toThrow(/pass --yes to retry these 3 bundle/);
   });
 });

@@ -76,17 +76,24 @@ describe('bundlefleet enqueue', () => {
     await writeFile(join(cwd, 'bundles.ndjson'), [0, 1, 2].map((i) => JSON.stringify(bundleJson(i))).join('\n') + '\n');
     const fromFile = await cli(db.url, ['enqueue', '--file', 'bundles.ndjson', '--json'], { cwd });
     expect(fromFile.code).toBe(0);
-    const lines = jsonLines(fromFile.stdout);
+    // --json is one document: an array for a batch.
+    const lines = JSON.parse(fromFile.stdout) as Array<Record<string, unknown>>;
     expect(lines).toHaveLength(3);
     expect(new Set(lines.map((l) => l.vip_bundle_id)).size).toBe(3);
     expect(await countRows(db.pool)).toBe(3);
 
     const fromStdin = await cli(db.url, ['enqueue', '-', '--json'], { input: `${JSON.stringify(bundleJson(3))}\n${JSON.stringify(bundleJson(4))}\n` });
     expect(fromStdin.code).toBe(0);
-    expect(jsonLines(fromStdin.stdout)).toHaveLength(2);
+    expect(JSON.parse(fromStdin.stdout)).toHaveLength(2);
     expect(await countRows(db.pool)).toBe(5);
+    // One JSON object in, one object out; a JSON array of one, an array of one.
+    const one = await cli(db.url, ['enqueue', '-', '--json'], { input: JSON.stringify(bundleJson(5)) });
+    expect(Object.keys(JSON.parse(one.stdout)).sort()).toEqual(['booking_id', 'vip_bundle_id']);
+    const arrayOfOne = await cli(db.url, ['enqueue', '-', '--json'], { input: JSON.stringify([bundleJson(6)]) });
+    expect(JSON.parse(arrayOfOne.stdout)).toHaveLength(1);
+    expect(await countRows(db.pool)).toBe(7);
     const { rows } = await db.pool.query(`SELECT payload->>'show_id' AS show FROM bundles ORDER BY 1`);
-    expect(rows.map((r) => r.show)).toEqual([0, 1, 2, 3, 4].map((i) => exampleId(1, i)));
+    expect(rows.map((r) => r.show)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => exampleId(1, i)));
   });
 
   it('refuses a file with a bad field and a line that is not JSON, naming both lines, and writes nothing', async () => {
@@ -137,7 +144,7 @@ describe('bundlefleet inspect, list, stats', () => {
     const view = JSON.parse(inspect.stdout);
     expect(view).toMatchObject({ vip_bundle_id: enqueued.vip_bundle_id, booking_id: enqueued.booking_id, state: 'pending', attempt: 0 });
     expect(view.steps.map((s: { name: string; status: string }) => [s.name, s.status])).toEqual([
-      ['show_tickets', 'pending'], ['inbound_flight', 'pending'], ['return_flight', 'pending'], ['taxi', 'pending'],
+      ['show_tickets', 'pending'], ['inbound_flight', 'pending'], ['return_flight', 'pending'], ['await_ticketing', 'pending'], ['taxi', 'pending'],
     ]);
     expect(view.history).toHaveLength(1);
     expect(view.history[0]).toMatchObject({ to_state: 'pending', reason: 'enqueued' });

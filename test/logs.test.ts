@@ -57,12 +57,12 @@ describe('logs carry no personal data', () => {
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger, concurrency: 4 });
 
-    const good = await enqueueBundles(db.pool, [0, 1, 2].map((i) => ({ payload: payloadOf(i) })));
+    const good = await enqueueBundles(db.pool, [0, 1, 2].map((i) => ({ payload: payloadOf(i) })), { kindVersion: 1 });
     await waitFor('the first bundles completed', () => allInState(db.pool, ['completed']));
 
     // A provider that says no to everything: the agents log the failure (with its error) and stop.
     sim.setFaults({ noRate: 1 });
-    const refused = await enqueueBundles(db.pool, [3, 4].map((i) => ({ payload: payloadOf(i) })));
+    const refused = await enqueueBundles(db.pool, [3, 4].map((i) => ({ payload: payloadOf(i) })), { kindVersion: 1 });
     await waitFor('the refused bundles failed', async () => {
       const { rows } = await db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE state = 'failed'`);
       return Number(rows[0]!.n) === refused.length;

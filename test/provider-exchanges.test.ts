@@ -44,7 +44,7 @@ describe('provider exchanges', () => {
     const sim = await startSimulator({ latencyMs: 5 });
     const worker = startWorker(db.url, sim);
     const payload = { ...vipPayload(), customer_email: 'ada.lovelace@example.org', passengers: ['Ada Lovelace', 'Charles Babbage'] };
-    const [b] = await enqueueBundles(db.pool, [{ payload }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload }], { kindVersion: 1 });
     await waitFor('completed', async () => (await stateOf(db.pool, b!.vip_bundle_id)) === 'completed');
     await waitFor('four exchanges', async () => (await exchanges(db.pool, b!.vip_bundle_id)).length === 4);
 
@@ -69,7 +69,7 @@ describe('provider exchanges', () => {
     const db = await createTestDb();
     const sim = await startSimulator({ failRate: 1 });
     startWorker(db.url, sim, { providerRetries: 1 });
-    const [failing] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [failing] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('two 503s', async () => (await exchanges(db.pool, failing!.vip_bundle_id)).length >= 2);
     const fails = await exchanges(db.pool, failing!.vip_bundle_id);
     expect(fails.slice(0, 2)).toMatchObject([
@@ -81,7 +81,7 @@ describe('provider exchanges', () => {
 
     sim.setFaults({ failRate: 0, hangRate: 1, hangMs: 3_000 });
     const slow = startWorker(db.url, sim, { providerRetries: 0, providerTimeoutMs: 300 });
-    const [hanging] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [hanging] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('a timeout', async () => (await exchanges(db.pool, hanging!.vip_bundle_id)).length >= 1);
     const [timeout] = await exchanges(db.pool, hanging!.vip_bundle_id);
     expect(timeout).toMatchObject({ status: null, outcome: 'transient', response_body: null });
@@ -95,7 +95,7 @@ describe('provider exchanges', () => {
     const db = await createTestDb();
     const sim = await startSimulator();
     startWorker(db.url, sim);
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('four exchanges', async () => (await exchanges(db.pool, b!.vip_bundle_id)).length === 4);
 
     const text = await cli(db.url, ['inspect', b!.vip_bundle_id]);
@@ -137,7 +137,7 @@ describe('provider exchanges', () => {
     await db.pool.query('ALTER TABLE provider_exchanges RENAME TO provider_exchanges_away');
     const sim = await startSimulator();
     startWorker(db.url, sim);
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('completed', async () => (await stateOf(db.pool, b!.vip_bundle_id)) === 'completed');
   });
 });

@@ -27,6 +27,8 @@ export interface EnqueueResult {
 
 export interface EnqueueOptions {
   kind?: string;
+  /** The kind's version to enqueue under; default its latest. The bundle keeps it to the end. */
+  kindVersion?: number;
   batchSize?: number;
   actor?: string;
   onProgress?: (done: number, total: number) => void;
@@ -34,10 +36,10 @@ export interface EnqueueOptions {
 
 const insertBatchSql = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $7::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, ord)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $8::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key, active_key)
-  SELECT id, booking_id, $5, payload, idempotency_key, active_key FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key FROM input ORDER BY ord
   -- No conflict target: a used idempotency key (a replay) and a held active key (a refusal) are
   -- both skipped here and told apart below.
   ON CONFLICT DO NOTHING
@@ -64,8 +66,8 @@ ORDER BY input.ord`;
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload)
-  SELECT id, booking_id, $4, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload)
+  SELECT id, booking_id, $4, $6, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
   RETURNING id
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -114,7 +116,7 @@ async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows:
 }
 
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
-  const kind = bundleKind(opts.kind ?? 'vip');
+  const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
   const batchSize = opts.batchSize ?? 1000;
   const results: EnqueueResult[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
@@ -123,7 +125,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const bookingIds = batch.map(() => randomUUID());
     const payloads = batch.map((b) => JSON.stringify(b.payload));
     const unkeyed = batch.every((b) => b.idempotencyKey == null && b.activeKey == null);
-    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue'];
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
@@ -147,6 +149,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
                 at.map((i) => batch[i]!.idempotencyKey ?? null),
                 kind.name,
                 opts.actor ?? 'enqueue',
+                kind.version,
                 at.map((i) => batch[i]!.activeKey ?? null),
               ])
             ).rows;

@@ -63,13 +63,19 @@ export function parseVipBundle(value: unknown, where?: string): VipBundleInput {
  * ignored). Every problem is collected, each naming its line and field, before anything is refused.
  */
 export function parseBundleDocument(textInput: string): VipBundleInput[] {
+  return parseBundleDocumentShaped(textInput).bundles;
+}
+
+/** parseBundleDocument, also telling whether the document was one object (not an array or NDJSON). */
+export function parseBundleDocumentShaped(textInput: string): { bundles: VipBundleInput[]; single: boolean } {
   const trimmed = textInput.trim();
   if (!trimmed) throw new BadInput('input: no bundle given (empty input)');
   const whole = tryParse(trimmed);
   if (whole.ok && (Array.isArray(whole.value) || (typeof whole.value === 'object' && whole.value !== null))) {
+    const single = !Array.isArray(whole.value);
     const items = Array.isArray(whole.value) ? whole.value : [whole.value];
     if (!items.length) throw new BadInput('input: an empty array holds no bundle to enqueue');
-    return collect(items.map((item, i) => () => parseVipBundle(item, Array.isArray(whole.value) ? `item ${i + 1}` : undefined)));
+    return { single, bundles: collect(items.map((item, i) => () => parseVipBundle(item, single ? undefined : `item ${i + 1}`))) };
   }
   const lines = textInput.split(/\r?\n/);
   const parsers: Array<() => VipBundleInput> = [];
@@ -81,7 +87,7 @@ export function parseBundleDocument(textInput: string): VipBundleInput[] {
       return parseVipBundle(parsed.value, `line ${i + 1}`);
     });
   });
-  return collect(parsers);
+  return { single: false, bundles: collect(parsers) };
 }
 
 function collect(parsers: Array<() => VipBundleInput>): VipBundleInput[] {

@@ -1,10 +1,10 @@
 /** Read models for `inspect`, `list`, `stats`, the HTTP API and the status page. */
 import type { Queryable } from '../db/pool.js';
 import { NotFound } from '../errors.js';
-import { bundleKind } from './kinds.js';
+import { bundleKind, carriedKindVersions } from './kinds.js';
 import { parseBundleId } from './input.js';
 
-export const BUNDLE_STATES = ['pending', 'running', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
+export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
 export type BundleState = (typeof BUNDLE_STATES)[number];
 export const TERMINAL_STATES: readonly BundleState[] = ['completed', 'compensated', 'dead'];
 
@@ -33,6 +33,7 @@ export interface BundleView {
   vip_bundle_id: string;
   booking_id: string;
   kind: string;
+  kind_version: number;
   payload: PublicPayload;
   state: BundleState;
   phase: 'book' | 'undo';
@@ -97,11 +98,18 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
       [b.id, MAX_EXCHANGES_SHOWN],
     ),
   ]);
-  const kind = bundleKind(b.kind);
+  // A version this build does not carry still shows its recorded steps.
+  let defs: Array<{ name: string }>;
+  try {
+    defs = bundleKind(b.kind, b.kind_version).steps;
+  } catch {
+    defs = steps.rows.map((r) => ({ name: r.name }));
+  }
   return {
     vip_bundle_id: b.id,
     booking_id: b.booking_id,
     kind: b.kind,
+    kind_version: b.kind_version,
     payload: publicPayload(b.payload),
     state: b.state,
     phase: b.phase,
@@ -118,7 +126,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
     // Every step of the kind, in order; one without a row has not been started (or has no external effect).
-    steps: kind.steps.map((def, position) => {
+    steps: defs.map((def, position) => {
       const row = steps.rows.find((r) => r.position === position);
       const status = row?.status ?? (b.state === 'completed' ? 'booked' : 'pending');
       return { name: def.name, status, reference: row?.reference ?? null, idempotency_key: row?.idempotency_key ?? null, error: row?.error ?? null };
@@ -180,10 +188,34 @@ export interface FleetStats {
   oldest_due_pending_age_seconds: number | null;
   open_alerts: number;
   completed_last_minute: number;
+  /** Non-terminal bundles of kind versions this build does not carry. */
+  unrunnable_kind_versions: KindVersionCount[];
+}
+
+export interface KindVersionCount {
+  kind: string;
+  version: number;
+  bundles: number;
+}
+
+/**
+ * Non-terminal bundles of kind versions not in `carried` (default: this build's). No worker of this
+ * build will run them: after a deploy that dropped a version too early they wait for a worker that
+ * carries it. `stats`, the status page and the workers' logs and metrics say so.
+ */
+export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions()): Promise<KindVersionCount[]> {
+  const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
+    `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
+     WHERE state NOT IN ('completed', 'compensated', 'dead')
+       AND (kind, kind_version) NOT IN (SELECT * FROM unnest($1::text[], $2::int[]))
+     GROUP BY kind, kind_version ORDER BY kind, kind_version`,
+    [carried.map((k) => k.kind), carried.map((k) => k.version)],
+  );
+  return rows.map((r) => ({ kind: r.kind, version: r.version, bundles: Number(r.bundles) }));
 }
 
 export async function fleetStats(db: Queryable): Promise<FleetStats> {
-  const [states, due, alerts, recent] = await Promise.all([
+  const [states, due, alerts, recent, unrunnable] = await Promise.all([
     db.query<{ state: BundleState; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state'),
     // Same literal condition as the claim, so the claim index serves it.
     db.query<{ age: number | null }>(
@@ -192,6 +224,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     ),
     db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL'),
     db.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE finished_at > now() - interval '1 minute' AND state = 'completed'`),
+    unrunnableKindVersions(db),
   ]);
   const by_state = Object.fromEntries(BUNDLE_STATES.map((s) => [s, 0])) as Record<BundleState, number>;
   for (const r of states.rows) by_state[r.state] = Number(r.n);
@@ -201,6 +234,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     oldest_due_pending_age_seconds: due.rows[0]?.age ?? null,
     open_alerts: Number(alerts.rows[0]?.n ?? 0),
     completed_last_minute: Number(recent.rows[0]?.n ?? 0),
+    unrunnable_kind_versions: unrunnable,
   };
 }
 

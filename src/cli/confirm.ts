@@ -5,10 +5,19 @@
 import { createInterface } from 'node:readline/promises';
 import { BadInput } from '../errors.js';
 
-export async function confirm(question: string, opts: { yes?: boolean; what: string }): Promise<boolean> {
+export interface ConfirmOptions {
+  yes?: boolean;
+  /** What would be done, for the refusal: "retry these 3 bundle(s)". */
+  what: string;
+  input?: NodeJS.ReadableStream & { isTTY?: boolean };
+  output?: NodeJS.WritableStream;
+}
+
+export async function confirm(question: string, opts: ConfirmOptions): Promise<boolean> {
   if (opts.yes) return true;
-  if (!process.stdin.isTTY) throw new BadInput(`--yes: stdin is not a terminal, so nobody can confirm: pass --yes to ${opts.what}`);
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const input = opts.input ?? process.stdin;
+  if (!input.isTTY) throw new BadInput(`--yes: stdin is not a terminal, so nobody can confirm: pass --yes to ${opts.what}`);
+  const rl = createInterface({ input, output: opts.output ?? process.stderr });
   try {
     const answer = await rl.question(`${question} [y/N] `);
     return /^y(es)?$/i.test(answer.trim());

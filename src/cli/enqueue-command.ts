@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { BadInput } from '../errors.js';
 import { enqueueBundles, type EnqueueResult } from '../bundles/enqueue.js';
 import { ActiveKeyTaken } from '../bundles/active-keys.js';
-import { parseBundleDocument, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
+import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
 import { printJson, withDb } from './context.js';
 
 const FLAG_OF: Record<string, string> = {
@@ -86,7 +86,7 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--idempotency-key <key>', 'enqueue at most once per key')
     .option('--active-key <key>', 'refuse (exit 1) while another bundle with this key is unfinished, or failed and not acknowledged (bundlefleet ack)')
     .option('-f, --file <path>', 'JSON object, JSON array or NDJSON lines; "-" for stdin')
-    .option('--json', 'print {"vip_bundle_id","booking_id"} per bundle, one per line')
+    .option('--json', 'print {"vip_bundle_id","booking_id"}; for an array or NDJSON input, an array of them')
     .addHelpText('after', `
 Bounds: customer email at most 254 characters; show and flight ids are UUIDs; 1..20 tickets;
 1..9 passengers, each name at most 100 characters; idempotency key and active key at most 200
@@ -112,13 +112,15 @@ Examples:
       if (source !== undefined && source !== '-') throw new BadInput(`source: expected "-" for stdin or --file <path>, got ${JSON.stringify(source)}`);
       if (fromFile && usedFlags) throw new BadInput('give either bundle flags or --file / "-", not both');
       // Validate everything before connecting: bad input writes nothing.
-      const inputs = fromFile ? parseBundleDocument(await readSource(fromFile)) : [fromFlags(flags)];
+      const { bundles: inputs, single } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true };
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
       const print = (results: EnqueueResult[]) => {
-        for (const r of results) {
-          if (flags.json) printJson({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id });
-          else process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
+        if (flags.json) {
+          // One document: an object for one bundle (flags or one JSON object), an array for a batch.
+          const ids = results.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
+          return printJson(single ? ids[0] : ids);
         }
+        for (const r of results) process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
       };
       const results = await withDb(({ pool }) =>
         enqueueBundles(

@@ -22,10 +22,30 @@ const LONG_RUNNING = new Set(['worker', 'serve', 'dev', 'providers']);
 const NO_DATABASE = new Set(['providers', 'db']);
 const USES_PROVIDERS = new Set(['worker', 'dev']);
 
+/**
+ * The command's options, with --database-url / --providers-url taken from the nearest command that
+ * has a value: `alerts ack 7 --database-url U` is parsed by `alerts`, which knows the option too.
+ */
+function settingsOf(action: Command): Record<string, unknown> {
+  const opts = { ...action.opts() };
+  for (const key of ['databaseUrl', 'providersUrl']) {
+    // A flag given on the command line wins over the variable, whichever command parsed it.
+    for (let c: Command | null = action; c; c = c.parent) {
+      if (c.getOptionValueSource(key) === 'cli') {
+        opts[key] = c.opts()[key];
+        break;
+      }
+    }
+  }
+  return opts;
+}
+
 export function buildProgram(): Command {
   const program = new Command('bundlefleet')
     .description('books VIP bundles (show tickets, flights, taxi) exactly once, with PostgreSQL as the only state store')
     .version('0.1.0')
+    // A command's options belong to it: `alerts ack 7 --json` is ack's --json, not alerts'.
+    .enablePositionalOptions()
     .exitOverride();
   registerDbCommands(program);
   registerEnqueueCommand(program);
@@ -44,11 +64,17 @@ export function buildProgram(): Command {
   });
   configureHelp(program);
   program.addHelpText('after', `
+Examples:
+  $ bundlefleet dev                                  # everything, on an embedded PostgreSQL
+  $ bundlefleet enqueue --file bundles.ndjson --json
+  $ bundlefleet list --state dead --since 2h
+  $ bundlefleet inspect <vip_bundle_id> --follow
+
 Every setting is a flag with an environment fallback (see each command's --help).
 Without --database-url / DATABASE_URL every command uses an embedded PostgreSQL under ./.bundlefleet/.
 ${EXIT_CODES_HELP}`);
   program.hook('preAction', (_program, action) => {
-    const opts = action.opts();
+    const opts = settingsOf(action);
     const path = commandPath(action);
     const longRunning = LONG_RUNNING.has(path) || (path === 'supervise' && Boolean(opts.loop));
     setRootLogStream(longRunning ? 'stdout' : 'stderr');

@@ -1,11 +1,11 @@
 /**
  * What the provider client reports about each HTTP exchange it makes (its `onExchange` hook), and
- * the redaction every reported body goes through first: the logger's rules (the same personal
- * field names as pino's redact paths, `scrubText` for email addresses in free text), plus every
- * personal value the request carried, wherever the reply repeats it. Bodies are then bounded.
+ * the redaction every reported body goes through first: the logger's rules (`redactPersonal` for
+ * personal fields, `scrubText` for email addresses in free text), plus every personal value the
+ * request carried, wherever the reply repeats it. Bodies are then bounded.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { REDACT_PATHS, scrubText } from '../logger.js';
+import { redactPersonal, scrubText } from '../logger.js';
 
 /** Which unit of work an exchange belongs to. */
 export interface ExchangeContext {
@@ -46,18 +46,29 @@ export interface ProviderExchange {
 export const MAX_BODY_CHARS = 2048;
 export const REDACTED = '[redacted]';
 
-/** The field names the logger redacts (`customer_email`, `passengers`, …), at any depth. */
-const PERSONAL_KEYS = new Set(REDACT_PATHS.filter((p) => !p.includes('.')));
-
-/** Every string under a personal field of `value` (the email and the passenger names of a booking). */
-export function personalValues(value: unknown, under = false, out: string[] = []): string[] {
+function strings(value: unknown, out: string[]): void {
   if (typeof value === 'string') {
-    if (under && value.trim().length >= 2) out.push(value);
+    if (value.trim().length >= 2) out.push(value);
   } else if (Array.isArray(value)) {
-    for (const v of value) personalValues(v, under, out);
+    for (const v of value) strings(v, out);
   } else if (value && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) personalValues(v, under || PERSONAL_KEYS.has(k), out);
+    for (const v of Object.values(value)) strings(v, out);
   }
+}
+
+/** What the logger's redaction took out of `original` to make `redacted` (it copies only what it changes). */
+function removed(original: unknown, redacted: unknown, out: string[]): void {
+  if (original === redacted) return;
+  if (redacted === REDACTED) return strings(original, out);
+  if (original && redacted && typeof original === 'object' && typeof redacted === 'object') {
+    for (const [k, v] of Object.entries(original)) removed(v, (redacted as Record<string, unknown>)[k], out);
+  }
+}
+
+/** Every string under a personal field of `value` (the email and the passenger names of a booking), by the logger's rules. */
+export function personalValues(value: unknown): string[] {
+  const out: string[] = [];
+  removed(value, redactPersonal(value), out);
   return out;
 }
 
@@ -67,14 +78,16 @@ function scrubString(text: string, known: string[]): string {
   return scrubText(out);
 }
 
-/** A copy of `value` with personal fields replaced, known personal values cut out of other strings, and emails scrubbed. */
-export function redactValue(value: unknown, known: string[]): unknown {
+function scrubStrings(value: unknown, known: string[]): unknown {
   if (typeof value === 'string') return scrubString(value, known);
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, known));
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, PERSONAL_KEYS.has(k) ? REDACTED : redactValue(v, known)]));
-  }
+  if (Array.isArray(value)) return value.map((v) => scrubStrings(v, known));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, scrubStrings(v, known)]));
   return value;
+}
+
+/** A copy of `value` with personal fields replaced (the logger's rules), known personal values cut out of other strings, and emails scrubbed. */
+export function redactValue(value: unknown, known: string[]): unknown {
+  return scrubStrings(redactPersonal(value), known);
 }
 
 export function bound(text: string): string {

@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { ProviderKind } from './client.js';
+import { scheduleTicketing, type TicketingOptions } from './ticketing-callbacks.js';
 
 export interface SimulatorOptions {
   failRate?: number;
@@ -17,6 +18,8 @@ export interface SimulatorOptions {
   latencyMs?: number;
   seed?: number;
   hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
+  /** Airline ticketing confirmations sent back to bundlefleet's API (ticketing-callbacks.ts). */
+  ticketing?: TicketingOptions;
 }
 
 export interface LedgerEntry {
@@ -103,8 +106,8 @@ type Send = (status: number, body: unknown) => void;
 const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
 export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
-  const { port: wantPort = 0, host = '127.0.0.1', ...faultOpts } = opts;
-  const faults: Required<Omit<SimulatorOptions, 'seed'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+  const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
+  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
   const timers = new Set<NodeJS.Timeout>();
@@ -168,6 +171,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     const check = bodySchemas[kind].safeParse(body);
     if (!check.success) return send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` });
     const [status, reply] = book(kind, key, body);
+    if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key, (reply as { reference: string }).reference, random, after);
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
     after(faults.latencyMs, () => (late ? req.socket.destroy() : send(status, reply)));
   }

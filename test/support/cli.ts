@@ -24,6 +24,8 @@ export interface CliOptions {
   env?: Record<string, string | undefined>;
   /** Close our end of the child's stdout at once, as `| head` does after its first lines. */
   closeStdout?: boolean;
+  /** Close our end of the child's stderr at once (`2>&1 | head`). */
+  closeStderr?: boolean;
   /** Called with each chunk of stdout as it arrives. */
   onStdout?: (chunk: string) => void;
 }
@@ -58,7 +60,8 @@ export async function cli(databaseUrl: string, args: string[], opts: CliOptions 
       stdout += d;
       opts.onStdout?.(String(d));
     });
-    child.stderr.on('data', (d) => (stderr += d));
+    if (opts.closeStderr) child.stderr.destroy();
+    else child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`bundlefleet ${args.join(' ')} did not exit within ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));

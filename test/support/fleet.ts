@@ -66,8 +66,9 @@ export function vipPayload(i = n++) {
   };
 }
 
-export function enqueueVip(pool: pg.Pool, count: number): Promise<EnqueueResult[]> {
-  return enqueueBundles(pool, Array.from({ length: count }, () => ({ payload: vipPayload() })));
+/** VIP bundles of the four-booking version (v1); tests of the ticketing wait enqueue v2 themselves. */
+export function enqueueVip(pool: pg.Pool, count: number, kindVersion = 1): Promise<EnqueueResult[]> {
+  return enqueueBundles(pool, Array.from({ length: count }, () => ({ payload: vipPayload() })), { kindVersion });
 }
 
 /** Polls until `check` returns true, failing with `what` after `timeoutMs`. */
