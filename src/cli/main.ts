@@ -10,6 +10,7 @@ import { registerServeCommand } from './serve-command.js';
 import { registerWorkerCommand } from './worker-command.js';
 import { registerOperatorCommands } from './operator-commands.js';
 import { registerAckCommand } from './ack-command.js';
+import { registerSignalCommand } from './signal-command.js';
 import { EXIT, reportError } from './context.js';
 import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
 import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerSuperviseCommands(program);
   registerOperatorCommands(program);
   registerAckCommand(program);
+  registerSignalCommand(program);
   registerServeCommand(program);
   registerProvidersCommand(program);
   registerDevCommand(program);
