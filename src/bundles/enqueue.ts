@@ -7,6 +7,7 @@ import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { publishEvents } from './events.js';
 import { bundleKind } from './kinds.js';
+import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
 
@@ -31,10 +32,10 @@ export interface EnqueueOptions {
 
 const insertBatchSql = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, ord)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $7::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, trace_context, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key)
-  SELECT id, booking_id, $5, payload, idempotency_key FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key, trace_context)
+  SELECT id, booking_id, $5, payload, idempotency_key, trace_context FROM input ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, booking_id, idempotency_key
 ), history AS (
@@ -59,8 +60,8 @@ ORDER BY input.ord`;
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload)
-  SELECT id, booking_id, $4, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
+  INSERT INTO bundles (id, booking_id, kind, payload, trace_context)
+  SELECT id, booking_id, $4, payload, trace_context FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $6::text[]) AS t(id, booking_id, payload, trace_context)
   RETURNING id
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -96,7 +97,9 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const bookingIds = batch.map(() => randomUUID());
     const payloads = batch.map((b) => JSON.stringify(b.payload));
     const unkeyed = batch.every((b) => b.idempotencyKey == null);
-    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue'];
+    // One trace per bundle (tracing.ts); without tracing, no spans and a null parameter.
+    const traces = startEnqueueSpans(ids, bookingIds, kind.name);
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', traces.traceparents];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
@@ -118,18 +121,21 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
             batch.map((b) => b.idempotencyKey ?? null),
             kind.name,
             opts.actor ?? 'enqueue',
+            traces.traceparents,
           ]));
           await resolveLateDuplicates(client, batch, rows);
         }
         const created = rows.filter((r) => r.created);
         if (kind.events.initialized && created.length) {
           const name = kind.events.initialized;
-          await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
+          await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, traceparent: traces.eventTraceparent(r.id!), data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
         }
         if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
         return rows;
       });
     }
+    // (A failed write throws past this: its spans are never ended, so never exported; the caller's span records the error.)
+    traces.end();
     for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });
     opts.onProgress?.(Math.min(start + batchSize, items.length), items.length);
   }

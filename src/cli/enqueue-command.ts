@@ -4,6 +4,7 @@ import { BadInput } from '../errors.js';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { parseBundleDocument, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
 import { printJson, withDb } from './context.js';
+import { inSpan, SpanKind } from '../tracing.js';
 
 const FLAG_OF: Record<string, string> = {
   customer_email: '--customer-email',
@@ -99,13 +100,14 @@ Examples:
       // Validate everything before connecting: bad input writes nothing.
       const inputs = fromFile ? parseBundleDocument(await readSource(fromFile)) : [fromFlags(flags)];
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
-      const results = await withDb(({ pool }) =>
+      // The command is the root span of the bundle's trace (of each bundle's, linked, for a file of several).
+      const results = await inSpan('bundlefleet enqueue', { kind: SpanKind.PRODUCER, attributes: { 'bundlefleet.bundles': inputs.length } }, () => withDb(({ pool }) =>
         enqueueBundles(
           pool,
           inputs.map(({ idempotency_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key })),
           { onProgress: showProgress ? progress : undefined },
         ),
-      );
+      ));
       for (const r of results) {
         if (flags.json) printJson({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id });
         else process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);

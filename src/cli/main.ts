@@ -9,6 +9,7 @@ import { registerSuperviseCommands } from './supervise-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerWorkerCommand } from './worker-command.js';
 import { EXIT, reportError } from './context.js';
+import { flushTracing, startTracing } from '../tracing.js';
 
 export function buildProgram(): Command {
   const program = new Command('bundlefleet')
@@ -34,6 +35,8 @@ Exit codes: 0 ok, 1 not found or runtime failure, 2 bad usage or bad input.`);
 export async function main(argv = process.argv): Promise<void> {
   const program = buildProgram();
   try {
+    // Loads the OpenTelemetry SDK only when OTEL_* asks for traces (tracing.ts); a bad OTEL value exits 2.
+    await startTracing();
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -42,6 +45,10 @@ export async function main(argv = process.argv): Promise<void> {
       return;
     }
     process.exitCode = reportError(err);
+  } finally {
+    // One-shot commands end here: export their spans before the process exits (long-running
+    // ones return from their action at once and flush again at shutdown, signals.ts).
+    await flushTracing();
   }
 }
 

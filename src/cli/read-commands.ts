@@ -7,6 +7,7 @@ function printBundle(b: BundleView): void {
   const out = process.stdout;
   out.write(`bundle ${b.vip_bundle_id}  (booking ${b.booking_id}, kind ${b.kind})\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
+  if (b.trace_id) out.write(`trace ${b.trace_id}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);
   if (b.last_error) out.write(`last error (${b.last_error_class}, step ${b.last_error_step}): ${b.last_error}\n`);
   out.write('steps:\n');

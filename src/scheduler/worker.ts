@@ -17,6 +17,7 @@ import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
+import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -176,7 +177,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+      const done = reconcileSpan(claim, workerId, () => reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -191,7 +192,8 @@ export class Worker {
     this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
     const key = inFlightKey(bundle);
-    const done = runAgent(bundle, {
+    // The attempt is a span in the bundle's trace (stored at enqueue), begun at the claim.
+    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => runAgent(bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
@@ -203,7 +205,7 @@ export class Worker {
       logger: this.log,
       signal: abort.signal,
       onStep: this.options.onStep,
-    })
+    }))
       .then((outcome) => this.options.onOutcome?.(outcome))
       .catch((err) => {
         // Database trouble mid-agent (PostgreSQL restarting): the bundle stays leased to this

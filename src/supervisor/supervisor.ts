@@ -28,6 +28,7 @@ import { raiseAlerts, resolveAlerts, type RaisedAlert } from './alerts.js';
 import { deliverAlerts } from './alert-delivery.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from './lease.js';
 import { pruneBatch } from './retention.js';
+import { recordDecision } from '../bundles/tracing.js';
 
 export interface SupervisorOptions {
   /** Attempts at booking before a bundle is compensated. Default 5. */
@@ -165,13 +166,14 @@ class LeaseLost extends Error {}
 async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction: ((action: string, count: number) => void) | undefined, renew: () => Promise<void>): Promise<void> {
   for (let i = 0; i < maxBatches; i++) {
     if (i > 0) await renew();
+    const startedAt = Date.now();
     // The decision and the events it announces (VipBundleFailed_v1 for dead) commit together.
     const moved = await withTransaction(pool, async (client) => {
       const rows = await decideBatch(client, selection, limits);
       const events: PendingEvent[] = [];
       for (const r of rows) {
         const name = r.to_state === 'dead' ? bundleKind(r.kind).events.failed : undefined;
-        if (name) events.push({ name, correlationId: r.id, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: 'dead' } });
+        if (name) events.push({ name, correlationId: r.id, traceparent: r.trace_context, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: 'dead' } });
       }
       await publishEvents(client, events);
       return rows;
@@ -184,6 +186,7 @@ async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimit
       else report.to_dead++;
       const level = r.to_state === 'dead' ? 'error' : 'info';
       log[level]({ bundleId: r.id, attempt: r.attempt, from: r.from_state, to: r.to_state, decision: selection }, `supervisor: ${selection} → ${r.to_state}`);
+      recordDecision(selection, r, limits.actor, startedAt);
     }
     onAction?.(selection, moved.length);
     if (moved.length < limits.batchSize) return;
