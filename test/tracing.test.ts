@@ -1,0 +1,317 @@
+/**
+ * Traces (issue 11, part 1), with the SDK's in-memory exporter registered in this test process:
+ *  - a bundle booked over HTTP, whose first attempt dies with a SIGKILLed worker PROCESS (its spans
+ *    die with it), is reset by the supervisor and completed by a second worker: one trace, rooted at
+ *    the request, with root → supervisor decision, root → attempt → step → provider call, the
+ *    provider receiving each call's traceparent, events carrying it, and `inspect` showing the id;
+ *  - a refused bundle: attempt, decision, compensation (undo steps) and reconciliation pass in the
+ *    trace of its own enqueue span;
+ *  - tracing off: no SDK module loaded in a CLI process, and no trace stored; bad OTEL values exit 2;
+ *    the console exporter writes spans to stderr while `--json` keeps stdout one document.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { context, propagation, trace } from '@opentelemetry/api';
+import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDb, onCleanup } from './support/db.js';
+import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { startHttpServer } from '../src/http/server.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { inspectBundle } from '../src/bundles/read.js';
+import { runOnce, type PassReport } from '../src/supervisor/supervisor.js';
+import { tracingSettingsFromEnv } from '../src/tracing.js';
+import type { EventEnvelope } from '../src/bundles/events.js';
+import type { ProviderSimulator } from '../src/providers/simulator.js';
+
+const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
+const HOOK = fileURLToPath(new URL('./support/loaded-modules.mjs', import.meta.url));
+const STEPS = ['show_tickets', 'inbound_flight', 'return_flight', 'taxi'];
+
+const exporter = new InMemorySpanExporter();
+const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+beforeAll(() => provider.register());
+afterAll(async () => {
+  await provider.shutdown();
+  trace.disable();
+  context.disable();
+  propagation.disable();
+});
+beforeEach(() => exporter.reset());
+
+const parentOf = (s: ReadableSpan) => s.parentSpanContext?.spanId;
+const idOf = (s: ReadableSpan) => s.spanContext().spanId;
+const attr = (s: ReadableSpan, k: string) => s.attributes[k];
+
+/** Spans of one trace, by trace id. */
+function traceSpans(traceId: string): ReadableSpan[] {
+  return exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
+}
+
+/** A proxy in front of the simulator that records the traceparent of every request it forwards. */
+async function recordingProxy(sim: ProviderSimulator): Promise<{ url: string; traceparents: string[] }> {
+  const traceparents: string[] = [];
+  const target = new URL(sim.url);
+  const server = http.createServer((req, res) => {
+    if (typeof req.headers.traceparent === 'string') traceparents.push(req.headers.traceparent);
+    const upstream = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  onCleanup(() => new Promise((r) => server.close(() => r(undefined))));
+  server.on('connection', (socket) => onCleanup(async () => socket.destroy()));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, traceparents };
+}
+
+function cliEnv(url: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, LOG_LEVEL: 'warn', LOG_FORMAT: 'json', ...extra };
+  for (const k of Object.keys(env)) if (k.startsWith('OTEL_') && !(k in extra)) delete env[k];
+  for (const k of ['TICKETS_URL', 'FLIGHTS_URL', 'TAXIS_URL', 'BUNDLEFLEET_SUPERVISE_CRON', 'ALERT_WEBHOOK_URL']) delete env[k];
+  return env;
+}
+
+function cli(url: string, args: string[], extra: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...nodeArgs, BIN, ...args], { env: cliEnv(url, extra), timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A `bundlefleet worker` process (tracing on, exporting nowhere reachable: its spans are lost when it is killed). */
+function spawnWorker(url: string, providersUrl: string, name: string): { child: ChildProcess; exited: Promise<void> } {
+  const child = spawn(process.execPath, [BIN, 'worker'], {
+    env: cliEnv(url, {
+      PROVIDERS_URL: providersUrl,
+      BUNDLEFLEET_WORKER_NAME: name,
+      BUNDLEFLEET_POLL_INTERVAL_MS: '100',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9',
+    }),
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  onCleanup(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  return { child, exited };
+}
+
+async function events(pool: pg.Pool, bundleId: string): Promise<EventEnvelope[]> {
+  const { rows } = await pool.query<{ data: EventEnvelope }>(`SELECT data FROM pgboss.job WHERE data->'header'->>'correlation_id' = $1 ORDER BY created_on`, [bundleId]);
+  return rows.map((r) => r.data);
+}
+
+describe('one trace per bundle', () => {
+  it('a bundle booked over HTTP, reset after its worker process was SIGKILLed and completed by a second worker, is one trace: request → attempt → step → provider call', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ latencyMs: 1500 });
+    const proxy = await recordingProxy(sim);
+    const server = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger() });
+    onCleanup(() => server.close(0));
+
+    const res = await fetch(`${server.url}/book-vip-bundle`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(vipPayload()) });
+    expect(res.status).toBe(201);
+    const { vip_bundle_id: id } = (await res.json()) as { vip_bundle_id: string };
+    const root = exporter.getFinishedSpans().find((s) => s.name === 'POST /book-vip-bundle')!;
+    expect(root).toBeDefined();
+    const traceId = root.spanContext().traceId;
+
+    // First attempt: a worker process, killed mid provider call.
+    const victim = spawnWorker(db.url, sim.url, 'victim');
+    await waitFor('the victim mid-call', async () => {
+      const { rows } = await db.pool.query(`SELECT 1 FROM bundles b JOIN steps s ON s.bundle_id = b.id WHERE b.id = $1 AND b.state = 'running' AND s.status = 'booking'`, [id]);
+      return rows.length > 0;
+    }, 20_000);
+    victim.child.kill('SIGKILL');
+    await victim.exited;
+
+    const reports: PassReport[] = [];
+    await waitFor('the supervisor to reset the orphan', async () => {
+      reports.push(await runOnce(db.pool, { logger: quietLogger(), backoffBaseSeconds: 0.1 }));
+      return reports.some((r) => r.orphans === 1);
+    }, 10_000);
+    startWorker(db.url, sim, { name: 'rescuer', providerUrls: { tickets: proxy.url, flights: proxy.url, taxis: proxy.url }, providerTimeoutMs: 5000 });
+    await waitFor('the attempt span of the rescuer', async () => traceSpans(traceId).some((s) => s.name === 'bundle.attempt' && attr(s, 'bundlefleet.outcome') === 'completed'), 40_000);
+    expect((await inspectBundle(db.pool, id)).state).toBe('completed');
+
+    const spans = traceSpans(traceId);
+    // Every span about this bundle is in the request's trace; the request span is the root.
+    expect(exporter.getFinishedSpans().filter((s) => attr(s, 'bundlefleet.bundle.id') === id).every((s) => s.spanContext().traceId === traceId)).toBe(true);
+    expect(parentOf(root)).toBeUndefined();
+    const enqueue = spans.find((s) => s.name === 'bundle.enqueue')!;
+    expect(parentOf(enqueue)).toBe(idOf(root));
+
+    const decision = spans.find((s) => s.name === 'supervisor.orphans')!;
+    expect(parentOf(decision)).toBe(idOf(root));
+    expect(decision.attributes).toMatchObject({ 'bundlefleet.bundle.id': id, 'bundlefleet.attempt': 1, 'bundlefleet.from_state': 'running', 'bundlefleet.to_state': 'pending' });
+
+    // The victim's attempt 1 spans died with it; attempt 2 is the rescuer's, a child of the root.
+    const attempts = spans.filter((s) => s.name === 'bundle.attempt');
+    expect(attempts).toHaveLength(1);
+    const attempt = attempts[0]!;
+    expect(parentOf(attempt)).toBe(idOf(root));
+    expect(attempt.attributes).toMatchObject({ 'bundlefleet.attempt': 2, 'bundlefleet.phase': 'book', 'bundlefleet.outcome': 'completed' });
+    expect(String(attr(attempt, 'bundlefleet.worker.id'))).toMatch(/^rescuer\./);
+
+    const steps = spans.filter((s) => s.name.startsWith('step '));
+    expect(steps.map((s) => s.name)).toEqual(STEPS.map((n) => `step ${n}`));
+    for (const step of steps) {
+      expect(parentOf(step)).toBe(idOf(attempt));
+      const calls = spans.filter((s) => parentOf(s) === idOf(step));
+      expect(calls.length, step.name).toBeGreaterThan(0);
+      for (const call of calls) {
+        expect(call.name).toMatch(/^(GET|POST) \/(tickets|flights|taxis)\/bookings$/);
+        expect(attr(call, 'http.response.status_code')).toBeTypeOf('number');
+        // The provider got this call's own context.
+        expect(proxy.traceparents).toContain(`00-${traceId}-${idOf(call)}-01`);
+      }
+    }
+    // The first step's outcome was unknown (the kill landed mid-call): it was asked about first.
+    expect(spans.filter((s) => parentOf(s) === idOf(steps[0]!))[0]!.name).toBe('GET /tickets/bookings');
+
+    // No personal data in any attribute.
+    const text = JSON.stringify(spans.map((s) => s.attributes));
+    expect(text).not.toMatch(/@example\.com|Passenger/);
+
+    // Events carry the trace context; inspect shows the trace id.
+    const evs = await events(db.pool, id);
+    expect(evs.map((e) => e.header.event_name)).toEqual(['VipBundleInitialized_v1', 'VipBundleFinalized_v1']);
+    expect(evs[0]!.header.traceparent).toBe(`00-${traceId}-${idOf(enqueue)}-01`);
+    expect(evs[1]!.header.traceparent).toBe(`00-${traceId}-${idOf(attempt)}-01`);
+    expect((await inspectBundle(db.pool, id)).trace_id).toBe(traceId);
+  }, 90_000);
+
+  it('a refused bundle: attempt, supervisor decision, compensation (undo steps) and reconciliation pass are one trace, rooted at its enqueue', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    // Bulk enqueue outside any span: each bundle gets a root span of its own.
+    const [a, b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: 'SOLDOUT-1' } }, { payload: vipPayload() }]);
+    const roots = exporter.getFinishedSpans().filter((s) => s.name === 'bundle.enqueue');
+    expect(roots).toHaveLength(2);
+    expect(new Set(roots.map((s) => s.spanContext().traceId)).size).toBe(2);
+    const root = roots.find((s) => attr(s, 'bundlefleet.bundle.id') === a!.vip_bundle_id)!;
+    expect(parentOf(root)).toBeUndefined();
+    const traceId = root.spanContext().traceId;
+
+    startWorker(db.url, sim, { name: 'w1' });
+    await waitFor('the failed attempt', async () => (await inspectBundle(db.pool, a!.vip_bundle_id)).state === 'failed', 20_000);
+    await runOnce(db.pool, { logger: quietLogger() });
+    await waitFor('compensated', async () => (await inspectBundle(db.pool, a!.vip_bundle_id)).state === 'compensated', 20_000);
+    // Its reconciliation pass, due now rather than after the in-flight window.
+    await db.pool.query('UPDATE bundles SET reconcile_at = now() WHERE id = $1', [a!.vip_bundle_id]);
+    await waitFor('the reconciliation span', async () => traceSpans(traceId).some((s) => s.name === 'bundle.reconcile'), 20_000);
+    await waitFor('the other bundle completed', async () => (await inspectBundle(db.pool, b!.vip_bundle_id)).state === 'completed', 20_000);
+
+    const spans = traceSpans(traceId);
+    const byName = (n: string) => spans.filter((s) => s.name === n);
+    const [attempt] = byName('bundle.attempt');
+    expect(attempt!.attributes).toMatchObject({ 'bundlefleet.attempt': 1, 'bundlefleet.outcome': 'failed' });
+    expect(parentOf(attempt!)).toBe(idOf(root));
+    // The refused step's span failed, with a scrubbed message.
+    const refused = byName('step return_flight')[0]!;
+    expect(refused.status.code).toBe(2);
+    expect(parentOf(refused)).toBe(idOf(attempt!));
+
+    const decision = byName('supervisor.failed')[0]!;
+    expect(decision.attributes).toMatchObject({ 'bundlefleet.from_state': 'failed', 'bundlefleet.to_state': 'compensating' });
+    expect(parentOf(decision)).toBe(idOf(root));
+
+    const compensate = byName('bundle.compensate')[0]!;
+    expect(compensate.attributes).toMatchObject({ 'bundlefleet.attempt': 2, 'bundlefleet.phase': 'undo', 'bundlefleet.outcome': 'compensated' });
+    expect(parentOf(compensate)).toBe(idOf(root));
+    const undos = spans.filter((s) => s.name.startsWith('undo '));
+    expect(undos.map((s) => s.name)).toEqual(['undo return_flight', 'undo inbound_flight', 'undo show_tickets']);
+    for (const u of undos) expect(parentOf(u)).toBe(idOf(compensate));
+    const callsOf = (u: ReadableSpan) => spans.filter((s) => parentOf(s) === idOf(u)).map((s) => s.name);
+    // The refused step is asked about (the provider holds it as refused: nothing to cancel); booked ones are cancelled.
+    expect(callsOf(undos[0]!)).toEqual(['GET /flights/bookings']);
+    expect(callsOf(undos[1]!)).toEqual(['POST /flights/bookings/cancel']);
+    expect(callsOf(undos[2]!)).toEqual(['POST /tickets/bookings/cancel']);
+
+    const reconcile = byName('bundle.reconcile')[0]!;
+    expect(parentOf(reconcile)).toBe(idOf(root));
+    expect(reconcile.attributes).toMatchObject({ 'bundlefleet.reconcile.done': true });
+    expect(spans.filter((s) => parentOf(s) === idOf(reconcile) && s.name.startsWith('GET ')).length).toBeGreaterThan(0);
+
+    const failedEvent = (await events(db.pool, a!.vip_bundle_id)).find((e) => e.header.event_name === 'VipBundleFailed_v1')!;
+    expect(failedEvent.header.traceparent).toBe(`00-${traceId}-${idOf(compensate)}-01`);
+    // The other bundle is a trace of its own.
+    expect(spans.some((s) => attr(s, 'bundlefleet.bundle.id') === b!.vip_bundle_id)).toBe(false);
+  }, 60_000);
+});
+
+describe('tracing off and on in the CLI', () => {
+  async function loadedModules(url: string, args: string[], env: NodeJS.ProcessEnv) {
+    const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-otel-'));
+    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'modules.txt');
+    const run = await cli(url, args, { ...env, LOADED_MODULES_FILE: file }, ['--import', HOOK]);
+    return { ...run, modules: (await readFile(file, 'utf8')).split('\n') };
+  }
+  const sdkModules = (modules: string[]) => modules.filter((m) => /@opentelemetry\/(sdk-|exporter-|resources|otlp-)/.test(m));
+
+  it('with OTEL_* unset loads no SDK module and stores no trace; with OTEL_TRACES_EXPORTER=console spans go to stderr and inspect prints the trace id', async () => {
+    const db = await createTestDb();
+    const flags = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', 's1', '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', 'IN1', '--return-flight-id', 'RT1', '--json'];
+
+    const off = await loadedModules(db.url, flags, {});
+    expect(off.code, off.stderr).toBe(0);
+    const offId = (JSON.parse(off.stdout) as { vip_bundle_id: string }).vip_bundle_id;
+    // The API is loaded (so the hook sees the packages), the SDK is not.
+    expect(off.modules.some((m) => m.includes('@opentelemetry/api'))).toBe(true);
+    expect(sdkModules(off.modules)).toEqual([]);
+    expect((await inspectBundle(db.pool, offId)).trace_id).toBeNull();
+    const offInspect = await cli(db.url, ['inspect', offId]);
+    expect(offInspect.stdout).not.toMatch(/^trace /m);
+
+    const on = await loadedModules(db.url, flags, { OTEL_TRACES_EXPORTER: 'console', OTEL_SERVICE_NAME: 'bf-test' });
+    expect(on.code, on.stderr).toBe(0);
+    expect(sdkModules(on.modules).some((m) => m.includes('@opentelemetry/sdk-trace-base'))).toBe(true);
+    // stdout stays one JSON document; the spans are JSON lines on stderr.
+    const onId = (JSON.parse(on.stdout) as { vip_bundle_id: string }).vip_bundle_id;
+    const spans = on.stderr.split('\n').filter((l) => l.startsWith('{"trace_id"')).map((l) => JSON.parse(l) as { trace_id: string; span_id: string; parent_span_id?: string; name: string; attributes: Record<string, unknown> });
+    const command = spans.find((s) => s.name === 'bundlefleet enqueue')!;
+    const enqueue = spans.find((s) => s.name === 'bundle.enqueue')!;
+    expect(command.parent_span_id).toBeUndefined();
+    expect(enqueue.parent_span_id).toBe(command.span_id);
+    expect(enqueue.attributes['bundlefleet.bundle.id']).toBe(onId);
+    expect(on.stderr).not.toContain('ada@example.com');
+
+    const inspect = await cli(db.url, ['inspect', onId]);
+    expect(inspect.stdout).toContain(`trace ${command.trace_id}\n`);
+    const json = await cli(db.url, ['inspect', onId, '--json']);
+    expect(JSON.parse(json.stdout).trace_id).toBe(command.trace_id);
+  }, 60_000);
+
+  it('refuses OTEL values it cannot honour with exit 2 naming the variable', async () => {
+    const db = await createTestDb();
+    const exporterRun = await cli(db.url, ['stats'], { OTEL_TRACES_EXPORTER: 'zipkin' });
+    expect(exporterRun.code).toBe(2);
+    expect(exporterRun.stderr).toContain('OTEL_TRACES_EXPORTER');
+    const protocolRun = await cli(db.url, ['stats'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+    expect(protocolRun.code).toBe(2);
+    expect(protocolRun.stderr).toContain('OTEL_EXPORTER_OTLP_PROTOCOL');
+  });
+
+  it('reads the OpenTelemetry environment: traces only when an exporter or an OTLP endpoint is named', () => {
+    expect(tracingSettingsFromEnv({})).toBeNull();
+    expect(tracingSettingsFromEnv({ OTEL_SERVICE_NAME: 'x' })).toBeNull();
+    expect(tracingSettingsFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toEqual({ exporters: ['otlp'], protocol: 'http/protobuf' });
+    expect(tracingSettingsFromEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' })).toEqual({ exporters: ['otlp'], protocol: 'http/json' });
+    expect(tracingSettingsFromEnv({ OTEL_TRACES_EXPORTER: 'console,otlp' })).toEqual({ exporters: ['console', 'otlp'], protocol: 'http/protobuf' });
+    expect(tracingSettingsFromEnv({ OTEL_TRACES_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toBeNull();
+    expect(tracingSettingsFromEnv({ OTEL_SDK_DISABLED: 'true', OTEL_TRACES_EXPORTER: 'otlp' })).toBeNull();
+  });
+});
+
