@@ -229,9 +229,13 @@ export async function flushTracing(): Promise<void> {
   await started?.flush().catch(() => {});
 }
 
-/** Flushes and stops the SDK, if it was started; never throws. */
+/** Flushes and stops the SDK, if it was started, and unregisters it (a later startTracing starts afresh); never throws. */
 export async function stopTracing(): Promise<void> {
   const handle = started;
+  if (!handle) return;
   started = undefined;
-  await handle?.shutdown().catch(() => {});
+  await handle.shutdown().catch(() => {});
+  trace.disable();
+  context.disable();
+  propagation.disable();
 }
