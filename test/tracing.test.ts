@@ -4,8 +4,8 @@
  *    die with it), is reset by the supervisor and completed by a second worker: one trace, rooted at
  *    the request, with root → supervisor decision, root → attempt → step → provider call, the
  *    provider receiving each call's traceparent, events carrying it, and `inspect` showing the id;
- *  - a refused bundle: attempt, decision, compensation (undo steps) and reconciliation pass in the
- *    trace of its own enqueue span;
+ *  - a refused bundle: attempt, decision, alert, compensation (undo steps) and reconciliation pass
+ *    in the trace of its own enqueue span;
  *  - tracing off: no SDK module loaded in a CLI process, and no trace stored; bad OTEL values exit 2;
  *    the console exporter writes spans to stderr while `--json` keeps stdout one document.
  */
@@ -192,7 +192,7 @@ describe('one trace per bundle', () => {
     expect((await inspectBundle(db.pool, id)).trace_id).toBe(traceId);
   }, 90_000);
 
-  it('a refused bundle: attempt, supervisor decision, compensation (undo steps) and reconciliation pass are one trace, rooted at its enqueue', async () => {
+  it('a refused bundle: attempt, supervisor decision, alert, compensation (undo steps) and reconciliation pass are one trace, rooted at its enqueue', async () => {
     const db = await createTestDb();
     const sim = await startSimulator();
     // Bulk enqueue outside any span: each bundle gets a root span of its own.
@@ -206,7 +206,8 @@ describe('one trace per bundle', () => {
 
     startWorker(db.url, sim, { name: 'w1' });
     await waitFor('the failed attempt', async () => (await inspectBundle(db.pool, a!.vip_bundle_id)).state === 'failed', 20_000);
-    await runOnce(db.pool, { logger: quietLogger() });
+    // The pass decides (failed → compensating) and, with stuck-after 0, raises a stuck alert about it.
+    await runOnce(db.pool, { logger: quietLogger(), stuckAfterSeconds: 0 });
     await waitFor('compensated', async () => (await inspectBundle(db.pool, a!.vip_bundle_id)).state === 'compensated', 20_000);
     // Its reconciliation pass, due now rather than after the in-flight window.
     await db.pool.query('UPDATE bundles SET reconcile_at = now() WHERE id = $1', [a!.vip_bundle_id]);
@@ -226,6 +227,10 @@ describe('one trace per bundle', () => {
     const decision = byName('supervisor.failed')[0]!;
     expect(decision.attributes).toMatchObject({ 'bundlefleet.from_state': 'failed', 'bundlefleet.to_state': 'compensating' });
     expect(parentOf(decision)).toBe(idOf(root));
+
+    const alert = byName('supervisor.alert')[0]!;
+    expect(alert.attributes).toMatchObject({ 'bundlefleet.bundle.id': a!.vip_bundle_id, 'bundlefleet.alert.kind': 'stuck' });
+    expect(parentOf(alert)).toBe(idOf(root));
 
     const compensate = byName('bundle.compensate')[0]!;
     expect(compensate.attributes).toMatchObject({ 'bundlefleet.attempt': 2, 'bundlefleet.phase': 'undo', 'bundlefleet.outcome': 'compensated' });

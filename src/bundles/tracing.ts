@@ -7,6 +7,7 @@
  *   <METHOD> /<kind>/bookings[/cancel]   one HTTP exchange with a provider (providers/client.ts)
  *   bundle.reconcile                     a reconciliation pass of an undone bundle
  *   supervisor.<orphans|expired|failed>  a supervisor decision about the bundle
+ *   supervisor.alert                     an alert raised about the bundle
  *
  * Attributes carry ids, states, steps, attempts and workers — never payload fields (emails,
  * passenger names).
@@ -84,5 +85,15 @@ export function recordDecision(selection: string, row: DecidedBundle, actor: str
       'bundlefleet.to_state': row.to_state,
       'bundlefleet.supervisor': actor,
     },
+  });
+}
+
+/** An alert the supervisor raised about a bundle, recorded in the bundle's trace once it committed. */
+export function recordAlert(alert: { id: string; bundle_id: string; kind: string; trace_context: string | null }, actor: string, startedAtMs: number): void {
+  if (!alert.trace_context) return;
+  recordSpan('supervisor.alert', {
+    parent: contextFromTraceparent(alert.trace_context),
+    startTime: startedAtMs,
+    attributes: { 'bundlefleet.bundle.id': alert.bundle_id, 'bundlefleet.alert.id': alert.id, 'bundlefleet.alert.kind': alert.kind, 'bundlefleet.supervisor': actor },
   });
 }

@@ -28,7 +28,7 @@ import { raiseAlerts, resolveAlerts, type RaisedAlert } from './alerts.js';
 import { deliverAlerts } from './alert-delivery.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from './lease.js';
 import { pruneBatch } from './retention.js';
-import { recordDecision } from '../bundles/tracing.js';
+import { recordAlert, recordDecision } from '../bundles/tracing.js';
 
 export interface SupervisorOptions {
   /** Attempts at booking before a bundle is compensated. Default 5. */
@@ -194,13 +194,17 @@ async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimit
 }
 
 async function handleAlerts(pool: pg.Pool, opts: ReturnType<typeof supervisorDefaults>, report: PassReport, log: Logger): Promise<void> {
+  const startedAt = Date.now();
   const raised = await withTransaction(pool, async (client) => {
     const alerts = await raiseAlerts(client, { stuckAfterSeconds: opts.stuckAfterSeconds, maxResets: opts.maxResets, batchSize: opts.batchSize });
-    await publishEvents(client, alerts.map((a: RaisedAlert) => ({ name: 'BundleStuck_v1' as const, correlationId: a.bundle_id, data: { alert_id: a.id, vip_bundle_id: a.bundle_id, kind: a.kind, message: a.message } })));
+    await publishEvents(client, alerts.map((a: RaisedAlert) => ({ name: 'BundleStuck_v1' as const, correlationId: a.bundle_id, traceparent: a.trace_context, data: { alert_id: a.id, vip_bundle_id: a.bundle_id, kind: a.kind, message: a.message } })));
     return alerts;
   });
   report.alerts_raised = raised.length;
-  for (const a of raised) log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
+  for (const a of raised) {
+    log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
+    recordAlert(a, opts.actor, startedAt);
+  }
   if (raised.length) opts.onAction?.('alert', raised.length);
   report.alerts_resolved = await resolveAlerts(pool);
 }
