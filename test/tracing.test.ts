@@ -256,6 +256,56 @@ describe('one trace per bundle', () => {
   }, 60_000);
 });
 
+/** A local OTLP/HTTP receiver that keeps what it is sent. */
+async function otlpCollector(): Promise<{ endpoint: string; received: Array<{ path: string; type: string; body: Buffer }> }> {
+  const received: Array<{ path: string; type: string; body: Buffer }> = [];
+  const collector = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push({ path: req.url ?? '', type: String(req.headers['content-type']), body: Buffer.concat(chunks) });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', () => r()));
+  onCleanup(() => new Promise((r) => { collector.closeAllConnections(); collector.close(() => r(undefined)); }));
+  return { endpoint: `http://127.0.0.1:${(collector.address() as { port: number }).port}`, received };
+}
+
+type OtlpJson = { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; spanId: string; parentSpanId?: string; attributes: Array<{ key: string; value: Record<string, unknown> }> }> }> }> };
+const otlpSpans = (bodies: Buffer[]) => bodies.flatMap((b) => (JSON.parse(b.toString()) as OtlpJson).resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans)));
+
+describe('a worker process', () => {
+  it('continues the trace stored at enqueue, and exports its spans when SIGTERM stops it', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const { endpoint, received } = await otlpCollector();
+    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const root = exporter.getFinishedSpans().find((s) => s.name === 'bundle.enqueue')!;
+    // A long batch delay: only the flush at shutdown exports the worker's spans.
+    const worker = spawn(process.execPath, [BIN, 'worker'], {
+      env: cliEnv(db.url, { PROVIDERS_URL: sim.url, BUNDLEFLEET_POLL_INTERVAL_MS: '100', OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '600000' }),
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
+    onCleanup(async () => {
+      if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
+      await exited;
+    });
+    await waitFor('completed', async () => (await inspectBundle(db.pool, bundle!.vip_bundle_id)).state === 'completed', 20_000);
+    expect(received).toHaveLength(0);
+    worker.kill('SIGTERM');
+    expect(await exited).toBe(0);
+
+    const spans = otlpSpans(received.map((r) => r.body));
+    const attempt = spans.find((s) => s.name === 'bundle.attempt')!;
+    expect(attempt.traceId).toBe(root.spanContext().traceId);
+    expect(attempt.parentSpanId).toBe(idOf(root));
+    expect(spans.filter((s) => s.name.startsWith('step ')).every((s) => s.parentSpanId === attempt.spanId && s.traceId === attempt.traceId)).toBe(true);
+    expect(spans.filter((s) => s.name.startsWith('step '))).toHaveLength(4);
+  });
+});
+
 describe('tracing off and on in the CLI', () => {
   async function loadedModules(url: string, args: string[], env: NodeJS.ProcessEnv) {
     const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-otel-'));
@@ -298,6 +348,31 @@ describe('tracing off and on in the CLI', () => {
     const json = await cli(db.url, ['inspect', onId, '--json']);
     expect(JSON.parse(json.stdout).trace_id).toBe(command.trace_id);
   }, 60_000);
+
+  it('exports over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT before a one-shot command exits (http/json and the default http/protobuf), named by OTEL_SERVICE_NAME', async () => {
+    const db = await createTestDb();
+    const { endpoint, received } = await otlpCollector();
+    const flags = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', 's1', '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', 'IN1', '--return-flight-id', 'RT1', '--json'];
+
+    const json = await cli(db.url, flags, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_SERVICE_NAME: 'bf-cli' });
+    expect(json.code, json.stderr).toBe(0);
+    const id = (JSON.parse(json.stdout) as { vip_bundle_id: string }).vip_bundle_id;
+    expect(received).toHaveLength(1);
+    expect(received[0]!.path).toBe('/v1/traces');
+    const body = JSON.parse(received[0]!.body.toString()) as { resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: Array<{ name: string; traceId: string }> }> }> };
+    const rs = body.resourceSpans[0]!;
+    expect(rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue).toBe('bf-cli');
+    const names = rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => sp.name));
+    expect(names.sort()).toEqual(['bundle.enqueue', 'bundlefleet enqueue']);
+    expect((await inspectBundle(db.pool, id)).trace_id).toBe(rs.scopeSpans[0]!.spans[0]!.traceId);
+    expect(received[0]!.body.toString()).not.toContain('ada@example.com');
+
+    const proto = await cli(db.url, flags, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint });
+    expect(proto.code, proto.stderr).toBe(0);
+    expect(received).toHaveLength(2);
+    expect(received[1]!.path).toBe('/v1/traces');
+    expect(received[1]!.type).toBe('application/x-protobuf');
+  });
 
   it('refuses OTEL values it cannot honour with exit 2 naming the variable', async () => {
     const db = await createTestDb();
