@@ -28,11 +28,12 @@ import { inspectBundle } from '../src/bundles/read.js';
 import { runOnce, type PassReport } from '../src/supervisor/supervisor.js';
 import { tracingSettingsFromEnv } from '../src/tracing.js';
 import type { EventEnvelope } from '../src/bundles/events.js';
-import type { ProviderSimulator } from '../src/providers/simulator.js';
+import { exampleId, SOLD_OUT_PREFIX, type ProviderSimulator } from '../src/providers/simulator.js';
 
 const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
 const HOOK = fileURLToPath(new URL('./support/loaded-modules.mjs', import.meta.url));
 const STEPS = ['show_tickets', 'inbound_flight', 'return_flight', 'taxi'];
+const ENQUEUE_FLAGS = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', exampleId(1, 1), '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', exampleId(2, 1), '--return-flight-id', exampleId(3, 1), '--json'];
 
 const exporter = new InMemorySpanExporter();
 const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -123,6 +124,8 @@ describe('one trace per bundle', () => {
     const res = await fetch(`${server.url}/book-vip-bundle`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(vipPayload()) });
     expect(res.status).toBe(201);
     const { vip_bundle_id: id } = (await res.json()) as { vip_bundle_id: string };
+    // The four-booking version (v1): this test is about the trace; the ticketing wait of v2 has its own tests.
+    await db.pool.query('UPDATE bundles SET kind_version = 1 WHERE id = $1', [id]);
     const root = exporter.getFinishedSpans().find((s) => s.name === 'POST /book-vip-bundle')!;
     expect(root).toBeDefined();
     const traceId = root.spanContext().traceId;
@@ -196,7 +199,7 @@ describe('one trace per bundle', () => {
     const db = await createTestDb();
     const sim = await startSimulator();
     // Bulk enqueue outside any span: each bundle gets a root span of its own.
-    const [a, b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: 'SOLDOUT-1' } }, { payload: vipPayload() }]);
+    const [a, b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: `${SOLD_OUT_PREFIX}000000000001` } }, { payload: vipPayload() }], { kindVersion: 1 });
     const roots = exporter.getFinishedSpans().filter((s) => s.name === 'bundle.enqueue');
     expect(roots).toHaveLength(2);
     expect(new Set(roots.map((s) => s.spanContext().traceId)).size).toBe(2);
@@ -280,7 +283,7 @@ describe('a worker process', () => {
     const db = await createTestDb();
     const sim = await startSimulator();
     const { endpoint, received } = await otlpCollector();
-    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     const root = exporter.getFinishedSpans().find((s) => s.name === 'bundle.enqueue')!;
     // A long batch delay: only the flush at shutdown exports the worker's spans.
     const worker = spawn(process.execPath, [BIN, 'worker'], {
@@ -318,7 +321,7 @@ describe('tracing off and on in the CLI', () => {
 
   it('with OTEL_* unset loads no SDK module and stores no trace; with OTEL_TRACES_EXPORTER=console spans go to stderr and inspect prints the trace id', async () => {
     const db = await createTestDb();
-    const flags = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', 's1', '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', 'IN1', '--return-flight-id', 'RT1', '--json'];
+    const flags = ENQUEUE_FLAGS;
 
     const off = await loadedModules(db.url, flags, {});
     expect(off.code, off.stderr).toBe(0);
@@ -352,7 +355,7 @@ describe('tracing off and on in the CLI', () => {
   it('exports over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT before a one-shot command exits (http/json and the default http/protobuf), named by OTEL_SERVICE_NAME', async () => {
     const db = await createTestDb();
     const { endpoint, received } = await otlpCollector();
-    const flags = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', 's1', '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', 'IN1', '--return-flight-id', 'RT1', '--json'];
+    const flags = ENQUEUE_FLAGS;
 
     const json = await cli(db.url, flags, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_SERVICE_NAME: 'bf-cli' });
     expect(json.code, json.stderr).toBe(0);

@@ -25,6 +25,8 @@ export interface EnqueueResult {
 
 export interface EnqueueOptions {
   kind?: string;
+  /** The kind's version to enqueue under; default its latest. The bundle keeps it to the end. */
+  kindVersion?: number;
   batchSize?: number;
   actor?: string;
   onProgress?: (done: number, total: number) => void;
@@ -32,10 +34,10 @@ export interface EnqueueOptions {
 
 const insertBatchSql = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $7::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, trace_context, ord)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $8::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, trace_context, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key, trace_context)
-  SELECT id, booking_id, $5, payload, idempotency_key, trace_context FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, trace_context)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key, trace_context FROM input ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, booking_id, idempotency_key
 ), history AS (
@@ -60,8 +62,8 @@ ORDER BY input.ord`;
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload, trace_context)
-  SELECT id, booking_id, $4, payload, trace_context FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $6::text[]) AS t(id, booking_id, payload, trace_context)
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context)
+  SELECT id, booking_id, $4, $6, payload, trace_context FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $7::text[]) AS t(id, booking_id, payload, trace_context)
   RETURNING id
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -88,7 +90,7 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
 }
 
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
-  const kind = bundleKind(opts.kind ?? 'vip');
+  const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
   const batchSize = opts.batchSize ?? 1000;
   const results: EnqueueResult[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
@@ -99,7 +101,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const unkeyed = batch.every((b) => b.idempotencyKey == null);
     // One trace per bundle (tracing.ts); without tracing, no spans and a null parameter.
     const traces = startEnqueueSpans(ids, bookingIds, kind.name);
-    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', traces.traceparents];
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version, traces.traceparents];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
@@ -121,6 +123,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
             batch.map((b) => b.idempotencyKey ?? null),
             kind.name,
             opts.actor ?? 'enqueue',
+            kind.version,
             traces.traceparents,
           ]));
           await resolveLateDuplicates(client, batch, rows);

@@ -6,7 +6,7 @@
  *   step <name> / undo <name>            one step booked / undone in an attempt
  *   <METHOD> /<kind>/bookings[/cancel]   one HTTP exchange with a provider (providers/client.ts)
  *   bundle.reconcile                     a reconciliation pass of an undone bundle
- *   supervisor.<orphans|expired|failed>  a supervisor decision about the bundle
+ *   supervisor.<orphans|expired|waits|failed>  a supervisor decision about the bundle
  *   supervisor.alert                     an alert raised about the bundle
  *
  * Attributes carry ids, states, steps, attempts and workers — never payload fields (emails,
