@@ -55,6 +55,8 @@ export async function scenario5Tracing(server: BenchServer, cfg: Config): Promis
   const sim = await startSimulator(0);
   const sink = await startSink();
   const rates: Record<'off' | 'on', number[]> = { off: [], on: [] };
+  // CPU of this process (worker, its spans, the sink) per bundle: less disturbed by other load on the machine than the rate.
+  const cpuUs: Record<'off' | 'on', number[]> = { off: [], on: [] };
   const N = cfg.vipBundles;
   try {
     for (let rep = 1; rep <= cfg.vipReps; rep++) {
@@ -67,10 +69,13 @@ export async function scenario5Tracing(server: BenchServer, cfg: Config): Promis
           await bf.enqueue(pool, bf.vipItems(N), 'vip', 1000);
           await pool.query('ANALYZE');
           const urls = { tickets: sim.url, flights: sim.url, taxis: sim.url };
+          const cpu0 = process.cpuUsage();
           const { seconds, outcomes } = await bf.processAll(pool, url, N, { concurrency: cfg.vipConcurrencyZero, providerUrls: urls });
+          const cpu = process.cpuUsage(cpu0);
+          cpuUs[mode].push((cpu.user + cpu.system) / N);
           if ((outcomes.completed ?? 0) !== N) throw new Error(`5a tracing ${mode}: outcomes ${JSON.stringify(outcomes)}`);
           rates[mode].push(N / seconds);
-          log(`5a tracing ${mode} rep ${rep}: ${fmt(N / seconds)} bundles/s`);
+          log(`5a tracing ${mode} rep ${rep}: ${fmt(N / seconds)} bundles/s, ${fmt(cpuUs[mode].at(-1)!)} µs CPU per bundle in this process`);
         } finally {
           await stop?.();
           await pool.end();
@@ -84,12 +89,19 @@ export async function scenario5Tracing(server: BenchServer, cfg: Config): Promis
   }
   const off = median(rates.off);
   const on = median(rates.on);
+  const cpuOff = median(cpuUs.off);
+  const cpuOn = median(cpuUs.on);
   return {
     id: '5a-otel',
     name: `5a with tracing on (OTLP http/protobuf to a local sink that discards) vs off, same run (${fmt(N)} bundles, concurrency ${cfg.vipConcurrencyZero}, median of ${cfg.vipReps})`,
     unit: 'bundles/s',
     better: 'higher',
-    bundlefleet: { value: on, text: `${fmt(on)}/s on, ${fmt(off)}/s off`, source: 'measured', detail: { on: rates.on, off: rates.off, sink_requests: sink.requests(), sink_bytes: sink.bytes() } },
+    bundlefleet: {
+      value: on,
+      text: `${fmt(on)}/s on, ${fmt(off)}/s off; CPU ${fmt(cpuOn)} µs vs ${fmt(cpuOff)} µs per bundle (×${fmt(cpuOn / cpuOff, 2)})`,
+      source: 'measured',
+      detail: { on: rates.on, off: rates.off, cpu_us_per_bundle_on: cpuUs.on, cpu_us_per_bundle_off: cpuUs.off, sink_requests: sink.requests(), sink_bytes: sink.bytes() },
+    },
     pgboss: null,
     graphile: null,
     ratio: on / off,
