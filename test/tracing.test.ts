@@ -26,7 +26,7 @@ import { startHttpServer } from '../src/http/server.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { inspectBundle } from '../src/bundles/read.js';
 import { runOnce, type PassReport } from '../src/supervisor/supervisor.js';
-import { tracingSettingsFromEnv } from '../src/tracing.js';
+import { contextFromTraceparent, inSpan, traceIdOf, tracingSettingsFromEnv } from '../src/tracing.js';
 import type { EventEnvelope } from '../src/bundles/events.js';
 import { exampleId, SOLD_OUT_PREFIX, type ProviderSimulator } from '../src/providers/simulator.js';
 
@@ -385,6 +385,15 @@ describe('tracing off and on in the CLI', () => {
     const protocolRun = await cli(db.url, ['stats'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
     expect(protocolRun.code).toBe(2);
     expect(protocolRun.stderr).toContain('OTEL_EXPORTER_OTLP_PROTOCOL');
+  });
+
+  it('keeps the sampling decision stored with a bundle: a later attempt of an unsampled bundle records nothing', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const recording = (stored: string) => inSpan('bundle.attempt', { parent: contextFromTraceparent(stored) }, async (span) => span.isRecording());
+    expect(await recording(`00-${traceId}-00f067aa0ba902b7-01`)).toBe(true);
+    expect(await recording(`00-${traceId}-00f067aa0ba902b7-00`)).toBe(false);
+    expect(traceIdOf(`00-${traceId}-00f067aa0ba902b7-00`)).toBe(traceId);
+    expect(traceIdOf('garbage')).toBeNull();
   });
 
   it('reads the OpenTelemetry environment: traces only when an exporter or an OTLP endpoint is named', () => {
