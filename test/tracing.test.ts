@@ -278,6 +278,27 @@ async function otlpCollector(): Promise<{ endpoint: string; received: Array<{ pa
 type OtlpJson = { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; spanId: string; parentSpanId?: string; attributes: Array<{ key: string; value: Record<string, unknown> }> }> }> }> };
 const otlpSpans = (bodies: Buffer[]) => bodies.flatMap((b) => (JSON.parse(b.toString()) as OtlpJson).resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans)));
 
+describe('signals', () => {
+  it('a signal delivered over HTTP is a span in the bundle\'s trace, linked to the request that brought it', async () => {
+    const db = await createTestDb();
+    const server = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger() });
+    onCleanup(() => server.close(0));
+    // vip v2 waits for the ticketing confirmations.
+    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 2 });
+    const root = exporter.getFinishedSpans().find((s) => s.name === 'bundle.enqueue')!;
+    const res = await fetch(`${server.url}/bundles/${bundle!.vip_bundle_id}/signals/inbound_ticketed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(201);
+    await waitFor('the request span', async () => exporter.getFinishedSpans().some((s) => s.name === 'POST /bundles/:id/signals/:name'));
+    const request = exporter.getFinishedSpans().find((s) => s.name === 'POST /bundles/:id/signals/:name')!;
+    const signal = exporter.getFinishedSpans().find((s) => s.name === 'bundle.signal')!;
+    expect(signal.spanContext().traceId).toBe(root.spanContext().traceId);
+    expect(parentOf(signal)).toBe(idOf(root));
+    expect(signal.attributes).toMatchObject({ 'bundlefleet.signal.name': 'inbound_ticketed', 'bundlefleet.signal.stored': true, 'bundlefleet.signal.woke': false });
+    expect(signal.links.map((l) => l.context.spanId)).toEqual([idOf(request)]);
+    expect(request.spanContext().traceId).not.toBe(root.spanContext().traceId);
+  });
+});
+
 describe('a worker process', () => {
   it('continues the trace stored at enqueue, and exports its spans when SIGTERM stops it', async () => {
     const db = await createTestDb();

@@ -8,11 +8,12 @@
  *   bundle.reconcile                     a reconciliation pass of an undone bundle
  *   supervisor.<orphans|expired|waits|failed>  a supervisor decision about the bundle
  *   supervisor.alert                     an alert raised about the bundle
+ *   bundle.signal                        an external confirmation received for the bundle
  *
  * Attributes carry ids, states, steps, attempts and workers — never payload fields (emails,
  * passenger names).
  */
-import type { Attributes } from '@opentelemetry/api';
+import { context, trace, type Attributes, type Link } from '@opentelemetry/api';
 import type { ClaimedBundle, ClaimedReconciliation } from '../scheduler/claim.js';
 import { contextFromTraceparent, inSpan, recordSpan, SpanKind } from '../tracing.js';
 
@@ -95,5 +96,22 @@ export function recordAlert(alert: { id: string; bundle_id: string; kind: string
     parent: contextFromTraceparent(alert.trace_context),
     startTime: startedAtMs,
     attributes: { 'bundlefleet.bundle.id': alert.bundle_id, 'bundlefleet.alert.id': alert.id, 'bundlefleet.alert.kind': alert.kind, 'bundlefleet.supervisor': actor },
+  });
+}
+
+/**
+ * A signal received for a bundle, recorded in the bundle's trace once it committed, with a link to
+ * the span that delivered it (the HTTP request, the CLI command, the queue job) — a trace of its own.
+ */
+export function recordSignal(result: { vip_bundle_id: string; name: string; stored: boolean; woke: boolean }, traceContext: string | null, startedAtMs: number): void {
+  if (!traceContext) return;
+  const delivering = trace.getSpan(context.active());
+  const links: Link[] = delivering && trace.isSpanContextValid(delivering.spanContext()) ? [{ context: delivering.spanContext() }] : [];
+  recordSpan('bundle.signal', {
+    kind: SpanKind.CONSUMER,
+    parent: contextFromTraceparent(traceContext),
+    links,
+    startTime: startedAtMs,
+    attributes: { 'bundlefleet.bundle.id': result.vip_bundle_id, 'bundlefleet.signal.name': result.name, 'bundlefleet.signal.stored': result.stored, 'bundlefleet.signal.woke': result.woke },
   });
 }

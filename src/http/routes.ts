@@ -149,7 +149,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
     { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, segment(params[0]!, 'id'))) },
     operatorRoute('retry', retryBundle),
     operatorRoute('cancel', cancelBundle),
-    {
+    traced({
       method: 'POST',
       path: /^\/bundles\/([^/]+)\/signals\/([^/]+)$/,
       write: true,
@@ -163,7 +163,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
         log.info({ bundleId: result.vip_bundle_id, signal: result.name, stored: result.stored, woke: result.woke }, result.stored ? 'signal received' : 'signal already received');
         sendJson(res, result.stored ? 201 : 200, result);
       },
-    },
+    }, '/bundles/:id/signals/:name'),
     { method: 'GET', path: /^\/healthz$/, handler: ({ res }) => sendJson(res, 200, { status: 'ok' }) },
     {
       method: 'GET',
