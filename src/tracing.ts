@@ -76,18 +76,13 @@ export function inSpan<T>(name: string, opts: SpanOptions, fn: (span: Span) => P
 }
 
 /** Starts a span that the caller ends (for work that is not one function call). */
-export function startSpan(name: string, opts: SpanOptions = {}): Span {
+function startSpan(name: string, opts: SpanOptions = {}): Span {
   return tracer().startSpan(name, { kind: opts.kind, attributes: opts.attributes, links: opts.links, startTime: opts.startTime }, opts.parent ?? context.active());
 }
 
 /** A span for something that already happened (a supervisor decision): started at `startTime`, ended now. */
 export function recordSpan(name: string, opts: SpanOptions): void {
   startSpan(name, opts).end();
-}
-
-/** The context with `span` as its active span, for spans that should be its children. */
-export function contextWith(span: Span, parent: Context = context.active()): Context {
-  return trace.setSpan(parent, span);
 }
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
