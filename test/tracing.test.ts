@@ -6,34 +6,30 @@
  *    provider receiving each call's traceparent, events carrying it, and `inspect` showing the id;
  *  - a refused bundle: attempt, decision, alert, compensation (undo steps) and reconciliation pass
  *    in the trace of its own enqueue span;
- *  - tracing off: no SDK module loaded in a CLI process, and no trace stored; bad OTEL values exit 2;
- *    the console exporter writes spans to stderr while `--json` keeps stdout one document.
+ *  - a signal is a span in the bundle's trace, linked to the request that delivered it;
+ *  - a worker process continues the trace stored at enqueue and exports at SIGTERM;
+ *  - the sampling decision stored with a bundle holds for its later attempts.
+ * The CLI's side (nothing loaded when off, console and OTLP exporters, bad values) is tracing-cli.test.ts.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { context, propagation, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
+import { BIN, cliEnv, otlpCollector, otlpSpans } from './support/otel.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startHttpServer } from '../src/http/server.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { inspectBundle } from '../src/bundles/read.js';
 import { runOnce, type PassReport } from '../src/supervisor/supervisor.js';
-import { contextFromTraceparent, inSpan, traceIdOf, tracingSettingsFromEnv } from '../src/tracing.js';
+import { contextFromTraceparent, inSpan, traceIdOf } from '../src/tracing.js';
 import type { EventEnvelope } from '../src/bundles/events.js';
-import { exampleId, SOLD_OUT_PREFIX, type ProviderSimulator } from '../src/providers/simulator.js';
+import { SOLD_OUT_PREFIX, type ProviderSimulator } from '../src/providers/simulator.js';
 
-const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
-const HOOK = fileURLToPath(new URL('./support/loaded-modules.mjs', import.meta.url));
 const STEPS = ['show_tickets', 'inbound_flight', 'return_flight', 'taxi'];
-const ENQUEUE_FLAGS = ['enqueue', '--customer-email', 'ada@example.com', '--show-id', exampleId(1, 1), '--tickets', '1', '--passenger', 'Ada L', '--inbound-flight-id', exampleId(2, 1), '--return-flight-id', exampleId(3, 1), '--json'];
 
 const exporter = new InMemorySpanExporter();
 const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -72,21 +68,6 @@ async function recordingProxy(sim: ProviderSimulator): Promise<{ url: string; tr
   onCleanup(() => new Promise((r) => server.close(() => r(undefined))));
   server.on('connection', (socket) => onCleanup(async () => socket.destroy()));
   return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, traceparents };
-}
-
-function cliEnv(url: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, LOG_LEVEL: 'warn', LOG_FORMAT: 'json', ...extra };
-  for (const k of Object.keys(env)) if (k.startsWith('OTEL_') && !(k in extra)) delete env[k];
-  for (const k of ['TICKETS_URL', 'FLIGHTS_URL', 'TAXIS_URL', 'BUNDLEFLEET_SUPERVISE_CRON', 'ALERT_WEBHOOK_URL']) delete env[k];
-  return env;
-}
-
-function cli(url: string, args: string[], extra: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...nodeArgs, BIN, ...args], { env: cliEnv(url, extra), timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
 }
 
 /** A `bundlefleet worker` process (tracing on, exporting nowhere reachable: its spans are lost when it is killed). */
@@ -259,25 +240,6 @@ describe('one trace per bundle', () => {
   }, 60_000);
 });
 
-/** A local OTLP/HTTP receiver that keeps what it is sent. */
-async function otlpCollector(): Promise<{ endpoint: string; received: Array<{ path: string; type: string; body: Buffer }> }> {
-  const received: Array<{ path: string; type: string; body: Buffer }> = [];
-  const collector = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      received.push({ path: req.url ?? '', type: String(req.headers['content-type']), body: Buffer.concat(chunks) });
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((r) => collector.listen(0, '127.0.0.1', () => r()));
-  onCleanup(() => new Promise((r) => { collector.closeAllConnections(); collector.close(() => r(undefined)); }));
-  return { endpoint: `http://127.0.0.1:${(collector.address() as { port: number }).port}`, received };
-}
-
-type OtlpJson = { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<{ name: string; traceId: string; spanId: string; parentSpanId?: string; attributes: Array<{ key: string; value: Record<string, unknown> }> }> }> }> };
-const otlpSpans = (bodies: Buffer[]) => bodies.flatMap((b) => (JSON.parse(b.toString()) as OtlpJson).resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans)));
-
 describe('signals', () => {
   it('a signal delivered over HTTP is a span in the bundle\'s trace, linked to the request that brought it', async () => {
     const db = await createTestDb();
@@ -330,84 +292,7 @@ describe('a worker process', () => {
   });
 });
 
-describe('tracing off and on in the CLI', () => {
-  async function loadedModules(url: string, args: string[], env: NodeJS.ProcessEnv) {
-    const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-otel-'));
-    onCleanup(() => rm(dir, { recursive: true, force: true }));
-    const file = join(dir, 'modules.txt');
-    const run = await cli(url, args, { ...env, LOADED_MODULES_FILE: file }, ['--import', HOOK]);
-    return { ...run, modules: (await readFile(file, 'utf8')).split('\n') };
-  }
-  const sdkModules = (modules: string[]) => modules.filter((m) => /@opentelemetry\/(sdk-|exporter-|resources|otlp-)/.test(m));
-
-  it('with OTEL_* unset loads no SDK module and stores no trace; with OTEL_TRACES_EXPORTER=console spans go to stderr and inspect prints the trace id', async () => {
-    const db = await createTestDb();
-    const flags = ENQUEUE_FLAGS;
-
-    const off = await loadedModules(db.url, flags, {});
-    expect(off.code, off.stderr).toBe(0);
-    const offId = (JSON.parse(off.stdout) as { vip_bundle_id: string }).vip_bundle_id;
-    // The API is loaded (so the hook sees the packages), the SDK is not.
-    expect(off.modules.some((m) => m.includes('@opentelemetry/api'))).toBe(true);
-    expect(sdkModules(off.modules)).toEqual([]);
-    expect((await inspectBundle(db.pool, offId)).trace_id).toBeNull();
-    const offInspect = await cli(db.url, ['inspect', offId]);
-    expect(offInspect.stdout).not.toMatch(/^trace /m);
-
-    const on = await loadedModules(db.url, flags, { OTEL_TRACES_EXPORTER: 'console', OTEL_SERVICE_NAME: 'bf-test' });
-    expect(on.code, on.stderr).toBe(0);
-    expect(sdkModules(on.modules).some((m) => m.includes('@opentelemetry/sdk-trace-base'))).toBe(true);
-    // stdout stays one JSON document; the spans are JSON lines on stderr.
-    const onId = (JSON.parse(on.stdout) as { vip_bundle_id: string }).vip_bundle_id;
-    const spans = on.stderr.split('\n').filter((l) => l.startsWith('{"trace_id"')).map((l) => JSON.parse(l) as { trace_id: string; span_id: string; parent_span_id?: string; name: string; attributes: Record<string, unknown> });
-    const command = spans.find((s) => s.name === 'bundlefleet enqueue')!;
-    const enqueue = spans.find((s) => s.name === 'bundle.enqueue')!;
-    expect(command.parent_span_id).toBeUndefined();
-    expect(enqueue.parent_span_id).toBe(command.span_id);
-    expect(enqueue.attributes['bundlefleet.bundle.id']).toBe(onId);
-    expect(on.stderr).not.toContain('ada@example.com');
-
-    const inspect = await cli(db.url, ['inspect', onId]);
-    expect(inspect.stdout).toContain(`trace ${command.trace_id}\n`);
-    const json = await cli(db.url, ['inspect', onId, '--json']);
-    expect(JSON.parse(json.stdout).trace_id).toBe(command.trace_id);
-  }, 60_000);
-
-  it('exports over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT before a one-shot command exits (http/json and the default http/protobuf), named by OTEL_SERVICE_NAME', async () => {
-    const db = await createTestDb();
-    const { endpoint, received } = await otlpCollector();
-    const flags = ENQUEUE_FLAGS;
-
-    const json = await cli(db.url, flags, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_SERVICE_NAME: 'bf-cli' });
-    expect(json.code, json.stderr).toBe(0);
-    const id = (JSON.parse(json.stdout) as { vip_bundle_id: string }).vip_bundle_id;
-    expect(received).toHaveLength(1);
-    expect(received[0]!.path).toBe('/v1/traces');
-    const body = JSON.parse(received[0]!.body.toString()) as { resourceSpans: Array<{ resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }; scopeSpans: Array<{ spans: Array<{ name: string; traceId: string }> }> }> };
-    const rs = body.resourceSpans[0]!;
-    expect(rs.resource.attributes.find((a) => a.key === 'service.name')?.value.stringValue).toBe('bf-cli');
-    const names = rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => sp.name));
-    expect(names.sort()).toEqual(['bundle.enqueue', 'bundlefleet enqueue']);
-    expect((await inspectBundle(db.pool, id)).trace_id).toBe(rs.scopeSpans[0]!.spans[0]!.traceId);
-    expect(received[0]!.body.toString()).not.toContain('ada@example.com');
-
-    const proto = await cli(db.url, flags, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint });
-    expect(proto.code, proto.stderr).toBe(0);
-    expect(received).toHaveLength(2);
-    expect(received[1]!.path).toBe('/v1/traces');
-    expect(received[1]!.type).toBe('application/x-protobuf');
-  });
-
-  it('refuses OTEL values it cannot honour with exit 2 naming the variable', async () => {
-    const db = await createTestDb();
-    const exporterRun = await cli(db.url, ['stats'], { OTEL_TRACES_EXPORTER: 'zipkin' });
-    expect(exporterRun.code).toBe(2);
-    expect(exporterRun.stderr).toContain('OTEL_TRACES_EXPORTER');
-    const protocolRun = await cli(db.url, ['stats'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
-    expect(protocolRun.code).toBe(2);
-    expect(protocolRun.stderr).toContain('OTEL_EXPORTER_OTLP_PROTOCOL');
-  });
-
+describe('sampling', () => {
   it('keeps the sampling decision stored with a bundle: a later attempt of an unsampled bundle records nothing', async () => {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const recording = (stored: string) => inSpan('bundle.attempt', { parent: contextFromTraceparent(stored) }, async (span) => span.isRecording());
@@ -416,15 +301,4 @@ describe('tracing off and on in the CLI', () => {
     expect(traceIdOf(`00-${traceId}-00f067aa0ba902b7-00`)).toBe(traceId);
     expect(traceIdOf('garbage')).toBeNull();
   });
-
-  it('reads the OpenTelemetry environment: traces only when an exporter or an OTLP endpoint is named', () => {
-    expect(tracingSettingsFromEnv({})).toBeNull();
-    expect(tracingSettingsFromEnv({ OTEL_SERVICE_NAME: 'x' })).toBeNull();
-    expect(tracingSettingsFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toEqual({ exporters: ['otlp'], protocol: 'http/protobuf' });
-    expect(tracingSettingsFromEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' })).toEqual({ exporters: ['otlp'], protocol: 'http/json' });
-    expect(tracingSettingsFromEnv({ OTEL_TRACES_EXPORTER: 'console,otlp' })).toEqual({ exporters: ['console', 'otlp'], protocol: 'http/protobuf' });
-    expect(tracingSettingsFromEnv({ OTEL_TRACES_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toBeNull();
-    expect(tracingSettingsFromEnv({ OTEL_SDK_DISABLED: 'true', OTEL_TRACES_EXPORTER: 'otlp' })).toBeNull();
-  });
 });
-
