@@ -19,6 +19,8 @@ import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/work
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
 import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
+import { ExchangeRecorder } from '../agents/exchange-recorder.js';
+import { exchangeScope } from '../providers/exchange.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -82,6 +84,7 @@ export class Worker {
   private readonly finisher: Finisher;
   private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
+  private readonly exchanges: ExchangeRecorder;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
@@ -112,7 +115,8 @@ export class Worker {
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
-    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
+    this.exchanges = new ExchangeRecorder(this.pool, this.log);
+    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000, onExchange: this.exchanges.record });
   }
 
   get workerId(): string | undefined {
@@ -184,7 +188,7 @@ export class Worker {
    * claim skips them); say so in the log and through onUnrunnable (a metric), never silently.
    */
   private async checkKindVersions(): Promise<void> {
-    const counts = await unrunnableKindVersions(this.pool, this.options.kinds);
+    const counts = await unrunnableKindVersions(this.pool, this.options.kinds, { claimableOnly: true });
     this.options.onUnrunnable?.(counts);
     for (const c of counts) {
       this.log.warn({ kind: c.kind, version: c.version, bundles: c.bundles }, `${c.bundles} unfinished ${c.kind} v${c.version} bundles: this worker does not carry that version and leaves them for one that does`);
@@ -209,7 +213,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = reconcileSpan(claim, workerId, () => reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
+      const done = reconcileSpan(claim, workerId, () => exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -225,7 +229,7 @@ export class Worker {
     const abort = new AbortController();
     const key = inFlightKey(bundle);
     // The attempt is a span in the bundle's trace (stored at enqueue), begun at the claim.
-    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => runAgent(bundle, {
+    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
@@ -310,6 +314,7 @@ export class Worker {
       await Promise.race([Promise.all(left.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
     }
     await this.liveness.close();
+    await this.exchanges.flush();
     await this.pool.end();
     this.log.info({ released: released.length }, 'worker stopped');
     return { released: released.length };
