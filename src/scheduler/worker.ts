@@ -6,14 +6,14 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { createPool } from '../db/pool.js';
-import { runAgent, type AgentOutcome } from '../agents/agent.js';
+import { runAgent } from '../agents/agent.js';
 import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
-import { ProviderClient, type ProviderUrls } from '../providers/client.js';
+import { ProviderClient } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
 import { reconcileBundle } from '../agents/reconcile.js';
-import { unrunnableKindVersions, type KindVersionCount } from '../bundles/read.js';
+import { unrunnableKindVersions } from '../bundles/read.js';
 import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
@@ -21,44 +21,9 @@ import { LeaseDeadline } from '../agents/lease-deadline.js';
 import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
 import { ExchangeRecorder } from '../agents/exchange-recorder.js';
 import { exchangeScope } from '../providers/exchange.js';
+import type { WorkerOptions } from './worker-options.js';
 
-export interface WorkerOptions {
-  databaseUrl: string;
-  providerUrls: ProviderUrls;
-  /** Agents running at once in this process. Default 10. */
-  concurrency?: number;
-  /** Lease written at claim and extended at every step. Default 60 s. */
-  leaseSeconds?: number;
-  /** Timeout of one provider request. Default 5000 ms. */
-  providerTimeoutMs?: number;
-  /** Poll even without NOTIFY, for bundles whose backoff ends. Default 1000 ms. */
-  pollIntervalMs?: number;
-  /** Prefix of the worker id written to locked_by. Default `<hostname>-<pid>`. */
-  name?: string;
-  /** First stop: how long in-flight agents may finish before they are released. Default 20 s. */
-  drainTimeoutMs?: number;
-  /**
-   * Most bundles claimed in one statement. Each claimed bundle takes a transaction-scoped advisory
-   * lock, and those live in PostgreSQL's shared lock table (max_locks_per_transaction ×
-   * max_connections, 6,400 by default), so one claim must stay well below that. Default 500.
-   */
-  claimBatchSize?: number;
-  /** Retries of a transient provider error within an attempt. Default 2. */
-  providerRetries?: number;
-  /** Kind versions this worker runs; default every version this build carries. */
-  kinds?: Array<{ kind: string; version: number }>;
-  /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
-  waitTimeoutSeconds?: Record<string, number>;
-  /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
-  onUnrunnable?: (counts: KindVersionCount[]) => void;
-  logger?: Logger;
-  /** Hooks for metrics. */
-  onClaim?: (count: number) => void;
-  /** Called as each claimed bundle's agent starts (the benchmark times enqueue → agent start with it). */
-  onAgentStart?: (bundleId: string) => void;
-  onStep?: (step: string, outcome: string, seconds: number) => void;
-  onOutcome?: (outcome: AgentOutcome) => void;
-}
+export type { WorkerOptions } from './worker-options.js';
 
 interface InFlight {
   /** The claimed bundle an agent runs; undefined for a reconciliation pass (nothing to release). */
