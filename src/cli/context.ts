@@ -4,9 +4,10 @@
  * (0 ok, 1 not found or runtime failure, 2 bad usage or bad input).
  */
 import type pg from 'pg';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError } from '../errors.js';
-import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl } from '../db/pool.js';
+import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
+import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
 import { rootLogger } from '../logger.js';
 
@@ -15,7 +16,26 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 export interface Db {
   pool: pg.Pool;
   url: string;
+  /** For connections that need a session of their own (worker liveness): BUNDLEFLEET_SESSION_DATABASE_URL, else `url`. */
+  sessionUrl: string;
   close(): Promise<void>;
+}
+
+/**
+ * `--session-database-url` (BUNDLEFLEET_SESSION_DATABASE_URL) on the commands that open a
+ * connection needing a session of its own (`worker`, `dev`). The flag wins over the variable; it is
+ * put into the environment so that every part of the process sees one value.
+ */
+export function addSessionDatabaseUrlOption(cmd: Command): Command {
+  return cmd.addOption(
+    new Option('--session-database-url <url>', "PostgreSQL (directly or a session-mode pooler) for the worker's liveness lock and LISTEN, when DATABASE_URL is a transaction-mode pooler (default: DATABASE_URL)").env(
+      'BUNDLEFLEET_SESSION_DATABASE_URL',
+    ),
+  );
+}
+
+export function applySessionDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): void {
+  if (typeof flags.sessionDatabaseUrl === 'string') env.BUNDLEFLEET_SESSION_DATABASE_URL = flags.sessionDatabaseUrl;
 }
 
 /**
@@ -24,6 +44,7 @@ export interface Db {
  */
 export async function openDb(opts: { checkSchema?: boolean; max?: number; create?: boolean } = {}): Promise<Db> {
   const url = await resolveDatabaseUrl(process.env, { create: opts.create ?? false });
+  const sessionUrl = resolveSessionDatabaseUrl(url, process.env);
   const pool = createPool(url, { max: opts.max ?? 4, onError: (err) => rootLogger().warn({ err: err.message }, 'idle database connection lost') });
   try {
     await checkConnection(pool, url);
@@ -32,7 +53,7 @@ export async function openDb(opts: { checkSchema?: boolean; max?: number; create
     await pool.end().catch(() => {});
     throw err;
   }
-  return { pool, url, close: () => pool.end() };
+  return { pool, url, sessionUrl, close: () => pool.end() };
 }
 
 export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema?: boolean; create?: boolean }): Promise<T> {
@@ -52,6 +73,11 @@ export function printJson(value: unknown): void {
 export function reportError(err: unknown): number {
   if (err instanceof BadInput) {
     process.stderr.write(`bundlefleet: bad input:\n  ${err.issues.join('\n  ')}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof SessionRequired) {
+    // A configuration error: the URL points a session-bound connection at a transaction pooler.
+    process.stderr.write(`bundlefleet: ${err.message}\n`);
     return EXIT.usage;
   }
   if (err instanceof EmbeddedDatabaseError) {

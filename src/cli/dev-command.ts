@@ -21,7 +21,8 @@ import { startProviderSimulator, type ProviderSimulator } from '../providers/sim
 import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
-import { intOption, openDb, parseOptions } from './context.js';
+import { addSessionDatabaseUrlOption, applySessionDatabaseUrl, intOption, openDb, parseOptions } from './context.js';
+import { assertSessionConnection } from '../db/session-probe.js';
 import { alreadyRunningMessage, removeDevRecord, runningDev, writeDevRecord } from './dev-record.js';
 import { onShutdown } from './signals.js';
 import { apiTokenFromEnv, listenHttp } from './serve-command.js';
@@ -57,7 +58,7 @@ async function checkPortFree(what: string, port: number): Promise<void> {
 }
 
 export function registerDevCommand(program: Command): void {
-  addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process: embedded PostgreSQL, migrations, provider simulator, status page and /metrics, worker, supervisor loop')))
+  addSessionDatabaseUrlOption(addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process: embedded PostgreSQL, migrations, provider simulator, status page and /metrics, worker, supervisor loop'))))
     .addOption(new Option('--port <port>', 'port of the HTTP server: status page, API, /metrics (0 = any free port)').env('PORT').default('8080'))
     .addOption(new Option('--providers-port <port>', 'port of the provider simulator (0 = any free port)').env('BUNDLEFLEET_PROVIDERS_PORT').default('4010'))
     .addHelpText(
@@ -87,7 +88,13 @@ Examples:
         throw err;
       }
 
+      applySessionDatabaseUrl(flags);
       const db = await openDb({ checkSchema: false, create: true, max: 10 });
+      // The worker's liveness connection needs a session: refused before anything starts.
+      await assertSessionConnection(db.sessionUrl, 'the worker liveness connection (session advisory lock and LISTEN)').catch(async (err) => {
+        await db.close();
+        throw err;
+      });
       let simulator: ProviderSimulator | undefined;
       let draining = false;
       const metrics = createMetrics({ logger: log });
@@ -112,7 +119,7 @@ Examples:
       const database = describeDatabase(db.url);
       await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
 
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: log, ...metrics.hooks });
+      const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...opts, logger: log, ...metrics.hooks });
       worker.start();
       const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log, onAction: metrics.hooks.onSupervisorAction }, 5_000);
       process.stderr.write(`

@@ -1,6 +1,7 @@
 /**
- * Forward-only migrations from `sql/NNN_name.sql`, each applied in one transaction under an
- * advisory lock, recorded in `schema_migrations`. A second migrator waits for the lock, then
+ * Forward-only migrations from `sql/NNN_name.sql`, each applied in one transaction under a
+ * transaction-scoped advisory lock, recorded in `schema_migrations` (nothing session-scoped: it
+ * runs through a transaction-mode pooler too). A second migrator waits for the lock, then
  * finds nothing left to do. pg-boss (our event outbox) installs its own schema under its own lock.
  */
 import { readdir, readFile } from 'node:fs/promises';
@@ -59,16 +60,22 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
     }
     // pg-boss's create_queue deadlocks when two migrators create the same queue at once (each
     // inserts the queue row, then alters the job table), so the queues are installed under the
-    // same lock, held for the session on this connection while pg-boss uses its own.
-    await client.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.migrate', 0))`);
+    // same lock while pg-boss uses its own connections. The lock is held by a transaction left
+    // open on this connection, not by the session: a transaction-mode pooler (PgBouncer
+    // pool_mode=transaction) keeps a server connection with its client until the transaction
+    // ends, while a session lock would stay behind on a server connection others then use.
+    await client.query('BEGIN');
     try {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('bundlefleet.migrate', 0))`);
       await installEventQueues(url);
-    } finally {
-      // A connection that cannot unlock is discarded (which drops the lock) rather than pooled.
-      await client.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.migrate', 0))`).catch(() => {
+      await client.query('COMMIT');
+    } catch (err) {
+      // A connection that cannot roll back is discarded (which ends the transaction) rather than pooled.
+      await client.query('ROLLBACK').catch(() => {
         released = true;
         client.release(true);
       });
+      throw err;
     }
   } finally {
     if (!released) client.release();

@@ -20,6 +20,8 @@ import { LeaseDeadline } from '../agents/lease-deadline.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
+  /** For the liveness connection (session advisory lock + LISTEN): needs a session of its own. Default databaseUrl. */
+  sessionDatabaseUrl?: string;
   providerUrls: ProviderUrls;
   /** Agents running at once in this process. Default 10. */
   concurrency?: number;
@@ -95,7 +97,7 @@ export class Worker {
       // Above the agents' statement_timeout (15 s): only a connection that stopped answering reaches it.
       queryTimeoutMs: 30_000,
     });
-    this.liveness = new WorkerLiveness(options.databaseUrl, this.opts.name);
+    this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
