@@ -129,28 +129,38 @@ function slowAcquireWarner(): (wait: SlowAcquire) => void {
 
 type ConnectCallback = (err: Error | undefined, client?: pg.PoolClient, release?: (discard?: boolean) => void) => void;
 
-/** Times every checkout, and the first round trip of every new connection (a pooler may queue it). */
+/**
+ * Times every checkout. A new connection also makes one round trip before it is handed out:
+ * behind PgBouncer in session mode a new client is logged in at once, and its first statement
+ * waits until a server connection is free, which is the wait to report.
+ */
 function watchAcquireTime(pool: pg.Pool, max: number, onSlow: (wait: SlowAcquire) => void): void {
-  const connect = pool.connect.bind(pool) as (cb?: ConnectCallback) => Promise<pg.PoolClient> | undefined;
+  const connect = pool.connect.bind(pool) as (cb: ConnectCallback) => void;
+  const fresh = new WeakSet<pg.PoolClient>();
+  pool.on('connect', (client) => fresh.add(client as pg.PoolClient));
   const report = (started: number, where: SlowAcquire['where']) => {
     const waitedMs = performance.now() - started;
     if (waitedMs > SLOW_ACQUIRE_MS) onSlow({ waitedMs, where, max, waiting: pool.waitingCount });
   };
-  // pg-pool's query() checks out through this.connect(cb), so both paths are timed.
-  (pool as { connect: unknown }).connect = (cb?: ConnectCallback) => {
+  const timedConnect = (cb: ConnectCallback) => {
     const started = performance.now();
-    if (!cb) return connect()!.then((client) => (report(started, 'pool'), client));
-    return connect((err, client, release) => {
-      if (!err) report(started, 'pool');
-      cb(err, client, release);
+    connect((err, client, release) => {
+      if (err || !client) return cb(err, client, release);
+      report(started, 'pool');
+      if (!fresh.has(client)) return cb(undefined, client, release);
+      fresh.delete(client);
+      const probed = performance.now();
+      client.query('SELECT 1').then(
+        () => (report(probed, 'server'), cb(undefined, client, release)),
+        (probeErr: Error) => (client.release(probeErr), cb(probeErr)),
+      );
     });
   };
-  // Behind PgBouncer in session mode a new client is logged in at once, and its first statement
-  // waits until a server connection is free: measure that with one round trip per new connection.
-  pool.on('connect', (client) => {
-    const started = performance.now();
-    client.query('SELECT 1').then(() => report(started, 'server'), () => {});
-  });
+  // pg-pool's query() checks out through this.connect(cb), so both paths are timed.
+  (pool as { connect: unknown }).connect = (cb?: ConnectCallback) => {
+    if (cb) return void timedConnect(cb);
+    return new Promise<pg.PoolClient>((resolve, reject) => timedConnect((err, client) => (err ? reject(err) : resolve(client!))));
+  };
 }
 
 export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
