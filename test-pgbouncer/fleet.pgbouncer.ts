@@ -165,14 +165,14 @@ describe('a PgBouncer pool smaller than the fleet', () => {
     // keep theirs for 30 s in session mode while its other clients wait (the issue's 32 s `stats`).
     const bouncer = await startPgBouncer(db.url, { poolMode: 'session', defaultPoolSize: 4 });
     const url = bouncer.url(db.url);
-    // Four other sessions take every server connection; they go away after 1.5 s.
+    // Four other sessions take every server connection; they go away after 3 s.
     const holders = await Promise.all([1, 2, 3, 4].map(async () => {
       const c = new pg.Client({ connectionString: url });
       await c.connect();
       await c.query('SELECT 1');
       return c;
     }));
-    setTimeout(() => void Promise.all(holders.map((c) => c.end())), 1_500);
+    setTimeout(() => void Promise.all(holders.map((c) => c.end())), 3_000);
     const stats = bundlefleet(['stats', '--json'], { DATABASE_URL: url, LOG_LEVEL: 'warn' });
     expect(await stats.done, stats.output()).toBe(0);
     expect(stats.output()).toMatch(/waited \d+\.\d s for a database connection: a new connection's first statement waited for a server; .*PgBouncer default_pool_size.*per worker min\(concurrency \+ 2, 20\) \+ 1/);
