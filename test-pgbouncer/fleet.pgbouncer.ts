@@ -89,11 +89,11 @@ describe('pool_mode=session', () => {
     bundlefleet(['supervise', '--loop', '--interval-seconds', '0.3'], env);
     await waitFor('two workers', async () => (await livenessConnections(db, 'w1')) + (await livenessConnections(db, 'w2')) === 2, 20_000);
     const enqueuer = pooled(url);
-    await enqueueBundles(enqueuer, Array.from({ length: 40 }, () => ({ payload: vip() })));
+    await enqueueBundles(enqueuer, Array.from({ length: 40 }, () => ({ payload: vip() })), { kindVersion: 1 });
     await waitFor('40 completed', async () => (await countByState(db.pool)).completed === 40, 60_000);
 
     sim.setFaults({ latencyMs: 400 });
-    await enqueueBundles(enqueuer, Array.from({ length: 20 }, () => ({ payload: vip() })));
+    await enqueueBundles(enqueuer, Array.from({ length: 20 }, () => ({ payload: vip() })), { kindVersion: 1 });
     const recovery = await killAndTimeRecovery(db, w1, 'w1');
     process.stderr.write(`session mode: ${recovery.orphans} bundles of the SIGKILLed worker reset ${recovery.seconds.toFixed(2)} s after the kill\n`);
     expect(recovery.seconds).toBeLessThan(5);
@@ -119,7 +119,7 @@ describe('pool_mode=transaction', () => {
     const enqueuer = pooled(url);
     // Ten a second for eight seconds: the run outlives server_lifetime, so server connections are recycled under it.
     for (let wave = 0; wave < 8; wave++) {
-      for (let i = 0; i < 10; i++) await enqueueBundles(enqueuer, [{ payload: vip() }]);
+      for (let i = 0; i < 10; i++) await enqueueBundles(enqueuer, [{ payload: vip() }], { kindVersion: 1 });
       await new Promise((r) => setTimeout(r, 1_000));
     }
     await waitFor('80 completed', async () => (await countByState(db.pool)).completed === 80, 60_000);
@@ -131,7 +131,7 @@ describe('pool_mode=transaction', () => {
     expect(w1.output() + w2.output()).not.toMatch(/liveness lock lost/);
 
     sim.setFaults({ latencyMs: 400 });
-    await enqueueBundles(enqueuer, Array.from({ length: 20 }, () => ({ payload: vip() })));
+    await enqueueBundles(enqueuer, Array.from({ length: 20 }, () => ({ payload: vip() })), { kindVersion: 1 });
     const recovery = await killAndTimeRecovery(db, w1, 'w1');
     process.stderr.write(`transaction mode with the split: ${recovery.orphans} bundles of the SIGKILLed worker reset ${recovery.seconds.toFixed(2)} s after the kill\n`);
     expect(recovery.seconds).toBeLessThan(2.5);

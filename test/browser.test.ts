@@ -57,9 +57,10 @@ describe('status page in headless Chromium', () => {
   it('shows a bundle reaching completed, its timeline, and acknowledges an alert', async () => {
     const browser = await launch();
     const db = await createTestDb();
-    const sim = await startSimulator({ latencyMs: 40 });
     const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
     onCleanup(() => api.close(0));
+    // The airlines confirm ticketing back to the API, so a vip bundle's wait ends as in `npm start`.
+    const sim = await startSimulator({ latencyMs: 40, ticketing: { callbackUrl: api.url, token: TOKEN, maxDelayMs: 100 } });
 
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     const errors = watchErrors(page);
@@ -118,7 +119,8 @@ describe('status page in headless Chromium', () => {
     expect(await page.isVisible(`#alerts tr[data-alert-id="${keptId}"]`)).toBe(true);
     expect(await page.textContent('#alert-count')).toBe('1');
 
-    // The bundle's timeline: four booked steps, and the transitions up to completed.
+    // The bundle's timeline: four booked steps and the passed wait for both ticketing confirmations,
+    // and the transitions up to completed (through waiting, unless both signals came first).
     await page.click(`${row} td a`);
     await page.waitForURL(`**/ui/bundles/${bundle.vip_bundle_id}`);
     await page.waitForSelector('#steps tbody tr[data-status="booked"]');
@@ -126,10 +128,13 @@ describe('status page in headless Chromium', () => {
       ['show_tickets', 'booked'],
       ['inbound_flight', 'booked'],
       ['return_flight', 'booked'],
+      ['await_ticketing', 'booked'],
       ['taxi', 'booked'],
     ]);
     const timeline = await page.$$eval('#timeline tbody tr', (trs) => trs.map((tr) => tr.textContent ?? ''));
     expect(timeline[0]).toContain('enqueued');
+    expect(timeline.some((t) => t.includes('signal inbound_ticketed received'))).toBe(true);
+    expect(timeline.some((t) => t.includes('signal return_ticketed received'))).toBe(true);
     expect(timeline.at(-1)).toContain('completed');
     expect(await page.textContent('#state')).toBe('completed');
 

@@ -197,7 +197,8 @@ describe('reads, health and routing', () => {
       const res = await get(api.url, `/bundles/${id}`);
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject({ vip_bundle_id: ids.vip_bundle_id, booking_id: ids.booking_id, state: 'pending', kind: 'vip' });
-      expect(res.body.steps.map((s: { name: string }) => s.name)).toEqual(['show_tickets', 'inbound_flight', 'return_flight', 'taxi']);
+      expect(res.body).toMatchObject({ kind_version: 2 });
+      expect(res.body.steps.map((s: { name: string }) => s.name)).toEqual(['show_tickets', 'inbound_flight', 'return_flight', 'await_ticketing', 'taxi']);
       expect(res.body.history[0]).toMatchObject({ to_state: 'pending', reason: 'enqueued', actor: 'http' });
     }
     // The payload (email, passengers) is not part of the inspect view.

@@ -7,15 +7,14 @@
  *      passes reconnect on their own and every bundle completes (invariant 2);
  *  (c) the CLI's exit codes for supervise --fail-on-alert, alerts ack, retry and cancel.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
+import { BIN, cli, cliEnv, spawnWorker } from './support/processes.js';
 import { enqueueVip, quietLogger, startSimulator, startWorker, waitFor } from './support/fleet.js';
 import { runOnce, type PassReport } from '../src/supervisor/supervisor.js';
 import { ensureEmbeddedPostgres, restartEmbeddedPostgres, stopEmbeddedPostgres } from '../src/db/embedded.js';
@@ -23,47 +22,7 @@ import { createPool } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
 import type { LedgerEntry } from '../src/providers/simulator.js';
 
-const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
 const STEPS = ['show_tickets', 'inbound_flight', 'return_flight', 'taxi'];
-
-function cliEnv(url: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, LOG_LEVEL: 'warn', LOG_FORMAT: 'json', ...extra };
-  for (const k of ['TICKETS_URL', 'FLIGHTS_URL', 'TAXIS_URL', 'BUNDLEFLEET_SUPERVISE_CRON', 'ALERT_WEBHOOK_URL']) delete env[k];
-  return env;
-}
-
-function cli(url: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: cliEnv(url), timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (err as { code?: unknown }).code : 0;
-      resolve({ code: typeof code === 'number' ? code : -1, stdout, stderr });
-    });
-  });
-}
-
-/** A `bundlefleet worker` process, SIGKILLed after the test if still alive. */
-function spawnWorker(url: string, providersUrl: string, name: string): { child: ChildProcess; output: () => string; exited: Promise<void> } {
-  const child = spawn(process.execPath, [BIN, 'worker'], {
-    env: cliEnv(url, {
-      PROVIDERS_URL: providersUrl,
-      BUNDLEFLEET_WORKER_NAME: name,
-      BUNDLEFLEET_CONCURRENCY: '10',
-      BUNDLEFLEET_LEASE_SECONDS: '60',
-      BUNDLEFLEET_POLL_INTERVAL_MS: '100',
-      BUNDLEFLEET_PROVIDER_TIMEOUT_MS: '5000',
-    }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  onCleanup(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  });
-  return { child, output: () => out, exited };
-}
 
 /** Invariant 1 from the ledger: one reference per (bundle, step), and each completed bundle holds exactly its four keys booked. */
 function expectBookedOnce(ledger: LedgerEntry[], completedIds: string[]): void {

@@ -16,10 +16,11 @@ import { bundleKind, stepIdempotencyKey, type StepContext, type StepDefinition }
 import type { ProviderClient, ProviderHolding } from '../providers/client.js';
 import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
-import { loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
+import { enterWait, loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
+import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
@@ -31,6 +32,8 @@ export interface AgentDeps {
   leaseSeconds: number;
   /** The lease as this agent's clock sees it, started before the claim was sent; default: now. */
   lease?: LeaseDeadline;
+  /** Deadline of a wait step per kind, overriding the kind's default (worker --wait-timeout). */
+  waitTimeoutSeconds?: Record<string, number>;
   /** Retries of a transient provider error within one attempt (p-retry), default 2. */
   providerRetries?: number;
   /** First backoff between those retries, default 100 ms. */
@@ -40,7 +43,7 @@ export interface AgentDeps {
   onStep?: (step: string, outcome: string, seconds: number) => void;
 }
 
-export type AgentOutcome = 'completed' | 'compensated' | 'failed' | 'fenced' | 'aborted';
+export type AgentOutcome = 'completed' | 'compensated' | 'waiting' | 'failed' | 'fenced' | 'aborted';
 
 class Fenced extends Error {
   constructor() {
@@ -56,6 +59,8 @@ interface Run {
   lease: LeaseDeadline;
   log: Logger;
   current?: { step: StepDefinition; position: number };
+  /** When this agent started, for the "bundle completed in …" line. */
+  started: number;
 }
 
 /**
@@ -64,6 +69,7 @@ interface Run {
  */
 function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
   const { deps, lease } = run;
+  const onFailedAttempt = run.current ? logRetry(run.log, run.current.step.name) : undefined;
   return pRetry(
     async () => {
       try {
@@ -80,6 +86,7 @@ function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
       maxTimeout: 1_000,
       factor: 2,
       signal: deps.signal,
+      onFailedAttempt,
       shouldRetry: () => !deps.signal?.aborted,
     },
   );
@@ -98,13 +105,14 @@ async function fenced(run: Run, write: () => Promise<unknown>): Promise<void> {
 }
 
 export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<AgentOutcome> {
-  const kind = bundleKind(bundle.kind);
+  const kind = bundleKind(bundle.kind, bundle.kind_version);
   const run: Run = {
     bundle,
     deps,
     fence: { bundleId: bundle.id, attempt: bundle.attempt, actor: deps.workerId, leaseSeconds: deps.leaseSeconds },
     lease: deps.lease ?? new LeaseDeadline(deps.leaseSeconds),
     log: deps.logger.child({ bundleId: bundle.id, attempt: bundle.attempt, phase: bundle.phase }),
+    started: performance.now(),
   };
   try {
     // A first attempt at booking has no step rows yet; skip the read.
@@ -113,7 +121,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     return await book(run, kind.steps, steps);
   } catch (err) {
     if (err instanceof Fenced) {
-      run.log.warn('fenced out: a newer attempt owns this bundle; stopping');
+      await logFencedOut(deps.pool, bundle, run.log);
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
@@ -123,6 +131,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     const step = run.current?.step.name ?? 'none';
     run.log.warn({ step, errorClass, error: scrubText(error.message) }, err instanceof LeaseExpired ? 'lease deadline reached; stopping' : 'attempt failed');
     const recorded = await recordFailure(deps.pool, run.fence, { step, position: run.current?.position ?? -1, errorClass, message: scrubText(error.message) });
+    if (!recorded) await logFencedOut(deps.pool, bundle, run.log);
     return recorded ? 'failed' : 'fenced';
   }
 }
@@ -173,6 +182,17 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     const step = defs[position]!;
     run.current = { step, position };
     let key = row?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
+    if (step.wait) {
+      const timeout = deps.waitTimeoutSeconds?.[bundle.kind] ?? step.wait.timeoutSeconds;
+      const outcome = await enterWait(deps.pool, fence, position, step.name, key, step.wait.signals, timeout);
+      if (outcome === 'fenced') throw new Fenced();
+      if (outcome === 'waiting') {
+        run.log.info({ step: step.name, signals: step.wait.signals }, 'waiting for signals; no worker held');
+        return 'waiting';
+      }
+      run.log.info({ step: step.name }, 'signals already in; going on');
+      continue;
+    }
     if (step.provider) {
       const sentAt = performance.now();
       const recorded = await deps.steps.intent(fence, position, step.name, key);
@@ -188,8 +208,9 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
     }
-    deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    run.log.debug({ step: step.name, reference }, 'step booked');
+    const stepMs = performance.now() - started;
+    deps.onStep?.(step.name, 'booked', stepMs / 1000);
+    run.log.info({ step: step.name, reference, ms: Math.round(stepMs) }, `step ${step.name} booked in ${formatDuration(stepMs)}`);
     if (position === defs.length - 1 && !step.localRecord) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
     } else {
@@ -197,7 +218,8 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
-  run.log.info('bundle completed');
+  const ms = performance.now() - run.started;
+  run.log.info({ ms: Math.round(ms) }, `bundle completed in ${formatDuration(ms)}`);
   return 'completed';
 }
 
@@ -234,6 +256,7 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
   const tries = (deps.providerRetries ?? 2) + 1;
   const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds }))) throw new Fenced();
-  run.log.info('bundle compensated');
+  const ms = performance.now() - run.started;
+  run.log.info({ ms: Math.round(ms) }, `bundle compensated in ${formatDuration(ms)}`);
   return 'compensated';
 }

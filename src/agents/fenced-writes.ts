@@ -257,3 +257,37 @@ export async function loadSteps(db: Queryable, bundleId: string): Promise<StepRo
   );
   return rows;
 }
+
+export type WaitOutcome = 'satisfied' | 'waiting' | 'fenced';
+
+/**
+ * A wait step: if every signal it names has arrived (they may come before the bundle gets here),
+ * the step is recorded as passed and the agent goes on; otherwise the bundle moves to `waiting`
+ * (no lease, no worker) until the signals arrive or `timeoutSeconds` pass. One transaction that
+ * locks the bundle row first, as receiveSignal (bundles/signals.ts) does, so a signal that lands
+ * while the agent decides either is seen here or sees the bundle already waiting — never missed.
+ */
+export async function enterWait(pool: pg.Pool, f: Fence, position: number, name: string, key: string, signals: string[], timeoutSeconds: number): Promise<WaitOutcome> {
+  return withAgentTimeouts(pool, async (client) => {
+    const { rows: owned } = await client.query('SELECT 1 FROM bundles WHERE id = $1 AND attempt = $2 AND state = $3 FOR NO KEY UPDATE', [f.bundleId, f.attempt, 'running']);
+    if (!owned.length) return 'fenced';
+    const { rows: arrived } = await client.query<{ name: string }>('SELECT DISTINCT name FROM bundle_signals WHERE bundle_id = $1 AND name = ANY($2::text[])', [f.bundleId, signals]);
+    if (arrived.length === new Set(signals).size) {
+      await writeSteps(client, [{ fence: f, position, name, key, status: 'booked', reference: `signals: ${signals.join(', ')}` }], { wait: true });
+      return 'satisfied';
+    }
+    const missing = signals.filter((s) => !arrived.some((a) => a.name === s));
+    await client.query(
+      `WITH waiting AS (
+         UPDATE bundles SET state = 'waiting', waiting_for = $3::text[], wait_deadline = now() + make_interval(secs => $4),
+           locked_by = NULL, locked_until = NULL, updated_at = now()
+         WHERE id = $1 AND attempt = $2
+         RETURNING id, wait_deadline
+       )
+       INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
+       SELECT id, $5, $2, 'running', 'waiting', $6, 'waiting for ' || array_to_string($7::text[], ', ') || ' until ' || to_char(wait_deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM waiting`,
+      [f.bundleId, f.attempt, signals, timeoutSeconds, f.actor, name, missing],
+    );
+    return 'waiting';
+  });
+}

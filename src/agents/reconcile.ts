@@ -35,7 +35,7 @@ export interface ReconcileOutcome {
 }
 
 export async function reconcileBundle(claim: ClaimedReconciliation, deps: ReconcileDeps): Promise<ReconcileOutcome> {
-  const kind = bundleKind(claim.kind);
+  const kind = bundleKind(claim.kind, claim.kind_version);
   const log = deps.logger.child({ bundleId: claim.id, reconcile: claim.reconcile_attempts });
   const rows = await loadSteps(deps.pool, claim.id);
   const findings: string[] = [];

@@ -24,6 +24,8 @@ export interface EnqueueResult {
 
 export interface EnqueueOptions {
   kind?: string;
+  /** The kind's version to enqueue under; default its latest. The bundle keeps it to the end. */
+  kindVersion?: number;
   batchSize?: number;
   actor?: string;
   onProgress?: (done: number, total: number) => void;
@@ -33,8 +35,8 @@ const insertBatchSql = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload, idempotency_key)
-  SELECT id, booking_id, $5, payload, idempotency_key FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key FROM input ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id, booking_id, idempotency_key
 ), history AS (
@@ -59,8 +61,8 @@ ORDER BY input.ord`;
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, payload)
-  SELECT id, booking_id, $4, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload)
+  SELECT id, booking_id, $4, $6, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
   RETURNING id
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -87,7 +89,7 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
 }
 
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
-  const kind = bundleKind(opts.kind ?? 'vip');
+  const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
   const batchSize = opts.batchSize ?? 1000;
   const results: EnqueueResult[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
@@ -96,7 +98,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const bookingIds = batch.map(() => randomUUID());
     const payloads = batch.map((b) => JSON.stringify(b.payload));
     const unkeyed = batch.every((b) => b.idempotencyKey == null);
-    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue'];
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
@@ -118,6 +120,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
             batch.map((b) => b.idempotencyKey ?? null),
             kind.name,
             opts.actor ?? 'enqueue',
+            kind.version,
           ]));
           await resolveLateDuplicates(client, batch, rows);
         }

@@ -1,17 +1,40 @@
 /** Read models for `inspect`, `list`, `stats`, the HTTP API and the status page. */
 import type { Queryable } from '../db/pool.js';
 import { NotFound } from '../errors.js';
-import { bundleKind } from './kinds.js';
+import { bundleKind, carriedKindVersions } from './kinds.js';
 import { parseBundleId } from './input.js';
 
-export const BUNDLE_STATES = ['pending', 'running', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
+export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
 export type BundleState = (typeof BUNDLE_STATES)[number];
 export const TERMINAL_STATES: readonly BundleState[] = ['completed', 'compensated', 'dead'];
+
+/**
+ * The payload fields shown by `inspect`, `list` and the API: what was booked, never who for
+ * (customer_email and passenger names stay out; only the number of passengers is shown).
+ */
+export interface PublicPayload {
+  show_id?: string;
+  number_of_tickets?: number;
+  inbound_flight_id?: string;
+  return_flight_id?: string;
+  passenger_count?: number;
+}
+
+const PUBLIC_FIELDS = ['show_id', 'number_of_tickets', 'inbound_flight_id', 'return_flight_id'] as const;
+
+export function publicPayload(payload: Record<string, unknown> | null | undefined): PublicPayload {
+  const out: Record<string, unknown> = {};
+  for (const f of PUBLIC_FIELDS) if (payload?.[f] !== undefined) out[f] = payload[f];
+  if (Array.isArray(payload?.passengers)) out.passenger_count = payload.passengers.length;
+  return out as PublicPayload;
+}
 
 export interface BundleView {
   vip_bundle_id: string;
   booking_id: string;
   kind: string;
+  kind_version: number;
+  payload: PublicPayload;
   state: BundleState;
   phase: 'book' | 'undo';
   attempt: number;
@@ -42,11 +65,19 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     db.query('SELECT position, name, status, reference, idempotency_key, error FROM steps WHERE bundle_id = $1 ORDER BY position', [b.id]),
     db.query('SELECT at, actor, attempt, from_state, to_state, step, reason, error FROM bundle_history WHERE bundle_id = $1 ORDER BY id', [b.id]),
   ]);
-  const kind = bundleKind(b.kind);
+  // A version this build does not carry still shows its recorded steps.
+  let defs: Array<{ name: string }>;
+  try {
+    defs = bundleKind(b.kind, b.kind_version).steps;
+  } catch {
+    defs = steps.rows.map((r) => ({ name: r.name }));
+  }
   return {
     vip_bundle_id: b.id,
     booking_id: b.booking_id,
     kind: b.kind,
+    kind_version: b.kind_version,
+    payload: publicPayload(b.payload),
     state: b.state,
     phase: b.phase,
     attempt: b.attempt,
@@ -62,7 +93,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
     // Every step of the kind, in order; one without a row has not been started (or has no external effect).
-    steps: kind.steps.map((def, position) => {
+    steps: defs.map((def, position) => {
       const row = steps.rows.find((r) => r.position === position);
       const status = row?.status ?? (b.state === 'completed' ? 'booked' : 'pending');
       return { name: def.name, status, reference: row?.reference ?? null, idempotency_key: row?.idempotency_key ?? null, error: row?.error ?? null };
@@ -75,6 +106,7 @@ export interface ListedBundle {
   vip_bundle_id: string;
   booking_id: string;
   kind: string;
+  payload: PublicPayload;
   state: BundleState;
   attempt: number;
   failure_count: number;
@@ -83,13 +115,34 @@ export interface ListedBundle {
   updated_at: string;
 }
 
-export async function listBundles(db: Queryable, opts: { state?: BundleState; limit?: number } = {}): Promise<ListedBundle[]> {
+export interface ListOptions {
+  state?: BundleState;
+  limit?: number;
+  /** Changed at or after this time. */
+  since?: Date;
+  /** The next page: bundles listed after this one (by last change, newest first). */
+  after?: string;
+}
+
+/**
+ * Bundles by last change, newest first. Paging is keyset on (updated_at, id) from the `after`
+ * bundle's current position, so a bundle that changes while you page moves to the front.
+ */
+export async function listBundles(db: Queryable, opts: ListOptions = {}): Promise<ListedBundle[]> {
+  const after = opts.after === undefined ? null : parseBundleId(opts.after, 'after');
+  if (after) {
+    const { rowCount } = await db.query('SELECT 1 FROM bundles WHERE id = $1', [after]);
+    if (!rowCount) throw new NotFound(`no bundle with vip_bundle_id ${after} to page after`);
+  }
   const { rows } = await db.query(
-    `SELECT id AS vip_bundle_id, booking_id, kind, state, attempt, failure_count, last_error, created_at, updated_at
-     FROM bundles WHERE ($1::text IS NULL OR state = $1) ORDER BY updated_at DESC, id LIMIT $2`,
-    [opts.state ?? null, opts.limit ?? 20],
+    `SELECT id AS vip_bundle_id, booking_id, kind, payload, state, attempt, failure_count, last_error, created_at, updated_at
+     FROM bundles
+     WHERE ($1::text IS NULL OR state = $1) AND ($3::timestamptz IS NULL OR updated_at >= $3)
+       AND ($4::uuid IS NULL OR (updated_at, id) < (SELECT updated_at, id FROM bundles WHERE id = $4))
+     ORDER BY updated_at DESC, id DESC LIMIT $2`,
+    [opts.state ?? null, opts.limit ?? 20, opts.since ?? null, after],
   );
-  return rows.map((r) => ({ ...r, created_at: iso(r.created_at)!, updated_at: iso(r.updated_at)! }));
+  return rows.map((r) => ({ ...r, payload: publicPayload(r.payload), created_at: iso(r.created_at)!, updated_at: iso(r.updated_at)! }));
 }
 
 export interface FleetStats {
@@ -98,10 +151,34 @@ export interface FleetStats {
   oldest_due_pending_age_seconds: number | null;
   open_alerts: number;
   completed_last_minute: number;
+  /** Non-terminal bundles of kind versions this build does not carry. */
+  unrunnable_kind_versions: KindVersionCount[];
+}
+
+export interface KindVersionCount {
+  kind: string;
+  version: number;
+  bundles: number;
+}
+
+/**
+ * Non-terminal bundles of kind versions not in `carried` (default: this build's). No worker of this
+ * build will run them: after a deploy that dropped a version too early they wait for a worker that
+ * carries it. `stats`, the status page and the workers' logs and metrics say so.
+ */
+export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions()): Promise<KindVersionCount[]> {
+  const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
+    `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
+     WHERE state NOT IN ('completed', 'compensated', 'dead')
+       AND (kind, kind_version) NOT IN (SELECT * FROM unnest($1::text[], $2::int[]))
+     GROUP BY kind, kind_version ORDER BY kind, kind_version`,
+    [carried.map((k) => k.kind), carried.map((k) => k.version)],
+  );
+  return rows.map((r) => ({ kind: r.kind, version: r.version, bundles: Number(r.bundles) }));
 }
 
 export async function fleetStats(db: Queryable): Promise<FleetStats> {
-  const [states, due, alerts, recent] = await Promise.all([
+  const [states, due, alerts, recent, unrunnable] = await Promise.all([
     db.query<{ state: BundleState; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state'),
     // Same literal condition as the claim, so the claim index serves it.
     db.query<{ age: number | null }>(
@@ -110,6 +187,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     ),
     db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL'),
     db.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE finished_at > now() - interval '1 minute' AND state = 'completed'`),
+    unrunnableKindVersions(db),
   ]);
   const by_state = Object.fromEntries(BUNDLE_STATES.map((s) => [s, 0])) as Record<BundleState, number>;
   for (const r of states.rows) by_state[r.state] = Number(r.n);
@@ -119,6 +197,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     oldest_due_pending_age_seconds: due.rows[0]?.age ?? null,
     open_alerts: Number(alerts.rows[0]?.n ?? 0),
     completed_last_minute: Number(recent.rows[0]?.n ?? 0),
+    unrunnable_kind_versions: unrunnable,
   };
 }
 

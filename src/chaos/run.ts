@@ -7,7 +7,7 @@
  *
  * It starts a dedicated embedded PostgreSQL in a temporary directory (unless --database-url or
  * DATABASE_URL), migrates it, runs the provider simulator in this process with the given fault
- * rates, enqueues N VIP bundles (about 3 % of them with a SOLDOUT return flight, which the
+ * rates, enqueues N VIP bundles (about 3 % of them with a sold-out return flight (the simulator's 501d0000-… ids), which the
  * simulator always refuses) paced over the chaos window, and spawns K `bundlefleet worker`
  * processes and one `bundlefleet supervise --loop`. During the chaos window it SIGKILLs a random
  * worker every ~2 s (starting a replacement at once) and restarts PostgreSQL once in immediate
@@ -45,7 +45,7 @@ import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { vipKind } from '../bundles/kinds.js';
-import { mulberry32, startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
+import { exampleId, mulberry32, soldOutId, startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'bundlefleet');
 const TERMINAL = ['completed', 'compensated', 'dead'];
@@ -158,14 +158,14 @@ function percentile(sorted: number[], p: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-function payload(i: number, soldOut: boolean, runId: string): Record<string, unknown> {
+function payload(i: number, soldOut: boolean): Record<string, unknown> {
   return {
     customer_email: `chaos${i}@example.com`,
-    show_id: `show-${i % 7}`,
+    show_id: exampleId(1, i % 7),
     number_of_tickets: 1 + (i % 4),
     passengers: [`Passenger ${i} A`, `Passenger ${i} B`],
-    inbound_flight_id: `IN${i % 13}`,
-    return_flight_id: soldOut ? `SOLDOUT-${runId}-${i}` : `RT${i % 11}`,
+    inbound_flight_id: exampleId(2, i % 13),
+    return_flight_id: soldOut ? soldOutId(i) : exampleId(3, i % 11),
   };
 }
 
@@ -502,7 +502,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     // Bundles, each with an idempotency key so that a batch retried across the restart is enqueued once.
     const soldOutEvery = opts.soldOutShare > 0 ? 1 / opts.soldOutShare : Infinity;
     const items = Array.from({ length: opts.bundles }, (_, i) => ({
-      payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery), runId),
+      payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery)),
       idempotencyKey: `chaos:${runId}:${i}`,
     }));
     const ids: string[] = [];
@@ -515,7 +515,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       const every = (enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
       for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
         const batch = items.slice(start, start + perBatch);
-        const results = await retrying(() => enqueueBundles(pool!, batch, { actor: 'chaos' }), signal, 120_000);
+        const results = await retrying(() => enqueueBundles(pool!, batch, { actor: 'chaos', kindVersion: 1 }), signal, 120_000);
         ids.push(...results.map((r) => r.vip_bundle_id));
         const next = chaosStart + (n + 1) * every;
         if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal });

@@ -4,7 +4,6 @@
  * (0 ok, 1 not found or runtime failure, 2 bad usage or bad input).
  */
 import type pg from 'pg';
-import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
@@ -19,23 +18,6 @@ export interface Db {
   /** For connections that need a session of their own (worker liveness): BUNDLEFLEET_SESSION_DATABASE_URL, else `url`. */
   sessionUrl: string;
   close(): Promise<void>;
-}
-
-/**
- * `--session-database-url` (BUNDLEFLEET_SESSION_DATABASE_URL) on the commands that open a
- * connection needing a session of its own (`worker`, `dev`). The flag wins over the variable; it is
- * put into the environment so that every part of the process sees one value.
- */
-export function addSessionDatabaseUrlOption(cmd: Command): Command {
-  return cmd.addOption(
-    new Option('--session-database-url <url>', "PostgreSQL (directly or a session-mode pooler) for the worker's liveness lock and LISTEN, when DATABASE_URL is a transaction-mode pooler (default: DATABASE_URL)").env(
-      'BUNDLEFLEET_SESSION_DATABASE_URL',
-    ),
-  );
-}
-
-export function applySessionDatabaseUrl(flags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): void {
-  if (typeof flags.sessionDatabaseUrl === 'string') env.BUNDLEFLEET_SESSION_DATABASE_URL = flags.sessionDatabaseUrl;
 }
 
 /**

@@ -21,7 +21,7 @@ import { startProviderSimulator, type ProviderSimulator } from '../providers/sim
 import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
-import { addSessionDatabaseUrlOption, applySessionDatabaseUrl, intOption, openDb, parseOptions } from './context.js';
+import { intOption, openDb, parseOptions } from './context.js';
 import { assertSessionConnection } from '../db/session-probe.js';
 import { alreadyRunningMessage, removeDevRecord, runningDev, writeDevRecord } from './dev-record.js';
 import { onShutdown } from './signals.js';
@@ -58,7 +58,7 @@ async function checkPortFree(what: string, port: number): Promise<void> {
 }
 
 export function registerDevCommand(program: Command): void {
-  addSessionDatabaseUrlOption(addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process: embedded PostgreSQL, migrations, provider simulator, status page and /metrics, worker, supervisor loop'))))
+  addSupervisorOptions(addWorkerOptions(program.command('dev').description('everything in one process: embedded PostgreSQL, migrations, provider simulator, status page and /metrics, worker, supervisor loop')))
     .addOption(new Option('--port <port>', 'port of the HTTP server: status page, API, /metrics (0 = any free port)').env('PORT').default('8080'))
     .addOption(new Option('--providers-port <port>', 'port of the provider simulator (0 = any free port)').env('BUNDLEFLEET_PROVIDERS_PORT').default('4010'))
     .addHelpText(
@@ -88,7 +88,6 @@ Examples:
         throw err;
       }
 
-      applySessionDatabaseUrl(flags);
       const db = await openDb({ checkSchema: false, create: true, max: 10 });
       // The worker's liveness connection needs a session: refused before anything starts.
       await assertSessionConnection(db.sessionUrl, 'the worker liveness connection (session advisory lock and LISTEN)').catch(async (err) => {
@@ -128,8 +127,9 @@ bundlefleet dev is running
   database:    ${database}${process.env.DATABASE_URL ? ' (DATABASE_URL)' : ` (embedded, ${home})`}
   providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger)` : 'from PROVIDERS_URL'}
 In another terminal, from this directory:
-  ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id hamilton --tickets 2 \\
-      --passenger "Ada Lovelace" --inbound-flight-id BA117 --return-flight-id BA118 --json
+  ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
+      --passenger "Ada Lovelace" --inbound-flight-id 00000000-0002-4000-8000-000000000117 \\
+      --return-flight-id 00000000-0002-4000-8000-000000000118 --json
   ./bin/bundlefleet inspect <vip_bundle_id>
   ./bin/bundlefleet stats
   ./bin/bundlefleet alerts

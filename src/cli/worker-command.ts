@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
-import { addSessionDatabaseUrlOption, applySessionDatabaseUrl, intOption, openDb, parseOptions } from './context.js';
+import { intOption, openDb, parseOptions } from './context.js';
 import { assertSessionConnection } from '../db/session-probe.js';
 import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
@@ -40,7 +40,7 @@ export function addWorkerOptions(cmd: Command): Command {
 }
 
 export function registerWorkerCommand(program: Command): void {
-  addSessionDatabaseUrlOption(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))))
+  addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))
     .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
@@ -57,7 +57,6 @@ Examples:
       const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const providerUrls = providerUrlsFromEnv(process.env);
-      applySessionDatabaseUrl(flags);
       const db = await openDb();
       await db.close();
       // Refused before anything starts: under transaction pooling the liveness lock and LISTEN would not stay put.

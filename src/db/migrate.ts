@@ -35,6 +35,10 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
   const migrations = await loadMigrations();
   const applied: string[] = [];
   const client = await pool.connect();
+  // Checked out for the whole run: losing its connection (PostgreSQL restarting) would otherwise
+  // be an uncaught 'error' event; the failing query rejects and the migration reports it.
+  const onError = () => {};
+  client.on('error', onError);
   let released = false;
   try {
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -78,6 +82,7 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
       throw err;
     }
   } finally {
+    client.removeListener('error', onError);
     if (!released) client.release();
   }
   return applied;

@@ -5,6 +5,7 @@
  *   POST /book-vip-bundle              enqueue (201 created, 200 replayed, 422 key reused)  [token]
  *   GET  /bundles/:id                  inspect JSON (vip_bundle_id or booking_id)
  *   POST /bundles/:id/retry|cancel     the operator's retry and cancel (as the CLI's)       [token]
+ *   POST /bundles/:id/signals/:name    an external confirmation, body {"id"?, "data"?}      [token]
  *   GET  /healthz, /readyz             alive; database reachable and not draining
  *   GET  /metrics                      Prometheus text
  *   GET  /api/stats | /api/bundles?state=&limit= | /api/alerts?all= | /api/throughput?minutes=
@@ -16,6 +17,7 @@ import type http from 'node:http';
 import type pg from 'pg';
 import { z } from 'zod';
 import { enqueueBundles } from '../bundles/enqueue.js';
+import { receiveSignal } from '../bundles/signals.js';
 import { parseBundleId, parseVipBundle } from '../bundles/input.js';
 import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, throughputByMinute } from '../bundles/read.js';
 import { BadInput, NotFound } from '../errors.js';
@@ -130,6 +132,21 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
     { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, segment(params[0]!, 'id'))) },
     operatorRoute('retry', retryBundle),
     operatorRoute('cancel', cancelBundle),
+    {
+      method: 'POST',
+      path: /^\/bundles\/([^/]+)\/signals\/([^/]+)$/,
+      write: true,
+      async handler({ req, res, params, log }) {
+        const hasBody = (req.headers['content-length'] && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'];
+        const body = (hasBody ? await readJson(req) : {}) as Record<string, unknown>;
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadInput('(body): must be a JSON object with optional "id" and "data"');
+        const unknownFields = Object.keys(body).filter((k) => k !== 'id' && k !== 'data');
+        if (unknownFields.length) throw new BadInput(`${unknownFields.join(', ')}: unknown field (a signal body has "id" and "data")`);
+        const result = await receiveSignal(pool, { bundleId: segment(params[0]!, 'id'), name: segment(params[1]!, 'name'), id: body.id as string | undefined, data: body.data as Record<string, unknown> | undefined, actor: 'http' });
+        log.info({ bundleId: result.vip_bundle_id, signal: result.name, stored: result.stored, woke: result.woke }, result.stored ? 'signal received' : 'signal already received');
+        sendJson(res, result.stored ? 201 : 200, result);
+      },
+    },
     { method: 'GET', path: /^\/healthz$/, handler: ({ res }) => sendJson(res, 200, { status: 'ok' }) },
     {
       method: 'GET',

@@ -8,6 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { ProviderKind } from './client.js';
+import { scheduleTicketing, type TicketingOptions } from './ticketing-callbacks.js';
 
 export interface SimulatorOptions {
   failRate?: number;
@@ -17,6 +18,8 @@ export interface SimulatorOptions {
   latencyMs?: number;
   seed?: number;
   hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
+  /** Airline ticketing confirmations sent back to bundlefleet's API (ticketing-callbacks.ts). */
+  ticketing?: TicketingOptions;
 }
 
 export interface LedgerEntry {
@@ -54,12 +57,29 @@ const bodySchemas: Record<ProviderKind, z.ZodType> = {
 const referencePrefix: Record<ProviderKind, string> = { tickets: 'TKT', flights: 'FLT', taxis: 'TAX' };
 
 /**
- * A show or flight id starting with SOLDOUT is always refused (409): a deterministic definitive
- * no, so tests and people trying `dev` can drive a compensation on purpose.
+ * Show and flight ids are UUIDs. Those starting with SOLD_OUT_PREFIX (a reserved range: "501d" for
+ * "sold") are always refused (409): a deterministic definitive no, so tests and people trying
+ * `dev` can drive a compensation on purpose, e.g. `--return-flight-id 501d0000-0000-4000-8000-000000000001`.
  */
+export const SOLD_OUT_PREFIX = '501d0000-0000-4000-8000-';
+
+/** The n-th id of the sold-out range. */
+export function soldOutId(n: number): string {
+  return `${SOLD_OUT_PREFIX}${(n % 2 ** 48).toString(16).padStart(12, '0')}`;
+}
+
+/**
+ * A well-formed show or flight id for examples, tests, benchmarks and chaos runs: `series`
+ * (0..0xffff, e.g. 1 shows, 2 inbound, 3 return flights) and `n` give a stable UUID outside the
+ * sold-out range.
+ */
+export function exampleId(series: number, n: number): string {
+  return `00000000-${series.toString(16).padStart(4, '0')}-4000-8000-${(n % 2 ** 48).toString(16).padStart(12, '0')}`;
+}
+
 function soldOut(body: unknown): boolean {
   const b = body as { show_id?: unknown; flight_id?: unknown };
-  return [b?.show_id, b?.flight_id].some((v) => typeof v === 'string' && v.startsWith('SOLDOUT'));
+  return [b?.show_id, b?.flight_id].some((v) => typeof v === 'string' && v.toLowerCase().startsWith(SOLD_OUT_PREFIX));
 }
 
 /** mulberry32: tiny, seedable, good enough to make a fault pattern repeatable. */
@@ -86,8 +106,8 @@ type Send = (status: number, body: unknown) => void;
 const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
 export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
-  const { port: wantPort = 0, host = '127.0.0.1', ...faultOpts } = opts;
-  const faults: Required<Omit<SimulatorOptions, 'seed'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+  const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
+  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
   const timers = new Set<NodeJS.Timeout>();
@@ -151,6 +171,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     const check = bodySchemas[kind].safeParse(body);
     if (!check.success) return send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` });
     const [status, reply] = book(kind, key, body);
+    if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key, (reply as { reference: string }).reference, random, after);
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
     after(faults.latencyMs, () => (late ? req.socket.destroy() : send(status, reply)));
   }

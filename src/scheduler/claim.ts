@@ -6,11 +6,13 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { workerLockHeld } from '../bundles/worker-locks.js';
+import { carriedKindVersions } from '../bundles/kinds.js';
 
 export interface ClaimedBundle {
   id: string;
   booking_id: string;
   kind: string;
+  kind_version: number;
   phase: 'book' | 'undo';
   payload: Record<string, unknown>;
   attempt: number;
@@ -22,6 +24,13 @@ export interface ClaimOptions {
   workerId: string;
   limit: number;
   leaseSeconds: number;
+  /** Kind versions this worker carries; a bundle of another version is left for a worker that does. Default: this build's. */
+  kinds?: Array<{ kind: string; version: number }>;
+}
+
+function kindParams(opts: ClaimOptions): [string[], number[]] {
+  const kinds = opts.kinds ?? carriedKindVersions();
+  return [kinds.map((k) => k.kind), kinds.map((k) => k.version)];
 }
 
 // The advisory lock names due.id, not b.id: a condition on `due` alone is applied to the (at
@@ -39,6 +48,7 @@ WITH due AS (
     -- Claim only while the claimer holds its liveness lock (one InitPlan per statement): a worker
     -- whose lock went with a dead connection must not take bundles the supervisor would reset at once.
     AND ${workerLockHeld('$2')}
+    AND (kind, kind_version) IN (SELECT * FROM unnest($4::text[], $5::int[]))
   ORDER BY next_run_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED
@@ -53,7 +63,7 @@ WITH due AS (
   FROM due
   WHERE b.id = due.id
     AND pg_try_advisory_xact_lock(hashtextextended('bundlefleet.bundle.' || due.id::text, 0))
-  RETURNING b.id, b.booking_id, b.kind, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state
+  RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
   SELECT id, $2, attempt, from_state, 'running', CASE WHEN phase = 'undo' THEN 'claimed to undo' ELSE 'claimed' END FROM claimed
@@ -62,7 +72,7 @@ SELECT * FROM claimed`;
 
 export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<ClaimedBundle[]> {
   if (opts.limit <= 0) return [];
-  const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds]);
+  const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)]);
   return rows;
 }
 
@@ -70,6 +80,7 @@ export interface ClaimedReconciliation {
   id: string;
   booking_id: string;
   kind: string;
+  kind_version: number;
   state: 'compensated' | 'dead';
   reconcile_attempts: number;
   /** The reconcile_at this claim wrote (as text, to keep its microseconds): the pass's own mark, checked when it finishes. */
@@ -90,11 +101,12 @@ export async function claimReconciliations(db: Queryable, opts: ClaimOptions): P
        SELECT id FROM bundles
        WHERE reconcile_at IS NOT NULL AND reconcile_at <= now() AND state IN ('compensated', 'dead')
          AND ${workerLockHeld('$2')}
+         AND (kind, kind_version) IN (SELECT * FROM unnest($4::text[], $5::int[]))
        ORDER BY reconcile_at LIMIT $1
        FOR UPDATE SKIP LOCKED
      )
-     RETURNING b.id, b.booking_id, b.kind, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until`,
-    [opts.limit, opts.workerId, opts.leaseSeconds],
+     RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until`,
+    [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)],
   );
   return rows;
 }

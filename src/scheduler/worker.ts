@@ -13,6 +13,7 @@ import { ProviderClient, type ProviderUrls } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
 import { reconcileBundle } from '../agents/reconcile.js';
+import { unrunnableKindVersions, type KindVersionCount } from '../bundles/read.js';
 import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
@@ -43,6 +44,12 @@ export interface WorkerOptions {
   claimBatchSize?: number;
   /** Retries of a transient provider error within an attempt. Default 2. */
   providerRetries?: number;
+  /** Kind versions this worker runs; default every version this build carries. */
+  kinds?: Array<{ kind: string; version: number }>;
+  /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
+  waitTimeoutSeconds?: Record<string, number>;
+  /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
+  onUnrunnable?: (counts: KindVersionCount[]) => void;
   logger?: Logger;
   /** Hooks for metrics. */
   onClaim?: (count: number) => void;
@@ -64,6 +71,9 @@ interface InFlight {
 /** In-flight work is keyed by (bundle, attempt): after a lost liveness lock this worker may claim the same bundle again while the old agent winds down. */
 const inFlightKey = (b: { id: string; attempt: number }) => `${b.id}:${b.attempt}`;
 
+/** How often a worker looks for bundles of kind versions it does not carry, to say so. */
+const KIND_CHECK_INTERVAL_MS = 30_000;
+
 /** How often a worker looks for due reconciliation passes (one short statement). */
 const RECONCILE_CLAIM_INTERVAL_MS = 1_000;
 
@@ -78,6 +88,7 @@ export class Worker {
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
   private stopping = false;
   private lastReconcileClaim = 0;
+  private lastKindCheck = -Infinity;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
 
@@ -162,19 +173,40 @@ export class Worker {
     const workerId = await this.liveness.ensure();
     // The agents' lease clocks start before the claim is sent, so they never run past the lease PostgreSQL holds.
     const claimSentAt = performance.now();
-    const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds });
+    const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds, kinds: this.options.kinds });
     if (claimed.length) this.options.onClaim?.(claimed.length);
     for (const bundle of claimed) this.dispatch(bundle, workerId, claimSentAt);
-    await this.claimReconciliations(workerId, free - claimed.length);
+    await this.sideWork(workerId, free - claimed.length);
     return claimed.length;
   }
 
+  /**
+   * Bundles of a kind version this worker does not carry are left for a worker that does (the
+   * claim skips them); say so in the log and through onUnrunnable (a metric), never silently.
+   */
+  private async checkKindVersions(): Promise<void> {
+    const counts = await unrunnableKindVersions(this.pool, this.options.kinds);
+    this.options.onUnrunnable?.(counts);
+    for (const c of counts) {
+      this.log.warn({ kind: c.kind, version: c.version, bundles: c.bundles }, `${c.bundles} unfinished ${c.kind} v${c.version} bundles: this worker does not carry that version and leaves them for one that does`);
+    }
+  }
+
   /** Runs due reconciliation passes of undone bundles in free slots, looking at most once a second. */
-  private async claimReconciliations(workerId: string, free: number): Promise<void> {
+  /** Work beside the claims, each at most at its interval: the kind-version check and due reconciliations. */
+  private async sideWork(workerId: string, free: number): Promise<void> {
     const now = performance.now();
+    if (now - this.lastKindCheck >= KIND_CHECK_INTERVAL_MS) {
+      this.lastKindCheck = now;
+      await this.checkKindVersions();
+    }
+    await this.claimReconciliations(workerId, free, now);
+  }
+
+  private async claimReconciliations(workerId: string, free: number, now: number): Promise<void> {
     if (free <= 0 || now - this.lastReconcileClaim < RECONCILE_CLAIM_INTERVAL_MS) return;
     this.lastReconcileClaim = now;
-    const due = await claimReconciliations(this.pool, { workerId, limit: Math.min(free, 10), leaseSeconds: this.opts.leaseSeconds });
+    const due = await claimReconciliations(this.pool, { workerId, limit: Math.min(free, 10), leaseSeconds: this.opts.leaseSeconds, kinds: this.options.kinds });
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
@@ -202,6 +234,7 @@ export class Worker {
       leaseSeconds: this.opts.leaseSeconds,
       lease: new LeaseDeadline(this.opts.leaseSeconds, claimSentAt),
       providerRetries: this.options.providerRetries,
+      waitTimeoutSeconds: this.options.waitTimeoutSeconds,
       logger: this.log,
       signal: abort.signal,
       onStep: this.options.onStep,

@@ -126,3 +126,40 @@ export async function decideBatch(db: Queryable, selection: Selection, limits: D
 }
 
 export type { Selection };
+
+/**
+ * Waits past their deadline → compensating: the confirmations a `waiting` bundle needed did not
+ * all arrive in time, so what it booked is undone. Conditional on the bundle still waiting (a
+ * signal that wins the race wakes it instead) and on the pass's lease, like every decision.
+ */
+const waitTimeoutSql = `
+WITH candidates AS (
+  SELECT id FROM bundles
+  WHERE state = 'waiting' AND wait_deadline < now()
+    AND ($3::text IS NULL OR ${leaseHeldSql(`'${SUPERVISOR_LEASE}'`, '$3::text')})
+  ORDER BY wait_deadline
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), missing AS (
+  SELECT b.id, array_to_string(ARRAY(
+    SELECT w.name FROM unnest(b.waiting_for) AS w(name)
+    WHERE w.name NOT IN (SELECT s.name FROM bundle_signals s WHERE s.bundle_id = b.id)), ', ') AS names
+  FROM bundles b JOIN candidates c ON c.id = b.id
+), updated AS (
+  UPDATE bundles b SET state = 'compensating', waiting_for = NULL, wait_deadline = NULL, next_run_at = now(), updated_at = now(),
+    last_error = 'timed out waiting for ' || m.names, last_error_class = 'permanent', last_error_step = NULL
+  FROM missing m
+  WHERE b.id = m.id AND b.state = 'waiting'
+  RETURNING b.id, b.booking_id, b.kind, b.attempt, b.last_error
+), history AS (
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
+  SELECT id, $2, attempt, 'waiting', 'compensating', 'wait timed out → compensating', last_error FROM updated
+)
+SELECT id, booking_id, kind, attempt, 'waiting' AS from_state, 'compensating' AS to_state, pg_notify('${DUE_CHANNEL}', '') AS notified
+FROM updated`;
+
+/** Applies one batch of wait timeouts; returns the bundles it moved to compensating. */
+export async function timeOutWaits(db: Queryable, limits: DecisionLimits): Promise<Decided[]> {
+  const { rows } = await db.query<Decided>(waitTimeoutSql, [limits.batchSize, limits.actor, limits.leaseHolder ?? null]);
+  return rows;
+}

@@ -1,6 +1,9 @@
 /**
- * What an operator can do to one bundle. Each is one conditional UPDATE: it either applies to the
- * bundle's current state or changes nothing and says why.
+ * What an operator can do to bundles. Each action is one conditional UPDATE: it applies to the
+ * bundles whose current state allows it and changes nothing for the others. The single-bundle
+ * functions say why nothing changed; the bulk ones (`retryBundles`, `cancelBundles`) run the
+ * same statement over a list of ids picked by `findBundles` and skip the bundles that moved on
+ * in between.
  */
 import type { Queryable } from '../db/pool.js';
 import { Conflict, NotFound } from '../errors.js';
@@ -20,15 +23,20 @@ async function explainNoop(db: Queryable, id: string, action: string, allowed: s
   throw new Conflict(`cannot ${action} bundle ${id}: it is ${rows[0].state}; only ${allowed} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
 }
 
+// $1 is a uuid[] of vip_bundle_ids or booking_ids. Idle schedulers are woken once per statement
+// (the count() makes PostgreSQL evaluate pg_notify without returning it to the caller).
+const RESULT = `, notified AS (SELECT count(pg_notify('${DUE_CHANNEL}', '')) FROM updated)
+     SELECT u.id AS vip_bundle_id, u.booking_id, u.from_state, u.state FROM updated u, notified`;
+
+export const RETRYABLE_STATES = ['dead', 'failed'] as const;
+export const CANCELLABLE_STATES = ['pending', 'running', 'failed'] as const;
+
 /**
  * dead or failed → again, with its counters reset. A bundle that was being undone goes back to
  * `compensating` (its undo is retried; it is never booked again), otherwise to `pending`.
  */
-export async function retryBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(
-    `WITH target AS (
-       SELECT id, state FROM bundles WHERE (id = $1 OR booking_id = $1) AND state IN ('dead', 'failed') FOR UPDATE
+const RETRY_SQL = `WITH target AS (
+       SELECT id, state FROM bundles WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('dead', 'failed') FOR UPDATE
      ), updated AS (
        UPDATE bundles b SET state = CASE b.phase WHEN 'undo' THEN 'compensating' ELSE 'pending' END,
          failure_count = 0, undo_failure_count = 0, reset_count = 0, next_run_at = now(), finished_at = NULL,
@@ -40,23 +48,15 @@ export async function retryBundle(db: Queryable, rawId: string, actor = 'operato
        SELECT id, $2, attempt, from_state, state, 'operator retry' FROM updated
      ), resolved AS (
        UPDATE alerts SET resolved_at = now() FROM updated WHERE alerts.bundle_id = updated.id AND alerts.resolved_at IS NULL
-     )
-     SELECT id AS vip_bundle_id, booking_id, from_state, state, pg_notify('${DUE_CHANNEL}', '') FROM updated`,
-    [id, actor],
-  );
-  return rows[0] ?? explainNoop(db, id, 'retry', 'dead or failed');
-}
+     )${RESULT}`;
 
 /**
  * Any non-terminal bundle → compensating: everything it may have booked is undone. A running
  * agent is fenced out at its next write (the state is no longer `running`).
  */
-export async function cancelBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(
-    `WITH target AS (
+const CANCEL_SQL = `WITH target AS (
        SELECT id, state FROM bundles
-       WHERE (id = $1 OR booking_id = $1) AND state IN ('pending', 'running', 'failed') AND NOT (state = 'running' AND phase = 'undo')
+       WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('pending', 'running', 'failed') AND NOT (state = 'running' AND phase = 'undo')
        FOR UPDATE
      ), updated AS (
        UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now()
@@ -65,9 +65,55 @@ export async function cancelBundle(db: Queryable, rawId: string, actor = 'operat
      ), history AS (
        INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
        SELECT id, $2, attempt, from_state, state, 'operator cancel' FROM updated
-     )
-     SELECT id AS vip_bundle_id, booking_id, from_state, state, pg_notify('${DUE_CHANNEL}', '') FROM updated`,
-    [id, actor],
-  );
+     )${RESULT}`;
+
+export async function retryBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
+  const id = parseBundleId(rawId);
+  const { rows } = await db.query<OperatorResult>(RETRY_SQL, [[id], actor]);
+  return rows[0] ?? explainNoop(db, id, 'retry', 'dead or failed');
+}
+
+export async function cancelBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
+  const id = parseBundleId(rawId);
+  const { rows } = await db.query<OperatorResult>(CANCEL_SQL, [[id], actor]);
   return rows[0] ?? explainNoop(db, id, 'cancel', 'pending, running or failed');
+}
+
+/** Which bundles a bulk action is about: one state, optionally changed since a time or created before one. */
+export interface BundleFilter {
+  state: string;
+  /** Last changed at or after this time. */
+  since?: Date;
+  /** Created before this time. */
+  createdBefore?: Date;
+}
+
+export async function findBundles(db: Queryable, filter: BundleFilter): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM bundles WHERE state = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3) ORDER BY created_at, id`,
+    [filter.state, filter.since ?? null, filter.createdBefore ?? null],
+  );
+  return rows.map((r) => r.id);
+}
+
+const CHUNK = 1000;
+
+/** Runs `sql` over `ids` a chunk at a time (each chunk one statement, so locks stay short). */
+async function inChunks(db: Queryable, sql: string, ids: string[], actor: string): Promise<OperatorResult[]> {
+  const out: OperatorResult[] = [];
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const { rows } = await db.query<OperatorResult>(sql, [ids.slice(i, i + CHUNK), actor]);
+    out.push(...rows);
+  }
+  return out;
+}
+
+/** The bulk `retryBundle`: the bundles of `ids` that are still dead or failed are retried; the others are skipped. */
+export function retryBundles(db: Queryable, ids: string[], actor = 'operator'): Promise<OperatorResult[]> {
+  return inChunks(db, RETRY_SQL, ids, actor);
+}
+
+/** The bulk `cancelBundle`: the bundles of `ids` that can still be cancelled are; the others are skipped. */
+export function cancelBundles(db: Queryable, ids: string[], actor = 'operator'): Promise<OperatorResult[]> {
+  return inChunks(db, CANCEL_SQL, ids, actor);
 }

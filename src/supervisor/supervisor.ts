@@ -9,11 +9,12 @@
  * conditional UPDATE in its own short transaction together with the events it announces:
  *   1. orphans          running, owner's liveness lock gone       → pending/compensating now
  *   2. expired leases   running, locked_until passed              → pending/compensating after backoff
- *   3. failed           transient & attempts left                 → pending after backoff
+ *   3. waits            waiting past its deadline                 → compensating
+ *   4. failed           transient & attempts left                 → pending after backoff
  *                       definitive no / attempts exhausted        → compensating
  *                       undo failed: undo attempts left → compensating, else → dead
- *   4. alerts           stuck / dead / reset too often; resolve the ones that no longer hold
- *   5. retention        prune finished bundles, old history and resolved alerts
+ *   5. alerts           stuck / dead / reset too often; resolve the ones that no longer hold
+ *   6. retention        prune finished bundles, old history and resolved alerts
  *   then, lease given up: deliver undelivered alerts to ALERT_WEBHOOK_URL (bounded)
  */
 import { randomUUID } from 'node:crypto';
@@ -23,7 +24,7 @@ import { withTransaction } from '../db/pool.js';
 import { publishEvents, type PendingEvent } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
 import { rootLogger, type Logger } from '../logger.js';
-import { decideBatch, type DecisionLimits, type Selection } from './decisions.js';
+import { decideBatch, timeOutWaits, type DecisionLimits, type Selection } from './decisions.js';
 import { raiseAlerts, resolveAlerts, type RaisedAlert } from './alerts.js';
 import { deliverAlerts } from './alert-delivery.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from './lease.js';
@@ -69,6 +70,7 @@ export interface PassReport {
   orphans: number;
   expired: number;
   failed: number;
+  waits: number;
   to_pending: number;
   to_compensating: number;
   to_dead: number;
@@ -79,7 +81,7 @@ export interface PassReport {
 }
 
 const emptyReport = (ran: boolean): PassReport => ({
-  ran, orphans: 0, expired: 0, failed: 0, to_pending: 0, to_compensating: 0, to_dead: 0,
+  ran, orphans: 0, expired: 0, failed: 0, waits: 0, to_pending: 0, to_compensating: 0, to_dead: 0,
   alerts_raised: 0, alerts_resolved: 0, alerts_delivered: 0, pruned: 0,
 });
 
@@ -126,7 +128,7 @@ export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): P
     const renew = async () => {
       if (!(await acquireLease(pool, SUPERVISOR_LEASE, holder, opts.leaseSeconds))) throw new LeaseLost();
     };
-    for (const selection of ['orphans', 'expired', 'failed'] as Selection[]) {
+    for (const selection of ['orphans', 'expired', 'waits', 'failed'] as const) {
       await decide(pool, selection, limits, opts.maxBatches, report, log, opts.onAction, renew);
     }
     await renew();
@@ -162,12 +164,12 @@ export async function runOnce(pool: pg.Pool, options: SupervisorOptions = {}): P
 
 class LeaseLost extends Error {}
 
-async function decide(pool: pg.Pool, selection: Selection, limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction: ((action: string, count: number) => void) | undefined, renew: () => Promise<void>): Promise<void> {
+async function decide(pool: pg.Pool, selection: Selection | 'waits', limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction: ((action: string, count: number) => void) | undefined, renew: () => Promise<void>): Promise<void> {
   for (let i = 0; i < maxBatches; i++) {
     if (i > 0) await renew();
     // The decision and the events it announces (VipBundleFailed_v1 for dead) commit together.
     const moved = await withTransaction(pool, async (client) => {
-      const rows = await decideBatch(client, selection, limits);
+      const rows = selection === 'waits' ? await timeOutWaits(client, limits) : await decideBatch(client, selection, limits);
       const events: PendingEvent[] = [];
       for (const r of rows) {
         const name = r.to_state === 'dead' ? bundleKind(r.kind).events.failed : undefined;

@@ -1,7 +1,7 @@
 'use strict';
 (function () {
   var h = BF.h;
-  var STATES = ['pending', 'running', 'failed', 'compensating', 'completed', 'compensated', 'dead'];
+  var STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'];
   var filter = document.getElementById('state-filter');
 
   function card(label, n, cls, attrs) {

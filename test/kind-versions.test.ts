@@ -1,0 +1,74 @@
+/**
+ * Issue 13, part 2: a bundle finishes (or is undone) under the kind version it was enqueued with,
+ * whatever the workers running it now consider the latest; a worker that does not carry a version
+ * leaves its bundles alone and says so.
+ */
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDb } from './support/db.js';
+import { enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { spawnWorker } from './support/processes.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { fleetStats, unrunnableKindVersions, type KindVersionCount } from '../src/bundles/read.js';
+import { UnknownKindVersion } from '../src/bundles/kinds.js';
+import { runOnce } from '../src/supervisor/supervisor.js';
+
+async function stepNames(pool: pg.Pool, id: string): Promise<string[]> {
+  return (await pool.query('SELECT name FROM steps WHERE bundle_id = $1 ORDER BY position', [id])).rows.map((r) => r.name);
+}
+
+describe('kind versions', () => {
+  it('finishes v1 bundles under v1 after their worker process is SIGKILLed mid-way, while new bundles run v2', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ latencyMs: 300 });
+    const v1 = await enqueueVip(db.pool, 4, 1);
+    const first = spawnWorker(db.url, sim.url, 'old-build');
+    await waitFor('some v1 steps booked', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM steps WHERE status = 'booked'`);
+      return rows[0]!.n >= 2;
+    }, 20_000);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    sim.setFaults({ latencyMs: 0 });
+    await runOnce(db.pool, { logger: quietLogger() });
+
+    startWorker(db.url, sim, { name: 'new-build' });
+    await waitFor('the v1 bundles completed', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundles WHERE kind_version = 1 AND state = 'completed'`);
+      return rows[0]!.n === 4;
+    }, 20_000);
+    for (const b of v1) expect(await stepNames(db.pool, b.vip_bundle_id)).toEqual(['show_tickets', 'inbound_flight', 'return_flight', 'taxi']);
+    const { rows: waited } = await db.pool.query(`SELECT count(*)::int AS n FROM bundle_history WHERE to_state = 'waiting'`);
+    expect(waited[0].n).toBe(0);
+
+    // A bundle enqueued now gets the latest version, with its wait for the ticketing confirmations.
+    const [v2] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    await waitFor('the v2 bundle waiting', async () => (await db.pool.query('SELECT state FROM bundles WHERE id = $1', [v2!.vip_bundle_id])).rows[0].state === 'waiting', 15_000);
+    const { rows } = await db.pool.query('SELECT kind_version FROM bundles WHERE id = $1', [v2!.vip_bundle_id]);
+    expect(rows[0].kind_version).toBe(2);
+  });
+
+  it('leaves bundles of a version it does not carry for a worker that does, and says so', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const [old] = await enqueueVip(db.pool, 1, 1);
+    const reported: KindVersionCount[][] = [];
+    startWorker(db.url, sim, { name: 'v2-only', kinds: [{ kind: 'vip', version: 2 }], onUnrunnable: (c) => reported.push(c) });
+    await waitFor('the worker to report it', async () => reported.length > 0, 10_000);
+    expect(reported[0]).toEqual([{ kind: 'vip', version: 1, bundles: 1 }]);
+    await new Promise((r) => setTimeout(r, 500));
+    const { rows } = await db.pool.query('SELECT state, attempt FROM bundles WHERE id = $1', [old!.vip_bundle_id]);
+    expect(rows[0]).toEqual({ state: 'pending', attempt: 0 });
+    // What `stats` and the status page show, for a build that lacks v1.
+    expect(await unrunnableKindVersions(db.pool, [{ kind: 'vip', version: 2 }, { kind: 'noop', version: 1 }])).toEqual([{ kind: 'vip', version: 1, bundles: 1 }]);
+    // This build carries v1, so its own stats find nothing unrunnable.
+    expect((await fleetStats(db.pool)).unrunnable_kind_versions).toEqual([]);
+  });
+
+  it('refuses to enqueue under a version this build does not carry, writing nothing', async () => {
+    const db = await createTestDb();
+    await expect(enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 9 })).rejects.toBeInstanceOf(UnknownKindVersion);
+    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundles');
+    expect(rows[0].n).toBe(0);
+  });
+});

@@ -1,0 +1,35 @@
+/**
+ * Issue 9, item 10: migrate's connection lost while it waits, idle (in a transaction, issue 14), holding the migration lock
+ * (pg-boss installs its queues on its own connection meanwhile) must fail the migration, not the
+ * process with an uncaught 'error' event.
+ */
+import { describe, expect, it } from 'vitest';
+import { createTestDb } from './support/db.js';
+import { migrate } from '../src/db/migrate.js';
+import { createPool } from '../src/db/pool.js';
+
+describe('migrate', () => {
+  it('survives its connection being terminated while it holds the migration lock', async () => {
+    const db = await createTestDb();
+    const pool = createPool(db.url, { max: 2 });
+    let terminated = false;
+    const watcher = (async () => {
+      for (let i = 0; i < 2000 && !terminated; i++) {
+        const { rows } = await db.pool.query(
+          `SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND a.state IN ('idle', 'idle in transaction') AND a.pid <> pg_backend_pid()
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('bundlefleet.migrate', 0)`,
+        );
+        if (rows[0]) {
+          await db.pool.query('SELECT pg_terminate_backend($1)', [rows[0].pid]);
+          terminated = true;
+        }
+      }
+    })();
+    const outcome = await migrate(pool, db.url).then(() => 'finished', () => 'failed');
+    await watcher;
+    expect(terminated).toBe(true);
+    expect(['finished', 'failed']).toContain(outcome);
+    await pool.end().catch(() => {});
+  });
+});
