@@ -29,7 +29,7 @@ describe('agent logs', () => {
     const sim = await startSimulator({ latencyMs: 20 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('completed', () => allInState(db.pool, ['completed']));
     await waitFor('the completion logged', async () => capture.lines().some((l) => String(l.msg).startsWith('bundle completed in')));
     const mine = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && l.level === 'info');
@@ -49,7 +49,7 @@ describe('agent logs', () => {
     const sim = await startSimulator({ failRate: 1 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('the attempt failed', async () => capture.lines().some((l) => l.msg === 'attempt failed' && l.bundleId === b!.vip_bundle_id));
     const retries = capture.lines().filter((l) => l.bundleId === b!.vip_bundle_id && String(l.msg).includes('retrying'));
     expect(retries.map((l) => [l.level, l.step, l.try, l.retriesLeft])).toEqual([['warn', 'show_tickets', 1, 2], ['warn', 'show_tickets', 2, 1]]);
@@ -64,7 +64,7 @@ describe('agent logs', () => {
     const sim = await startSimulator({ latencyMs: 400 });
     const capture = capturingLogger();
     startWorker(db.url, sim, { logger: capture.logger });
-    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
     await waitFor('running', async () => (await db.pool.query(`SELECT 1 FROM bundles WHERE id = $1 AND state = 'running'`, [b!.vip_bundle_id])).rowCount === 1);
     await cancelBundle(db.pool, b!.vip_bundle_id, 'ops-alice');
     await waitFor('the agent stopped', async () => capture.lines().some((l) => l.bundleId === b!.vip_bundle_id && l.attempt === 1 && /operator|fenced/.test(String(l.msg))));

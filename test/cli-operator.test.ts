@@ -255,7 +255,7 @@ describe('bounded input', () => {
     const sim = await startSimulator();
     startWorker(db.url, sim);
     startSupervisor(db.pool);
-    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }]);
+    const [ok, no] = await enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: { ...vipPayload(), inbound_flight_id: soldOutId(42) } }], { kindVersion: 1 });
     const out = await cli(db.url, ['inspect', no!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 });
     expect(JSON.parse(out.stdout).state).toBe('compensated');
     expect(JSON.parse((await cli(db.url, ['inspect', ok!.vip_bundle_id, '--follow', '--json'], { timeoutMs: 45_000 })).stdout).state).toBe('completed');

@@ -17,10 +17,29 @@ export interface OperatorResult {
   state: string;
 }
 
-async function explainNoop(db: Queryable, id: string, action: string, allowed: string): Promise<never> {
-  const { rows } = await db.query<{ state: string }>('SELECT state FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
-  if (!rows[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
-  throw new Conflict(`cannot ${action} bundle ${id}: it is ${rows[0].state}; only ${allowed} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
+/**
+ * Runs a single-bundle action; when it changed nothing, says why — or runs it again when the
+ * bundle's current state allows it after all: the statement lost a race (a claim moved the bundle
+ * from pending to running while the action waited for the row; the UPDATE, matching on the state
+ * it had read, then found nothing). Measured on the old code: such a cancel refused with "it is
+ * running; only pending, running or failed bundles can be cancelled".
+ */
+async function applyOne(db: Queryable, sql: string, id: string, actor: string, action: 'retry' | 'cancel', allowed: readonly string[]): Promise<OperatorResult> {
+  let state = '';
+  for (let tries = 0; tries < 3; tries++) {
+    const { rows } = await db.query<OperatorResult>(sql, [[id], actor]);
+    if (rows[0]) return rows[0];
+    const { rows: now } = await db.query<{ state: string; phase: string }>('SELECT state, phase FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
+    if (!now[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+    state = now[0].state;
+    if (action === 'cancel' && state === 'running' && now[0].phase === 'undo') {
+      throw new Conflict(`cannot cancel bundle ${id}: it is already being undone`);
+    }
+    if (!allowed.includes(state)) {
+      throw new Conflict(`cannot ${action} bundle ${id}: it is ${state}; only ${allowed.join(', ')} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
+    }
+  }
+  throw new Conflict(`could not ${action} bundle ${id}: its state kept changing (now ${state}); try again`);
 }
 
 // $1 is a uuid[] of vip_bundle_ids or booking_ids. Idle schedulers are woken once per statement
@@ -29,7 +48,7 @@ const RESULT = `, notified AS (SELECT count(pg_notify('${DUE_CHANNEL}', '')) FRO
      SELECT u.id AS vip_bundle_id, u.booking_id, u.from_state, u.state FROM updated u, notified`;
 
 export const RETRYABLE_STATES = ['dead', 'failed'] as const;
-export const CANCELLABLE_STATES = ['pending', 'running', 'failed'] as const;
+export const CANCELLABLE_STATES = ['pending', 'running', 'waiting', 'failed'] as const;
 
 /**
  * dead or failed → again, with its counters reset. A bundle that was being undone goes back to
@@ -56,10 +75,11 @@ const RETRY_SQL = `WITH target AS (
  */
 const CANCEL_SQL = `WITH target AS (
        SELECT id, state FROM bundles
-       WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('pending', 'running', 'failed') AND NOT (state = 'running' AND phase = 'undo')
+       WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('pending', 'running', 'waiting', 'failed') AND NOT (state = 'running' AND phase = 'undo')
        FOR UPDATE
      ), updated AS (
-       UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now()
+       UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now(),
+         waiting_for = NULL, wait_deadline = NULL
        FROM target t WHERE b.id = t.id AND b.state = t.state
        RETURNING b.id, b.booking_id, b.attempt, t.state AS from_state, b.state
      ), history AS (
@@ -68,15 +88,11 @@ const CANCEL_SQL = `WITH target AS (
      )${RESULT}`;
 
 export async function retryBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(RETRY_SQL, [[id], actor]);
-  return rows[0] ?? explainNoop(db, id, 'retry', 'dead or failed');
+  return applyOne(db, RETRY_SQL, parseBundleId(rawId), actor, 'retry', RETRYABLE_STATES);
 }
 
 export async function cancelBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(CANCEL_SQL, [[id], actor]);
-  return rows[0] ?? explainNoop(db, id, 'cancel', 'pending, running or failed');
+  return applyOne(db, CANCEL_SQL, parseBundleId(rawId), actor, 'cancel', CANCELLABLE_STATES);
 }
 
 /** Which bundles a bulk action is about: one state, optionally changed since a time or created before one. */
