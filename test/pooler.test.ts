@@ -46,10 +46,10 @@ function pooledPool(url: string, max = 4): pg.Pool {
 }
 
 /** Runs `bundlefleet ...` in a scratch directory with only the given database settings. */
-function bundlefleet(args: string[], env: Record<string, string>): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+function bundlefleet(args: string[], env: Record<string, string>, cwd?: string): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
   const base: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^(DATABASE_URL|PROVIDERS_URL|TICKETS_URL|FLIGHTS_URL|TAXIS_URL|BUNDLEFLEET_.*|LOG_LEVEL)$/.test(k)) base[k] = v;
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...base, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...base, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
@@ -130,9 +130,7 @@ describe('BUNDLEFLEET_SESSION_DATABASE_URL', () => {
     const txn = await pooler(db.url);
     const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-pooler-'));
     onCleanup(() => rm(dir, { recursive: true, force: true }));
-    const { child, done } = bundlefleet(['dev', '--port', '0', '--providers-port', '0'], { DATABASE_URL: txn.url(db.url) });
-    void child;
-    const r = await done;
+    const r = await bundlefleet(['dev', '--port', '0', '--providers-port', '0'], { DATABASE_URL: txn.url(db.url) }, dir).done;
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/pool_mode=transaction.*BUNDLEFLEET_SESSION_DATABASE_URL/);
     expect(r.stderr).not.toMatch(/bundlefleet dev is running/);
