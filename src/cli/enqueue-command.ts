@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { BadInput } from '../errors.js';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
-import { printJson, withDb } from './context.js';
+import { z } from 'zod';
+import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
+import { parseOptions, printJson, withDb } from './context.js';
 
 const FLAG_OF: Record<string, string> = {
   customer_email: '--customer-email',
@@ -82,6 +84,7 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--idempotency-key <key>', 'enqueue at most once per key')
     .option('-f, --file <path>', 'JSON object, JSON array or NDJSON lines; "-" for stdin')
     .option('--json', 'print {"vip_bundle_id","booking_id"}; for an array or NDJSON input, an array of them')
+    .option('--kind-version <n>', 'enqueue under this version of the vip kind (default the latest: 2 waits for the ticketing confirmations; 1 books the four steps in a row)')
     .addHelpText('after', `
 Bounds: customer email at most 254 characters; show and flight ids are UUIDs; 1..20 tickets;
 1..9 passengers, each name at most 100 characters; idempotency key at most 200 characters.`)
@@ -102,6 +105,14 @@ Examples:
       const usedFlags = BUNDLE_FLAGS.some((k) => flags[k] !== undefined);
       if (source !== undefined && source !== '-') throw new BadInput(`source: expected "-" for stdin or --file <path>, got ${JSON.stringify(source)}`);
       if (fromFile && usedFlags) throw new BadInput('give either bundle flags or --file / "-", not both');
+      const { kindVersion } = parseOptions(z.object({ kindVersion: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').optional() }), flags as Record<string, unknown>, { kindVersion: '--kind-version' });
+      if (kindVersion !== undefined) {
+        try {
+          bundleKind('vip', kindVersion);
+        } catch {
+          throw new BadInput(`--kind-version: this build carries vip versions ${carriedKindVersions().filter((k) => k.kind === 'vip').map((k) => k.version).join(', ')}, not ${kindVersion}`);
+        }
+      }
       // Validate everything before connecting: bad input writes nothing.
       const { bundles: inputs, single } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true };
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
@@ -109,7 +120,7 @@ Examples:
         enqueueBundles(
           pool,
           inputs.map(({ idempotency_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key })),
-          { onProgress: showProgress ? progress : undefined },
+          { onProgress: showProgress ? progress : undefined, kindVersion },
         ),
       );
       if (flags.json) {

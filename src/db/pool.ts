@@ -114,7 +114,7 @@ export const SLOW_ACQUIRE_MS = 1_000;
 
 export const POOL_SIZING_RULE =
   'a pooler in front of PostgreSQL (PgBouncer default_pool_size / max_db_connections) must have room for every bundlefleet connection: ' +
-  'per worker min(concurrency + 2, 20) + 1 (+ 2 with --supervise-cron), 3 per supervise --loop, 10 per serve, 4 per CLI command ' +
+  'per worker min(concurrency + 2, 20) + 1, + 2 for its signal-queue consumer (pg-boss) and + 2 with --supervise-cron; 3 per supervise --loop, 10 per serve, 4 per CLI command ' +
   '(README: "Running behind a pooler")';
 
 function slowAcquireWarner(): (wait: SlowAcquire) => void {
@@ -192,8 +192,11 @@ export async function checkConnection(pool: pg.Pool, url: string): Promise<void>
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient | pg.Client, 'query'>;
 
-/** Runs `fn` in one transaction on one pooled connection. */
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` in one transaction on one pooled connection. `settings` are set for this transaction
+ * only (SET LOCAL: safe behind a transaction-mode pooler), e.g. a bounded lock wait.
+ */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, settings: Record<string, number> = {}): Promise<T> {
   const client = await pool.connect();
   // A checked-out client has no pool 'error' listener: a connection lost mid-transaction (PostgreSQL
   // restarting) would be an uncaught 'error' event and kill the process. The failed query rejects anyway.
@@ -201,7 +204,8 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   client.on('error', onError);
   let discard = false;
   try {
-    await client.query('BEGIN');
+    // Names are ours (not input) and values numbers: one round trip for BEGIN and the settings.
+    await client.query(['BEGIN', ...Object.entries(settings).map(([name, value]) => `SET LOCAL ${name} = ${Number(value)}`)].join('; '));
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
