@@ -13,8 +13,10 @@ describe('migrate', () => {
     const db = await createTestDb();
     const pool = createPool(db.url, { max: 2 });
     let terminated = false;
+    let settled = false;
     const watcher = (async () => {
-      for (let i = 0; i < 2000 && !terminated; i++) {
+      // Until migrate is done, not a number of tries: on a loaded machine it may reach the lock late.
+      while (!terminated && !settled) {
         const { rows } = await db.pool.query(
           `SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
            WHERE l.locktype = 'advisory' AND l.granted AND a.state IN ('idle', 'idle in transaction') AND a.pid <> pg_backend_pid()
@@ -26,7 +28,7 @@ describe('migrate', () => {
         }
       }
     })();
-    const outcome = await migrate(pool, db.url).then(() => 'finished', () => 'failed');
+    const outcome = await migrate(pool, db.url).then(() => 'finished', () => 'failed').finally(() => (settled = true));
     await watcher;
     expect(terminated).toBe(true);
     expect(['finished', 'failed']).toContain(outcome);

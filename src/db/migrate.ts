@@ -69,17 +69,18 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
     // pool_mode=transaction) keeps a server connection with its client until the transaction
     // ends, while a session lock would stay behind on a server connection others then use.
     await client.query('BEGIN');
+    let installed = false;
     try {
       await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('bundlefleet.migrate', 0))`);
       await installEventQueues(url);
-      await client.query('COMMIT');
-    } catch (err) {
-      // A connection that cannot roll back is discarded (which ends the transaction) rather than pooled.
-      await client.query('ROLLBACK').catch(() => {
+      installed = true;
+    } finally {
+      // The transaction holds nothing but the lock, so ending it either way (or losing its
+      // connection) only releases the lock. A connection that cannot end it is discarded.
+      await client.query(installed ? 'COMMIT' : 'ROLLBACK').catch(() => {
         released = true;
         client.release(true);
       });
-      throw err;
     }
   } finally {
     client.removeListener('error', onError);
