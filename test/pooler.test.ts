@@ -184,7 +184,9 @@ describe('a fleet with DATABASE_URL on a transaction pooler and the session URL 
     });
     const enqueuer = pooledPool(pooledUrl, 2);
     await enqueueBundles(enqueuer, Array.from({ length: 30 }, (_, i) => ({ payload: vip(i) })), { kindVersion: 1 });
-    await waitFor('30 completed bundles', async () => (await countByState(db.pool)).completed === 30, 40_000);
+    await waitFor('30 completed bundles', async () => (await countByState(db.pool)).completed === 30, 40_000).catch(async (err) => {
+      throw new Error(`${(err as Error).message}: ${JSON.stringify(await countByState(db.pool))}, pooler ${JSON.stringify(txn.stats())}`);
+    });
     recycling = false;
     await recycler;
     const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundle_history WHERE actor = 'supervisor'`);

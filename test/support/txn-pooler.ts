@@ -37,6 +37,8 @@ export interface TxnPooler {
   url(target: string): string;
   /** Backend pids of the server connections (idle or linked). */
   serverPids(): number[];
+  /** Server connections open, idle and being opened; clients waiting for one. */
+  stats(): { servers: number; idle: number; opening: number; waiting: number };
   /** Closes the idle server connections; new ones are made as clients need them. */
   recycle(): void;
   close(): Promise<void>;
@@ -78,6 +80,7 @@ export async function startTxnPooler(upstreamUrl: string, opts: TxnPoolerOptions
   const waiting: Conn[] = [];
   const conns = new Set<Conn>();
   let opening = 0;
+  let stopped = false;
 
   const release = (server: Server) => {
     server.client = undefined;
@@ -135,7 +138,10 @@ export async function startTxnPooler(upstreamUrl: string, opts: TxnPoolerOptions
       for (const m of conn.pending.splice(0)) server.socket.write(m);
     }
     const want = waiting.filter((c) => !c.closed).length - opening;
-    for (let i = 0; i < want && servers.size + opening < maxServers; i++) void openServer().catch(() => {});
+    for (let i = 0; i < want && servers.size + opening < maxServers; i++) {
+      // PostgreSQL may refuse for a moment (too many clients while other tests run): try again soon.
+      void openServer().catch(() => setTimeout(() => !stopped && dispatch(), 100));
+    }
   }
 
   const onClientMessage = (conn: Conn, m: Buffer) => {
@@ -202,10 +208,12 @@ export async function startTxnPooler(upstreamUrl: string, opts: TxnPoolerOptions
       return u.toString();
     },
     serverPids: () => [...servers].map((s) => s.pid),
+    stats: () => ({ servers: servers.size, idle: idle.length, opening, waiting: waiting.filter((c) => !c.closed).length }),
     recycle() {
       for (const server of [...idle]) drop(server);
     },
     async close() {
+      stopped = true;
       for (const conn of conns) conn.socket.destroy();
       for (const server of [...servers]) drop(server);
       await new Promise((resolve) => listener.close(resolve));
