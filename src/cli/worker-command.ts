@@ -79,7 +79,7 @@ Examples:
       const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const providerUrls = providerUrlsFromEnv(process.env);
-      const db = await openDb();
+      const db = await openDb({ waitSeconds: 60 });
       try {
         await refuseMissingKindVersions(db.pool, flags.allowMissingKindVersions);
       } finally {

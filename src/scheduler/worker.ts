@@ -6,58 +6,23 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { createPool } from '../db/pool.js';
-import { runAgent, type AgentOutcome } from '../agents/agent.js';
+import { runAgent } from '../agents/agent.js';
 import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
-import { ProviderClient, type ProviderUrls } from '../providers/client.js';
+import { ProviderClient } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
 import { reconcileBundle } from '../agents/reconcile.js';
-import { unrunnableKindVersions, type KindVersionCount } from '../bundles/read.js';
+import { unrunnableKindVersions } from '../bundles/read.js';
 import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
+import { ExchangeRecorder } from '../agents/exchange-recorder.js';
+import { exchangeScope } from '../providers/exchange.js';
+import type { WorkerOptions } from './worker-options.js';
 
-export interface WorkerOptions {
-  databaseUrl: string;
-  /** For the liveness connection (session advisory lock + LISTEN): needs a session of its own. Default databaseUrl. */
-  sessionDatabaseUrl?: string;
-  providerUrls: ProviderUrls;
-  /** Agents running at once in this process. Default 10. */
-  concurrency?: number;
-  /** Lease written at claim and extended at every step. Default 60 s. */
-  leaseSeconds?: number;
-  /** Timeout of one provider request. Default 5000 ms. */
-  providerTimeoutMs?: number;
-  /** Poll even without NOTIFY, for bundles whose backoff ends. Default 1000 ms. */
-  pollIntervalMs?: number;
-  /** Prefix of the worker id written to locked_by. Default `<hostname>-<pid>`. */
-  name?: string;
-  /** First stop: how long in-flight agents may finish before they are released. Default 20 s. */
-  drainTimeoutMs?: number;
-  /**
-   * Most bundles claimed in one statement. Each claimed bundle takes a transaction-scoped advisory
-   * lock, and those live in PostgreSQL's shared lock table (max_locks_per_transaction ×
-   * max_connections, 6,400 by default), so one claim must stay well below that. Default 500.
-   */
-  claimBatchSize?: number;
-  /** Retries of a transient provider error within an attempt. Default 2. */
-  providerRetries?: number;
-  /** Kind versions this worker runs; default every version this build carries. */
-  kinds?: Array<{ kind: string; version: number }>;
-  /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
-  waitTimeoutSeconds?: Record<string, number>;
-  /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
-  onUnrunnable?: (counts: KindVersionCount[]) => void;
-  logger?: Logger;
-  /** Hooks for metrics. */
-  onClaim?: (count: number) => void;
-  /** Called as each claimed bundle's agent starts (the benchmark times enqueue → agent start with it). */
-  onAgentStart?: (bundleId: string) => void;
-  onStep?: (step: string, outcome: string, seconds: number) => void;
-  onOutcome?: (outcome: AgentOutcome) => void;
-}
+export type { WorkerOptions } from './worker-options.js';
 
 interface InFlight {
   /** The claimed bundle an agent runs; undefined for a reconciliation pass (nothing to release). */
@@ -83,6 +48,7 @@ export class Worker {
   private readonly finisher: Finisher;
   private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
+  private readonly exchanges: ExchangeRecorder;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
@@ -113,7 +79,8 @@ export class Worker {
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
-    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
+    this.exchanges = new ExchangeRecorder(this.pool, this.log);
+    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000, onExchange: this.exchanges.record });
   }
 
   get workerId(): string | undefined {
@@ -185,7 +152,7 @@ export class Worker {
    * claim skips them); say so in the log and through onUnrunnable (a metric), never silently.
    */
   private async checkKindVersions(): Promise<void> {
-    const counts = await unrunnableKindVersions(this.pool, this.options.kinds);
+    const counts = await unrunnableKindVersions(this.pool, this.options.kinds, { claimableOnly: true });
     this.options.onUnrunnable?.(counts);
     for (const c of counts) {
       this.log.warn({ kind: c.kind, version: c.version, bundles: c.bundles }, `${c.bundles} unfinished ${c.kind} v${c.version} bundles: this worker does not carry that version and leaves them for one that does`);
@@ -210,7 +177,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+      const done = exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -225,7 +192,7 @@ export class Worker {
     this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
     const key = inFlightKey(bundle);
-    const done = runAgent(bundle, {
+    const done = exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
@@ -310,6 +277,7 @@ export class Worker {
       await Promise.race([Promise.all(left.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
     }
     await this.liveness.close();
+    await this.exchanges.flush();
     await this.pool.end();
     this.log.info({ released: released.length }, 'worker stopped');
     return { released: released.length };
