@@ -197,6 +197,19 @@ describe('a fleet with DATABASE_URL on a transaction pooler and the session URL 
 });
 
 describe('what needs no session', () => {
+  it('no query in src/ is a named prepared statement (they break behind a transaction pooler)', async () => {
+    const { readdir, readFile } = await import('node:fs/promises');
+    const src = fileURLToPath(new URL('../src/', import.meta.url));
+    const files = (await readdir(src, { recursive: true })).filter((f) => f.endsWith('.ts'));
+    const named: string[] = [];
+    for (const file of files) {
+      const text = await readFile(join(src, file), 'utf8');
+      // A query config object with a `name` (pg prepares it once per connection under that name).
+      for (const m of text.matchAll(/query(?:<[^>]*>)?\(\s*\{[^}]*\bname\s*:/g)) named.push(`src/${file}: ${m[0].replace(/\s+/g, ' ')}`);
+    }
+    expect(named).toEqual([]);
+  });
+
   it('enqueue from two processes through a transaction pooler (no named prepared statement)', async () => {
     const db = await createTestDb();
     const txn = await pooler(db.url);
