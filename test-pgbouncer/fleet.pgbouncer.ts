@@ -129,6 +129,10 @@ describe('pool_mode=transaction', () => {
     const retried = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundles WHERE attempt > 1`);
     expect(retried.rows[0]!.n).toBe(0);
     expect(w1.output() + w2.output()).not.toMatch(/liveness lock lost/);
+    // No statement failed for want of a session: every provider exchange was recorded (4 steps a bundle).
+    expect(w1.output() + w2.output()).not.toMatch(/prepared statement|could not record provider exchanges/);
+    const exchanges = await db.pool.query<{ n: number }>(`SELECT count(DISTINCT bundle_id)::int AS n FROM provider_exchanges`);
+    expect(exchanges.rows[0]!.n).toBe(80);
 
     sim.setFaults({ latencyMs: 400 });
     await enqueueBundles(enqueuer, Array.from({ length: 20 }, () => ({ payload: vip() })), { kindVersion: 1 });
