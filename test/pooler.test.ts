@@ -10,7 +10,7 @@
  *   worker, recycled server connections cause no resets;
  * - nothing else needs a session: enqueue (no named prepared statements) and migrate;
  * - a slow connection checkout is reported with the pool size and the sizing rule.
- * The same through a real PgBouncer: test-pgbouncer/ (`npm run test:pgbouncer`).
+ * The same through a real PgBouncer: test/pgbouncer/ (`npm run test:pgbouncer`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';

@@ -13,16 +13,15 @@
  * - a PgBouncer pool smaller than the fleet's: the wait is explained with the sizing rule.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { createTestDb, onCleanup, type TestDb } from '../test/support/db.js';
-import { countByState, startSimulator, waitFor } from '../test/support/fleet.js';
-import { createPool } from '../src/db/pool.js';
-import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { createTestDb, onCleanup, type TestDb } from '../support/db.js';
+import { BIN } from '../support/processes.js';
+import { countByState, startSimulator, waitFor } from '../support/fleet.js';
+import { createPool } from '../../src/db/pool.js';
+import { enqueueBundles } from '../../src/bundles/enqueue.js';
 import { startPgBouncer } from './support/pgbouncer.js';
 
-const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
 
 interface Proc {
   child: ChildProcess;

@@ -9,7 +9,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { onCleanup } from '../../test/support/db.js';
+import { onCleanup } from '../../support/db.js';
 import { findPgbouncer } from './find.js';
 
 async function freePort(): Promise<number> {

@@ -6,11 +6,11 @@ import { fileURLToPath } from 'node:url';
  * session and transaction mode. Not part of `npm test`, which needs nothing but Node.
  */
 export default defineConfig({
-  root: fileURLToPath(new URL('..', import.meta.url)),
+  root: fileURLToPath(new URL('../..', import.meta.url)),
   test: {
-    include: ['test-pgbouncer/**/*.pgbouncer.ts'],
+    include: ['test/pgbouncer/**/*.pgbouncer.ts'],
     // First: refuse in one line when pgbouncer is missing; then the test PostgreSQL of `npm test`.
-    globalSetup: ['test-pgbouncer/support/require-pgbouncer.ts', 'test/support/global-setup.ts'],
+    globalSetup: ['test/pgbouncer/support/require-pgbouncer.ts', 'test/support/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
