@@ -134,14 +134,14 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
       // Rows, history and NOTIFY in one statement: atomic on its own, no transaction needed.
-      // Named, so each connection parses and plans it once (its plan does not depend on the values).
-      await pool.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+      // Unnamed: a named prepared statement breaks behind a transaction-mode pooler (PgBouncer < 1.21).
+      await pool.query(insertUnkeyedBatchSql, unkeyedParams);
       rows = unkeyedRows();
     } else {
       rows = await withTransaction(pool, async (client) => {
         let rows: Row[];
         if (unkeyed) {
-          await client.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+          await client.query(insertUnkeyedBatchSql, unkeyedParams);
           rows = unkeyedRows();
         } else {
           const insert = async (at: number[]) =>

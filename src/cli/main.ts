@@ -30,7 +30,7 @@ const USES_PROVIDERS = new Set(['worker', 'dev']);
  */
 function settingsOf(action: Command): Record<string, unknown> {
   const opts = { ...action.opts() };
-  for (const key of ['databaseUrl', 'providersUrl']) {
+  for (const key of ['databaseUrl', 'sessionDatabaseUrl', 'providersUrl']) {
     // A flag given on the command line wins over the variable, whichever command parsed it.
     for (let c: Command | null = action; c; c = c.parent) {
       if (c.getOptionValueSource(key) === 'cli') {

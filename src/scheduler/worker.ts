@@ -75,7 +75,7 @@ export class Worker {
       // Above the agents' statement_timeout (15 s): only a connection that stopped answering reaches it.
       queryTimeoutMs: 30_000,
     });
-    this.liveness = new WorkerLiveness(options.databaseUrl, this.opts.name);
+    this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
