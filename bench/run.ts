@@ -6,6 +6,7 @@
  *   npm run bench -- --quick           small sizes, under two minutes
  *   npm run bench -- --only 1,2        some scenarios (1 and 3 share their runs)
  *   npm run bench -- --out bench/results/tmp/x   write elsewhere (latest.* stay untouched)
+ *   npm run bench -- --only 5 --no-tracing-row   scenario 5 without its 5a-otel row (tracing on vs off)
  * Profile: node --cpu-prof --cpu-prof-dir=bench/results/tmp/prof --import tsx bench/run.ts --quick --only 1
  * DATABASE_URL: use that server (the role needs CREATEDB); otherwise an embedded PostgreSQL
  * under bench/results/tmp/pg, stopped at the end.
@@ -17,6 +18,7 @@ import { startServer } from './lib/server.js';
 import { load, log, machine, now, packageVersion } from './lib/util.js';
 import { markdown, svg, type Report } from './report.js';
 import * as sc from './scenarios.js';
+import { scenario5Tracing } from './tracing.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -30,6 +32,7 @@ const { values: args } = parseArgs({
     systems: { type: 'string' },
     jobs: { type: 'string' },
     reps: { type: 'string' },
+    'no-tracing-row': { type: 'boolean', default: false },
   },
 });
 
@@ -65,6 +68,8 @@ async function main(): Promise<void> {
       const r = await sc.scenario5(server, cfg);
       s5.push(...r.results);
       vipEnqueue = r.vipEnqueue;
+      // 5a with tracing on vs off (issue 11), skipped with --no-tracing-row.
+      if (!args['no-tracing-row']) s5.push(await scenario5Tracing(server, cfg));
     }
     if (only.has('3')) results.push(sc.scenario3(runs!, cfg, vipEnqueue));
     if (only.has('4')) results.push(await sc.scenario4(server, cfg));
