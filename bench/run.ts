@@ -42,7 +42,7 @@ if (args['enqueue-batch']) cfg.enqueueBatch = Number(args['enqueue-batch']);
 if (args.jobs) cfg.jobs = Number(args.jobs);
 if (args.reps) cfg.reps = Number(args.reps);
 if (args['claim-batch']) cfg.noopClaimBatch = Number(args['claim-batch']);
-cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker').split(','));
+cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker,dbos').split(','));
 if (args['vip-concurrency']) cfg.vipConcurrencyZero = Number(args['vip-concurrency']);
 const only = new Set((args.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const outDir = args.out ? `${args.out.replace(/\/$/, '')}/` : fileURLToPath(new URL('./results/', import.meta.url));
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     duration_seconds: (now() - started) / 1000,
     machine: machine(),
     postgres: { embedded: server.embedded, ...pgInfo },
-    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), pg: packageVersion('pg'), node: process.version },
+    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), '@dbos-inc/dbos-sdk': packageVersion('@dbos-inc/dbos-sdk'), pg: packageVersion('pg'), node: process.version },
     load: {
       start: loadStart,
       end: loadEnd,
