@@ -36,7 +36,7 @@ const { values: args } = parseArgs({
 const quick = args.quick!;
 const cfg: sc.Config = quick
   ? { quick, jobs: 2_000, reps: 1, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 10, vipBundles: 300, vipReps: 1, vipConcurrencyZero: 100, finishedRows: 100_000, claimSamples: 200, recoveryBundles: 10, recoveryReps: 1, rssBundles: 500, systems: new Set(), noopClaimBatch: 500 }
-  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 3, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
+  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 5, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
 if (args['noop-concurrency']) cfg.noopConcurrency = Number(args['noop-concurrency']);
 if (args['enqueue-batch']) cfg.enqueueBatch = Number(args['enqueue-batch']);
 if (args.jobs) cfg.jobs = Number(args.jobs);

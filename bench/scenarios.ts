@@ -4,6 +4,7 @@
  * target and whether it was met. Method: ../../shared/BENCHMARKING.md.
  */
 import pg from 'pg';
+import { fileURLToPath } from 'node:url';
 const PgClient = pg.Client;
 import * as bf from './systems/bundlefleet.js';
 import * as gw from './systems/graphile.js';
@@ -11,7 +12,7 @@ import * as pb from './systems/pgboss.js';
 import * as dbos from './systems/dbos.js';
 import * as floor from './systems/floor.js';
 import type { BenchServer } from './lib/server.js';
-import { startSimulator, spawnCli, type Child } from './lib/procs.js';
+import { startSimulator, spawnCli, spawnNode, type Child } from './lib/procs.js';
 import { log, median, now, percentile, round, rssMiB, sleep, waitFor } from './lib/util.js';
 
 export interface Config {
@@ -335,10 +336,12 @@ export async function scenario2(server: BenchServer, cfg: Config): Promise<Scena
 
 export async function scenario4(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
   const K = cfg.recoveryBundles;
-  // Provider calls answer after 10 minutes: the bundles stay in flight until the kill.
+  // Provider calls answer after 10 minutes: the bundles stay in flight until the kill. The agents'
+  // request timeout (30 s) must fit in the lease (60 s): an agent calls only when it does (issue 9).
   const sim = await startSimulator(600_000);
   const all: number[] = [];
   const first: number[] = [];
+  const dbosRuns: DbosRecovery[] = [];
   try {
     for (let rep = 1; rep <= cfg.recoveryReps; rep++) {
       const url = await server.createDatabase('recovery');
@@ -347,7 +350,7 @@ export async function scenario4(server: BenchServer, cfg: Config): Promise<Scena
       try {
         await bf.enqueue(pool, bf.vipItems(K), 'vip', 1000);
         const env = { DATABASE_URL: url, PROVIDERS_URL: sim.url };
-        const common = ['--lease-seconds', '60', '--provider-timeout-ms', '600000', '--concurrency', String(Math.max(K, 10))];
+        const common = ['--lease-seconds', '60', '--provider-timeout-ms', '30000', '--concurrency', String(Math.max(K, 10))];
         const a = spawnCli(`recovery-workerA-${rep}`, ['worker', ...common, '--name', `benchA-${rep}`], env);
         children.push(a);
         // Every bundle claimed by A and waiting on its first provider call.
@@ -393,26 +396,37 @@ export async function scenario4(server: BenchServer, cfg: Config): Promise<Scena
         await server.dropDatabase(url);
       }
     }
+    for (let rep = 1; rep <= (cfg.systems.has('dbos') ? cfg.recoveryReps : 0); rep++) dbosRuns.push(await dbosRecovery(server, cfg, sim.url, rep));
   } finally {
     await sim.child.kill('SIGKILL');
   }
   const v = median(all);
+  const dbosOnRestart = dbosRuns.map((r) => r.restartToAll);
   return {
     id: '4',
     name: `Recovery: ${K} bundles in flight on a SIGKILLed worker, 60 s lease (median of ${cfg.recoveryReps})`,
     unit: 's',
     better: 'lower',
-    bundlefleet: measured(v, `${fmt(v, 2)} s (first ${fmt(median(first), 2)} s)`, { all, first }),
+    bundlefleet: measured(v, `${fmt(v, 2)} s, p95 ${fmt(percentile(all, 95), 2)} s (first ${fmt(median(first), 2)} s)`, { all, first }),
     pgboss: { value: 70, text: '≥ 70 s (documented: heartbeat ≥ 10 s + 60 s monitor)', source: 'documented' },
     graphile: { value: 14_400, text: '4 h (documented: lock timeout)', source: 'documented' },
+    dbos: dbosRuns.length
+      ? {
+          value: null,
+          text: `a live second process took ${dbosRuns.map((r) => r.takenByOther).join(', ')} of ${K} in ${cfg.quick ? 3 : 10} s (documented: only the killed executor's restart, or Conductor, recovers them); after the killed process restarts: all running again ${fmt(median(dbosOnRestart), 2)} s after the restart began (node start included)`,
+          source: 'measured',
+          detail: { runs: dbosRuns },
+        }
+      : null,
     ratio: v / 70,
     ratioNote: '÷ pg-boss documented',
-    target: '≤ 2 s',
-    targetValue: 2,
-    met: v <= 2,
+    target: `p95 ≤ 0.5 s over ${cfg.recoveryReps} runs`,
+    targetValue: 0.5,
+    met: percentile(all, 95) <= 0.5,
     settings: {
       bundlefleet: 'real processes: `node bin/bundlefleet worker --lease-seconds 60` (A, killed with SIGKILL; B, idle) and `bundlefleet supervise --loop --interval-seconds 1`; time from the SIGKILL until the database shows every bundle running again (attempt ≥ 2) on worker B',
-      peers: 'not measured here: their documented/observed rescue times from BENCHMARKING.md',
+      peers: 'pg-boss, graphile-worker: not measured here: their documented/observed rescue times from BENCHMARKING.md',
+      dbos: 'real processes (bench/systems/dbos-process.ts): A (executor id local) runs the workflows, each waiting on its first provider call; B (executor id B) runs beside it; SIGKILL A; count workflows B takes over in the window; then start A again with the same executor id (DBOS recovers an executor\'s workflows when it launches) and time from that start until every workflow is running again (recovery_attempts ≥ 2)',
     },
     bars: [
       { label: 'bundlefleet', value: v, system: 'bundlefleet' },
@@ -420,6 +434,54 @@ export async function scenario4(server: BenchServer, cfg: Config): Promise<Scena
       { label: 'graphile-worker (documented)', value: 14_400, system: 'graphile-worker' },
     ],
   };
+}
+
+interface DbosRecovery {
+  /** A's workflows that the other live process (B) took within the window after the kill. */
+  takenByOther: number;
+  /** Seconds from the start of A's restart until every workflow is running again. */
+  restartToAll: number;
+  /** Seconds from the start of A's restart until the first is. */
+  restartToFirst: number;
+}
+
+async function dbosRecovery(server: BenchServer, cfg: Config, simUrl: string, rep: number): Promise<DbosRecovery> {
+  const K = cfg.recoveryBundles;
+  const url = await server.createDatabase('recovery_dbos');
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  const children: Child[] = [];
+  const script = ['--import', 'tsx', fileURLToPath(new URL('./systems/dbos-process.ts', import.meta.url))];
+  const env = { DBOS_BENCH_URL: url, DBOS_BENCH_PROVIDERS: simUrl, DBOS_BENCH_CONCURRENCY: String(Math.max(K, 10)) };
+  const recovered = async () => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM dbos.workflow_status WHERE status = 'PENDING' AND recovery_attempts >= 2`)).rows[0]!.n;
+  try {
+    await dbos.setup(url);
+    await dbos.enqueue(url, bf.vipItems(K), { concurrency: Math.max(K, 10), minPollingIntervalMs: 10 });
+    const a = spawnNode(`recovery-dbosA-${rep}`, script, env);
+    children.push(a);
+    await waitFor('DBOS process A runs every workflow', async () => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM dbos.workflow_status WHERE status = 'PENDING' AND executor_id = 'local'`)).rows[0]!.n === K, { intervalMs: 50, timeoutMs: 60_000 });
+    const b = spawnNode(`recovery-dbosB-${rep}`, script, { ...env, DBOS__VMID: `bench-B-${rep}` });
+    children.push(b);
+    await waitFor('DBOS process B launched', () => b.output().includes('launched'), { intervalMs: 50, timeoutMs: 60_000 });
+    await sleep(500 + Math.random() * 1000); // A's first provider calls are in flight; B polls its queue
+    a.proc.kill('SIGKILL');
+    await sleep((cfg.quick ? 3 : 10) * 1000);
+    const takenByOther = await recovered();
+    const t0 = now();
+    children.push(spawnNode(`recovery-dbosA2-${rep}`, script, env));
+    let tFirst: number | undefined;
+    await waitFor('DBOS workflows running again', async () => {
+      const n = await recovered();
+      if (n > 0 && tFirst === undefined) tFirst = now();
+      return n === K;
+    }, { intervalMs: 10, timeoutMs: 120_000 });
+    const r = { takenByOther, restartToAll: (now() - t0) / 1000, restartToFirst: ((tFirst ?? now()) - t0) / 1000 };
+    log(`4. rep ${rep} DBOS Transact: ${takenByOther} of ${K} taken by the live process B in ${cfg.quick ? 3 : 10} s; after A's restart all running again in ${fmt(r.restartToAll, 2)} s (first ${fmt(r.restartToFirst, 2)} s)`);
+    return r;
+  } finally {
+    for (const c of children) await c.kill('SIGKILL');
+    await pool.end();
+    await server.dropDatabase(url);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ export interface QueueSettings {
   minPollingIntervalMs?: number;
 }
 
-const queueOptions = (q: QueueSettings) => ({ workerConcurrency: q.concurrency, ...(q.minPollingIntervalMs ? { minPollingIntervalMs: q.minPollingIntervalMs } : {}) });
+export const queueOptions = (q: QueueSettings) => ({ workerConcurrency: q.concurrency, ...(q.minPollingIntervalMs ? { minPollingIntervalMs: q.minPollingIntervalMs } : {}) });
 
 export async function countStatus(pool: pg.Pool, status: string): Promise<number> {
   const { rows } = await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM dbos.workflow_status WHERE status = $1', [status]);
