@@ -36,9 +36,12 @@ async function remaining(pool: pg.Pool): Promise<number> {
 
 export async function processAll(pool: pg.Pool, url: string, n: number, concurrency: number): Promise<number> {
   let done = 0;
+  // Its own pool (graphile-worker's default size, 10): see latency() below.
+  const pgPool = new pg.Pool({ connectionString: url, max: 10 });
+  pgPool.on('error', () => {});
   const t0 = now();
   const runner = await run({
-    connectionString: url,
+    pgPool,
     concurrency,
     noHandleSignals: true,
     logger: quietLogger,
@@ -54,6 +57,7 @@ export async function processAll(pool: pg.Pool, url: string, n: number, concurre
     return (now() - t0) / 1000;
   } finally {
     await runner.stop();
+    await pgPool.end();
   }
 }
 
@@ -63,7 +67,7 @@ export async function latency(url: string, samples: number, warmups = 3): Promis
   const started = new Map<number, number>();
   // Its own pool (graphile-worker's default size, 10), so that a connection the server ends while
   // the database is dropped after the run is an error we ignore, not an unhandled 'error' event
-  // that ends the benchmark (seen once under a load average of 19).
+  // that ends the benchmark (seen twice under a load average of 19–25, here and in processAll).
   const pgPool = new pg.Pool({ connectionString: url, max: 10 });
   pgPool.on('error', () => {});
   const runner = await run({
