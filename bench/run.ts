@@ -39,13 +39,13 @@ const { values: args } = parseArgs({
 const quick = args.quick!;
 const cfg: sc.Config = quick
   ? { quick, jobs: 2_000, reps: 1, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 10, vipBundles: 300, vipReps: 1, vipConcurrencyZero: 100, finishedRows: 100_000, claimSamples: 200, recoveryBundles: 10, recoveryReps: 1, rssBundles: 500, systems: new Set(), noopClaimBatch: 500 }
-  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 3, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
+  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 5, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
 if (args['noop-concurrency']) cfg.noopConcurrency = Number(args['noop-concurrency']);
 if (args['enqueue-batch']) cfg.enqueueBatch = Number(args['enqueue-batch']);
 if (args.jobs) cfg.jobs = Number(args.jobs);
 if (args.reps) cfg.reps = Number(args.reps);
 if (args['claim-batch']) cfg.noopClaimBatch = Number(args['claim-batch']);
-cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker').split(','));
+cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker,dbos').split(','));
 if (args['vip-concurrency']) cfg.vipConcurrencyZero = Number(args['vip-concurrency']);
 const only = new Set((args.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const outDir = args.out ? `${args.out.replace(/\/$/, '')}/` : fileURLToPath(new URL('./results/', import.meta.url));
@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     duration_seconds: (now() - started) / 1000,
     machine: machine(),
     postgres: { embedded: server.embedded, ...pgInfo },
-    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), pg: packageVersion('pg'), node: process.version },
+    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), '@dbos-inc/dbos-sdk': packageVersion('@dbos-inc/dbos-sdk'), pg: packageVersion('pg'), node: process.version },
     load: {
       start: loadStart,
       end: loadEnd,
