@@ -157,7 +157,8 @@ describe('BUNDLEFLEET_SESSION_DATABASE_URL', () => {
     await waitFor('6 completed bundles', async () => (await countByState(direct)).completed === 6, 20_000);
     child.kill('SIGTERM');
     expect((await done).code).toBe(0);
-  });
+    // A real process on a loaded two-core machine: start-up alone took tens of seconds in full runs.
+  }, 120_000);
 });
 
 describe('a fleet with DATABASE_URL on a transaction pooler and the session URL at PostgreSQL', () => {
