@@ -36,6 +36,14 @@ interface Pair extends ProxiedConnection {
   server: net.Socket;
 }
 
+/** A postgres:// URL pointed at 127.0.0.1:`port` (a proxy or pooler in front of its server), all else kept. */
+export function onLocalPort(target: string, port: number): string {
+  const u = new URL(target);
+  u.hostname = '127.0.0.1';
+  u.port = String(port);
+  return u.toString();
+}
+
 /** Reads `application_name` from a PostgreSQL v3 startup message, if `chunk` holds one. */
 export function startupApplicationName(chunk: Buffer): string | undefined {
   if (chunk.length < 8 || chunk.readInt32BE(4) !== 196608) return undefined;
@@ -94,12 +102,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
   return {
     host: '127.0.0.1',
     port,
-    url(target) {
-      const u = new URL(target);
-      u.hostname = '127.0.0.1';
-      u.port = String(port);
-      return u.toString();
-    },
+    url: (target) => onLocalPort(target, port),
     connections: () => [...pairs.values()].map(({ id, applicationName, blackholed, serverPort }) => ({ id, applicationName, blackholed, serverPort })),
     blackhole(match = () => true) {
       let n = 0;

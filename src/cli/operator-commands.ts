@@ -84,16 +84,21 @@ async function runAction(action: Action, id: string | undefined, flags: Operator
   });
 }
 
-export function registerOperatorCommands(program: Command): void {
-  program
-    .command('retry')
-    .description('send dead or failed bundles back (counters reset): to pending, or to compensating if they were being undone')
+/** The options `retry` and `cancel` share: one bundle by id, or many by state. */
+function bulkOptions(action: Action, cmd: Command): Command {
+  return cmd
     .argument('[id]', 'vip_bundle_id or booking_id (or use --state for many)')
-    .option('--state <state>', `retry every bundle in this state (${RETRYABLE_STATES.join(', ')})`)
+    .option('--state <state>', `${action.name} every bundle in this state (${action.states.join(', ')})`)
     .option('--since <time>', 'with --state: only bundles changed since then (ISO 8601 time, or 30m, 2h, 7d ago)')
     .option('--older-than <duration>', 'with --state: only bundles created longer ago than this (30m, 2h, 7d)')
     .option('-y, --yes', 'with --state: do not ask for confirmation (needed when stdin is not a terminal)')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON');
+}
+
+export function registerOperatorCommands(program: Command): void {
+  bulkOptions(ACTIONS.retry, program
+    .command('retry')
+    .description('send dead or failed bundles back (counters reset): to pending, or to compensating if they were being undone'))
     .addHelpText('after', `
 Examples:
   $ bundlefleet retry 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a
@@ -101,15 +106,9 @@ Examples:
   $ bundlefleet retry --state dead --since 2026-11-24T06:00:00Z --yes --json`)
     .action((id: string | undefined, flags: OperatorFlags) => runAction(ACTIONS.retry, id, flags));
 
-  program
+  bulkOptions(ACTIONS.cancel, program
     .command('cancel')
-    .description('undo non-terminal bundles: everything they may have booked is cancelled')
-    .argument('[id]', 'vip_bundle_id or booking_id (or use --state for many)')
-    .option('--state <state>', `cancel every bundle in this state (${CANCELLABLE_STATES.join(', ')})`)
-    .option('--since <time>', 'with --state: only bundles changed since then (ISO 8601 time, or 30m, 2h, 7d ago)')
-    .option('--older-than <duration>', 'with --state: only bundles created longer ago than this (30m, 2h, 7d)')
-    .option('-y, --yes', 'with --state: do not ask for confirmation (needed when stdin is not a terminal)')
-    .option('--json', 'print JSON')
+    .description('undo non-terminal bundles: everything they may have booked is cancelled'))
     .addHelpText('after', `
 Examples:
   $ bundlefleet cancel 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a

@@ -12,6 +12,7 @@
  * Server connections are logged in by pg.Client (SCRAM and all), then their socket is taken over
  * and spoken to in the raw protocol.
  */
+import { onLocalPort } from '../../src/chaos/tcp-proxy.js';
 import net from 'node:net';
 import pg from 'pg';
 
@@ -201,12 +202,7 @@ export async function startTxnPooler(upstreamUrl: string, opts: TxnPoolerOptions
 
   return {
     port,
-    url(target) {
-      const u = new URL(target);
-      u.hostname = '127.0.0.1';
-      u.port = String(port);
-      return u.toString();
-    },
+    url: (target: string) => onLocalPort(target, port),
     serverPids: () => [...servers].map((s) => s.pid),
     stats: () => ({ servers: servers.size, idle: idle.length, opening, waiting: waiting.filter((c) => !c.closed).length }),
     recycle() {

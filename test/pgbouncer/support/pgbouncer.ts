@@ -4,6 +4,7 @@
  * without a password (auth_type=trust, the user listed in auth_file); PgBouncer logs in to
  * PostgreSQL with the password from the auth_file (SCRAM).
  */
+import { onLocalPort } from '../../../src/chaos/tcp-proxy.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -94,9 +95,8 @@ server_idle_timeout = 600
   return {
     port,
     url(target) {
-      const u = new URL(target);
-      u.hostname = '127.0.0.1';
-      u.port = String(port);
+      // PgBouncer authenticates with its own (trust) auth file: no password through it.
+      const u = new URL(onLocalPort(target, port));
       u.password = '';
       return u.toString();
     },
