@@ -3,6 +3,7 @@ import type { Queryable } from '../db/pool.js';
 import { NotFound } from '../errors.js';
 import { bundleKind, carriedKindVersions } from './kinds.js';
 import { parseBundleId } from './input.js';
+import { providerFlowStats, type ProviderFlowView } from '../providers/limits.js';
 
 export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
 export type BundleState = (typeof BUNDLE_STATES)[number];
@@ -25,6 +26,8 @@ export interface BundleView {
   last_error: string | null;
   last_error_class: string | null;
   last_error_step: string | null;
+  /** Set while the bundle waits for a provider window (parked: no worker held, no failure counted). */
+  parked: { until: string; since: string | null; provider: string | null; reason: string } | null;
   created_at: string;
   updated_at: string;
   steps: Array<{ name: string; status: string; reference: string | null; idempotency_key: string | null; error: string | null }>;
@@ -67,6 +70,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     last_error: b.last_error,
     last_error_class: b.last_error_class,
     last_error_step: b.last_error_step,
+    parked: parkedView(b),
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
     // Every step of the kind, in order; one without a row has not been started (or has no external effect).
@@ -77,6 +81,14 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     }),
     history: history.rows.map((h) => ({ ...h, at: iso(h.at)! })),
   };
+}
+
+/** A bundle is parked while it waits (pending or compensating) for the time its last park set. */
+function parkedView(b: Record<string, unknown>): BundleView['parked'] {
+  const until = b.parked_until as Date | null;
+  const next = b.next_run_at as Date;
+  if (!until || !['pending', 'compensating'].includes(b.state as string) || until.getTime() !== next.getTime()) return null;
+  return { until: until.toISOString(), since: iso(b.parked_since), provider: (b.parked_provider as string | null) ?? null, reason: (b.parked_reason as string | null) ?? '' };
 }
 
 export interface ListedBundle {
@@ -108,6 +120,8 @@ export interface FleetStats {
   completed_last_minute: number;
   /** Non-terminal bundles of kind versions this build does not carry. */
   unrunnable_kind_versions: KindVersionCount[];
+  /** Per provider kind: its fleet-wide limits, slots in use, pause and parked bundles. */
+  providers: ProviderFlowView[];
 }
 
 export interface KindVersionCount {
@@ -133,7 +147,7 @@ export async function unrunnableKindVersions(db: Queryable, carried = carriedKin
 }
 
 export async function fleetStats(db: Queryable): Promise<FleetStats> {
-  const [states, due, alerts, recent, unrunnable] = await Promise.all([
+  const [states, due, alerts, recent, unrunnable, providers] = await Promise.all([
     db.query<{ state: BundleState; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state'),
     // Same literal condition as the claim, so the claim index serves it.
     db.query<{ age: number | null }>(
@@ -143,6 +157,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL'),
     db.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE finished_at > now() - interval '1 minute' AND state = 'completed'`),
     unrunnableKindVersions(db),
+    providerFlowStats(db),
   ]);
   const by_state = Object.fromEntries(BUNDLE_STATES.map((s) => [s, 0])) as Record<BundleState, number>;
   for (const r of states.rows) by_state[r.state] = Number(r.n);
@@ -153,6 +168,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     open_alerts: Number(alerts.rows[0]?.n ?? 0),
     completed_last_minute: Number(recent.rows[0]?.n ?? 0),
     unrunnable_kind_versions: unrunnable,
+    providers,
   };
 }
 

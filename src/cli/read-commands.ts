@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView } from '../bundles/read.js';
+import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type FleetStats } from '../bundles/read.js';
 import { intOption, parseOptions, printJson, withDb } from './context.js';
 
 function printBundle(b: BundleView): void {
@@ -8,6 +8,7 @@ function printBundle(b: BundleView): void {
   out.write(`bundle ${b.vip_bundle_id}  (booking ${b.booking_id}, kind ${b.kind})\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);
+  if (b.parked) out.write(`parked until ${b.parked.until} (waiting since ${b.parked.since ?? '?'}, no worker held, no failure counted): ${b.parked.reason}\n`);
   if (b.last_error) out.write(`last error (${b.last_error_class}, step ${b.last_error_step}): ${b.last_error}\n`);
   out.write('steps:\n');
   for (const s of b.steps) out.write(`  ${s.name.padEnd(16)} ${s.status.padEnd(10)} ${s.reference ?? ''}\n`);
@@ -15,6 +16,13 @@ function printBundle(b: BundleView): void {
   for (const h of b.history) {
     out.write(`  ${h.at}  #${h.attempt}  ${(h.from_state ?? '-').padEnd(12)} → ${h.to_state.padEnd(12)} ${h.step ? `[${h.step}] ` : ''}${h.reason}  (${h.actor})${h.error ? `  error: ${h.error}` : ''}\n`);
   }
+}
+
+/** One line per provider kind: its fleet-wide limits, slots in use, pause and parked bundles. */
+function describeProvider(p: FleetStats['providers'][number]): string {
+  const limits = [p.max_in_flight ? `in flight ${p.in_flight}/${p.max_in_flight}` : 'in flight unlimited', p.rate_per_second ? `rate ${p.rate_per_second}/s` : 'rate unlimited'];
+  const pause = p.paused_until ? `, paused until ${p.paused_until} (${p.pause_reason})` : '';
+  return `provider ${p.kind.padEnd(8)} ${limits.join(', ')}, parked bundles ${p.parked_bundles}${pause}`;
 }
 
 export function registerReadCommands(program: Command): void {
@@ -58,5 +66,6 @@ export function registerReadCommands(program: Command): void {
       process.stdout.write(`total         ${stats.total}\n`);
       process.stdout.write(`oldest due pending: ${stats.oldest_due_pending_age_seconds === null ? 'none' : `${stats.oldest_due_pending_age_seconds.toFixed(1)} s`}\n`);
       process.stdout.write(`open alerts: ${stats.open_alerts}\n`);
+      for (const p of stats.providers) process.stdout.write(`${describeProvider(p)}\n`);
     });
 }

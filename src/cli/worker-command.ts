@@ -8,6 +8,7 @@ import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
 import { onShutdown } from './signals.js';
+import { addFlowOptions, parseFlowFlags } from './flow-flags.js';
 
 export const workerOptionsSchema = z.object({
   concurrency: intOption(1, 1000),
@@ -39,7 +40,7 @@ export function addWorkerOptions(cmd: Command): Command {
 }
 
 export function registerWorkerCommand(program: Command): void {
-  addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))
+  addFlowOptions(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))))
     .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
@@ -48,17 +49,19 @@ The worker's liveness connection holds a session advisory lock: point DATABASE_U
 directly or through a session-mode pooler, never a transaction-mode one.
 Examples:
   $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50
-  $ bundlefleet worker --supervise-cron "* * * * *"`)
+  $ bundlefleet worker --supervise-cron "* * * * *"
+  $ bundlefleet worker --provider-concurrency tickets=20,flights=10 --provider-rate flights=50/s`)
     .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
       const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
+      const flow = parseFlowFlags(flags);
       const providerUrls = providerUrlsFromEnv(process.env);
       const db = await openDb();
       await db.close();
       const logger = rootLogger();
       const metrics = metricsPort ? createMetrics({ logger }) : undefined;
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger, ...metrics?.hooks });
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, ...flow, logger, ...metrics?.hooks });
       const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {

@@ -18,6 +18,9 @@ import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
+import { FlowControl, type CircuitOptions } from '../agents/flow-control.js';
+import type { ProviderLimits } from '../providers/limits.js';
+import { randomBytes } from 'node:crypto';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -46,6 +49,10 @@ export interface WorkerOptions {
   kinds?: Array<{ kind: string; version: number }>;
   /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
   waitTimeoutSeconds?: Record<string, number>;
+  /** Fleet-wide limits per provider kind (--provider-concurrency, --provider-rate); none by default. */
+  providerLimits?: ProviderLimits;
+  /** Pause a kind after a run of transient failures (--provider-circuit); off by default. */
+  providerCircuit?: CircuitOptions;
   /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
   onUnrunnable?: (counts: KindVersionCount[]) => void;
   logger?: Logger;
@@ -81,6 +88,8 @@ export class Worker {
   private readonly finisher: Finisher;
   private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
+  private readonly flow: FlowControl;
+  private flowPublished = false;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
@@ -112,6 +121,16 @@ export class Worker {
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
     this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
+    this.flow = new FlowControl({
+      pool: this.pool,
+      limits: options.providerLimits ?? {},
+      holder: `${this.opts.name}-${randomBytes(4).toString('hex')}`,
+      // A wait for a provider slot stays well inside the lease; longer, the bundle is parked instead.
+      maxWaitMs: Math.min(2_000, (this.opts.leaseSeconds * 1000) / 4),
+      providerTimeoutMs: this.providers.timeoutMs,
+      circuit: options.providerCircuit,
+      logger: this.log,
+    });
   }
 
   get workerId(): string | undefined {
@@ -169,6 +188,10 @@ export class Worker {
   async claimOnce(free = this.claimable()): Promise<number> {
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
+    if (!this.flowPublished) {
+      await this.flow.publish();
+      this.flowPublished = true;
+    }
     // The agents' lease clocks start before the claim is sent, so they never run past the lease PostgreSQL holds.
     const claimSentAt = performance.now();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds, kinds: this.options.kinds });
@@ -233,6 +256,7 @@ export class Worker {
       lease: new LeaseDeadline(this.opts.leaseSeconds, claimSentAt),
       providerRetries: this.options.providerRetries,
       waitTimeoutSeconds: this.options.waitTimeoutSeconds,
+      flow: this.flow,
       logger: this.log,
       signal: abort.signal,
       onStep: this.options.onStep,
