@@ -93,7 +93,7 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
         FROM bundles
         WHERE state IN ('pending', 'running', 'failed', 'compensating') AND created_at < now() - make_interval(secs => $1)
           -- A bundle only waiting for a provider window (parked) is not stuck until that wait itself passes stuck-after.
-          AND NOT (state IN ('pending', 'compensating') AND parked_until = next_run_at AND parked_since > now() - make_interval(secs => $1))
+          AND NOT coalesce(state IN ('pending', 'compensating') AND parked_until = next_run_at AND parked_since > now() - make_interval(secs => $1), false)
         ORDER BY created_at LIMIT $3)
        UNION ALL
        (SELECT b.id, 'dead', 'bundle is dead: undo exhausted after ' || b.undo_failure_count || ' failures; last error: ' || coalesce(b.last_error, 'none')
