@@ -3,75 +3,28 @@
  * against a real database. Exit codes: 0 ok, 1 failure, 2 bad usage or bad input (invariant 7:
  * bad input is refused with a clear message and writes nothing).
  */
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createTestDb, onCleanup, urlFor } from './support/db.js';
+import { cli, expectNoStack, jsonLines, tempDir } from './support/cli.js';
+import { exampleId } from '../src/providers/simulator.js';
 
-const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'bundlefleet-cli-'));
-  onCleanup(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** Runs the CLI with DATABASE_URL = `databaseUrl` in a temporary working directory. */
-async function cli(databaseUrl: string, args: string[], opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<Run> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^(DATABASE_URL|PROVIDERS_URL|TICKETS_URL|FLIGHTS_URL|TAXIS_URL|BUNDLEFLEET_.*)$/.test(k)) continue;
-    env[k] = v;
-  }
-  env.DATABASE_URL = databaseUrl;
-  env.LOG_LEVEL = 'silent';
-  const cwd = opts.cwd ?? (await tempDir());
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bundlefleet ${args.join(' ')} did not exit within ${opts.timeoutMs ?? 30_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, ms: Date.now() - started });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
+const SHOW = exampleId(1, 1);
+const INBOUND = exampleId(2, 117);
+const RETURN = exampleId(3, 118);
 const bundleFlags = (email = 'ada@example.com') => [
-  '--customer-email', email, '--show-id', 'hamilton', '--tickets', '2',
+  '--customer-email', email, '--show-id', SHOW, '--tickets', '2',
   '--passenger', 'Ada Lovelace', '--passenger', 'Charles Babbage',
-  '--inbound-flight-id', 'BA117', '--return-flight-id', 'BA118',
+  '--inbound-flight-id', INBOUND, '--return-flight-id', RETURN,
 ];
 
 const bundleJson = (i: number) => ({
-  customer_email: `c${i}@example.com`, show_id: `show-${i}`, number_of_tickets: 1 + i, passengers: [`P ${i}`], inbound_flight_id: `IN${i}`, return_flight_id: `RT${i}`,
+  customer_email: `c${i}@example.com`, show_id: exampleId(1, i), number_of_tickets: 1 + i, passengers: [`P ${i}`], inbound_flight_id: exampleId(2, i), return_flight_id: exampleId(3, i),
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-}
 
 async function countRows(pool: pg.Pool, table = 'bundles'): Promise<number> {
   const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`);
@@ -93,11 +46,6 @@ async function emptyDatabase(): Promise<string> {
   return urlFor(name);
 }
 
-function expectNoStack(run: Run): void {
-  expect(run.stderr).not.toMatch(/^\s+at /m);
-  expect(run.stdout + run.stderr).not.toMatch(/node:internal|\.js:\d+:\d+/);
-}
-
 describe('bundlefleet enqueue', () => {
   it('enqueues from flags and prints the two ids with --json; the same idempotency key gives the same ids', async () => {
     const db = await createTestDb();
@@ -117,8 +65,8 @@ describe('bundlefleet enqueue', () => {
     const { rows } = await db.pool.query('SELECT id, booking_id, state, payload FROM bundles');
     expect(rows[0]).toMatchObject({ id: out!.vip_bundle_id, booking_id: out!.booking_id, state: 'pending' });
     expect(rows[0].payload).toEqual({
-      customer_email: 'ada@example.com', show_id: 'hamilton', number_of_tickets: 2,
-      passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: 'BA117', return_flight_id: 'BA118',
+      customer_email: 'ada@example.com', show_id: SHOW, number_of_tickets: 2,
+      passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: INBOUND, return_flight_id: RETURN,
     });
   });
 
@@ -128,17 +76,24 @@ describe('bundlefleet enqueue', () => {
     await writeFile(join(cwd, 'bundles.ndjson'), [0, 1, 2].map((i) => JSON.stringify(bundleJson(i))).join('\n') + '\n');
     const fromFile = await cli(db.url, ['enqueue', '--file', 'bundles.ndjson', '--json'], { cwd });
     expect(fromFile.code).toBe(0);
-    const lines = jsonLines(fromFile.stdout);
+    // --json is one document: an array for a batch.
+    const lines = JSON.parse(fromFile.stdout) as Array<Record<string, unknown>>;
     expect(lines).toHaveLength(3);
     expect(new Set(lines.map((l) => l.vip_bundle_id)).size).toBe(3);
     expect(await countRows(db.pool)).toBe(3);
 
     const fromStdin = await cli(db.url, ['enqueue', '-', '--json'], { input: `${JSON.stringify(bundleJson(3))}\n${JSON.stringify(bundleJson(4))}\n` });
     expect(fromStdin.code).toBe(0);
-    expect(jsonLines(fromStdin.stdout)).toHaveLength(2);
+    expect(JSON.parse(fromStdin.stdout)).toHaveLength(2);
     expect(await countRows(db.pool)).toBe(5);
+    // One JSON object in, one object out; a JSON array of one, an array of one.
+    const one = await cli(db.url, ['enqueue', '-', '--json'], { input: JSON.stringify(bundleJson(5)) });
+    expect(Object.keys(JSON.parse(one.stdout)).sort()).toEqual(['booking_id', 'vip_bundle_id']);
+    const arrayOfOne = await cli(db.url, ['enqueue', '-', '--json'], { input: JSON.stringify([bundleJson(6)]) });
+    expect(JSON.parse(arrayOfOne.stdout)).toHaveLength(1);
+    expect(await countRows(db.pool)).toBe(7);
     const { rows } = await db.pool.query(`SELECT payload->>'show_id' AS show FROM bundles ORDER BY 1`);
-    expect(rows.map((r) => r.show)).toEqual(['show-0', 'show-1', 'show-2', 'show-3', 'show-4']);
+    expect(rows.map((r) => r.show)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => exampleId(1, i)));
   });
 
   it('refuses a file with a bad field and a line that is not JSON, naming both lines, and writes nothing', async () => {

@@ -84,10 +84,10 @@ describe('operator actions over HTTP', () => {
     // Neither applies now: 409 naming the state and what is allowed.
     const again = await post(api.url, `/bundles/${b.vip_bundle_id}/cancel`, undefined, auth);
     expect(again.status).toBe(409);
-    expect(again.body.error).toMatch(/cannot cancel bundle .*: it is compensating; only pending, running or failed/);
+    expect(again.body.error).toMatch(/cannot cancel bundle .*: it is compensating; only pending, running, waiting, failed/);
     const early = await post(api.url, `/bundles/${b.vip_bundle_id}/retry`, undefined, auth);
     expect(early.status).toBe(409);
-    expect(early.body.error).toMatch(/it is compensating; only dead or failed bundles can be retried/);
+    expect(early.body.error).toMatch(/it is compensating; only dead, failed bundles can be retried/);
 
     // A dead bundle is retried: back to compensating (its undo is retried, it is never booked again).
     await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', failure_count = 3 WHERE id = $1`, [b.vip_bundle_id]);

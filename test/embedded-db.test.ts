@@ -130,7 +130,7 @@ describe('embedded database discovery', () => {
     onCleanup(() => cli(['db', 'stop'], project, env, bin));
     expect(migrated.stderr).not.toMatch(/EACCES|\n\s+at /);
     expect(migrated.code, migrated.stderr).toBe(0);
-    const enqueued = await cli(['enqueue', '--customer-email', 'ada@example.com', '--show-id', 'hamilton', '--tickets', '1', '--passenger', 'Ada Lovelace', '--inbound-flight-id', 'BA117', '--return-flight-id', 'BA118', '--json'], project, env, bin);
+    const enqueued = await cli(['enqueue', '--customer-email', 'ada@example.com', '--show-id', '00000000-0001-4000-8000-000000000001', '--tickets', '1', '--passenger', 'Ada Lovelace', '--inbound-flight-id', '00000000-0002-4000-8000-000000000117', '--return-flight-id', '00000000-0002-4000-8000-000000000118', '--json'], project, env, bin);
     expect(enqueued.code, enqueued.stderr).toBe(0);
     const listed = await cli(['list', '--json'], project, env, bin);
     expect(listed.code, listed.stderr).toBe(0);

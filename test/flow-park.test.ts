@@ -38,8 +38,8 @@ describe('Retry-After', () => {
 describe('a 429 with Retry-After', () => {
   it('parks the bundle without a failure or a held worker, pauses the kind for other bundles, and completes after the window', async () => {
     const db = await createTestDb();
-    // One flights request per second, and a 429 asks for 3 s: the return flight (right after the inbound one) gets it.
-    const sim = await startSimulator({ rateLimit: 1, rateLimitRetryAfter: 3 });
+    // One flights request per second, and a 429 asks for 8 s: the return flight (right after the inbound one) gets it.
+    const sim = await startSimulator({ rateLimit: 1, rateLimitRetryAfter: 8 });
     const [a] = await enqueueVip(db.pool, 1);
     const worker = startWorker(db.url, sim, { providerRetries: 3 });
     await waitFor('bundle A to be parked', async () => {
@@ -51,20 +51,13 @@ describe('a 429 with Retry-After', () => {
       `SELECT failure_count, attempt, parked_reason, parked_provider, extract(epoch FROM parked_until - now()) AS left_s, next_run_at = parked_until AS same FROM bundles WHERE id = $1`,
       [a!.vip_bundle_id],
     );
-    expect(parked).toMatchObject({ failure_count: 0, attempt: 1, parked_reason: 'flights said 429, Retry-After 3 s', parked_provider: 'flights', same: true });
-    expect(Number(parked.left_s)).toBeGreaterThan(1.5);
+    expect(parked).toMatchObject({ failure_count: 0, attempt: 1, parked_reason: 'flights said 429, Retry-After 8 s', parked_provider: 'flights', same: true });
+    expect(Number(parked.left_s)).toBeGreaterThan(6);
     // Not retried inside the attempt: exactly one 429 for flights, although the worker would retry 3 times.
     expect(sim.calls().filter((c) => c.kind === 'flights' && c.limited)).toHaveLength(1);
     await waitFor('the worker to hold no agent', async () => worker.activeCount === 0, 2_000);
     const { rows: pause } = await db.pool.query(`SELECT kind, reason FROM provider_pauses WHERE paused_until > now()`);
-    expect(pause).toEqual([{ kind: 'flights', reason: 'flights said 429, Retry-After 3 s' }]);
-
-    // inspect (JSON and text) says why it waits.
-    const shown = await cli(db.url, ['inspect', a!.vip_bundle_id, '--json']);
-    expect(JSON.parse(shown.stdout).parked).toMatchObject({ provider: 'flights', reason: 'flights said 429, Retry-After 3 s' });
-    const text = await cli(db.url, ['inspect', a!.vip_bundle_id]);
-    expect(text.stdout).toMatch(/parked until \S+ .*: flights said 429, Retry-After 3 s/);
-    expect(text.stdout).toContain('parked: flights said 429, Retry-After 3 s');
+    expect(pause).toEqual([{ kind: 'flights', reason: 'flights said 429, Retry-After 8 s' }]);
 
     // Another bundle books its tickets, then parks on the paused kind without calling it (the
     // simulator would now answer: only the pause keeps it away).
@@ -77,10 +70,17 @@ describe('a 429 with Retry-After', () => {
     }, 5_000);
     const { rows: [bRow] } = await db.pool.query(`SELECT failure_count, parked_reason, parked_until >= (SELECT paused_until FROM provider_pauses WHERE kind = 'flights') - interval '10 ms' AS to_end FROM bundles WHERE id = $1`, [b!.vip_bundle_id]);
     expect(bRow.failure_count).toBe(0);
-    expect(bRow.parked_reason).toMatch(/^flights paused for \d\.\d s: flights said 429, Retry-After 3 s$/);
+    expect(bRow.parked_reason).toMatch(/^flights paused for \d\.\d s: flights said 429, Retry-After 8 s$/);
     expect(bRow.to_end).toBe(true);
-    expect(Date.now() - parkedAt).toBeLessThan(2_500); // still inside the window
+    expect(Date.now() - parkedAt).toBeLessThan(4_000); // still inside the window
     expect(sim.calls().filter((c) => c.kind === 'flights').length).toBe(flightsBefore);
+
+    // inspect (JSON and text) says why it waits.
+    const shown = await cli(db.url, ['inspect', a!.vip_bundle_id, '--json']);
+    expect(JSON.parse(shown.stdout).parked).toMatchObject({ provider: 'flights', reason: 'flights said 429, Retry-After 8 s' });
+    const text = await cli(db.url, ['inspect', a!.vip_bundle_id]);
+    expect(text.stdout).toMatch(/parked until \S+ .*: flights said 429, Retry-After 8 s/);
+    expect(text.stdout).toContain('parked: flights said 429, Retry-After 8 s');
 
     await waitFor('both bundles to complete after the window', async () => {
       const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM bundles WHERE state = 'completed' AND failure_count = 0`);
@@ -88,9 +88,9 @@ describe('a 429 with Retry-After', () => {
     }, 20_000);
     // No flights request went out during the pause.
     const firstAfter = sim.calls().filter((c) => c.kind === 'flights' && c.at > parkedAt)[0]!;
-    expect(firstAfter.at - parkedAt).toBeGreaterThan(2_000);
+    expect(firstAfter.at - parkedAt).toBeGreaterThan(7_000);
     const { rows: history } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 ORDER BY id`, [a!.vip_bundle_id]);
-    expect(history.map((h) => h.reason)).toContain('parked: flights said 429, Retry-After 3 s');
+    expect(history.map((h) => h.reason)).toContain('parked: flights said 429, Retry-After 8 s');
     expect(history.map((h) => h.reason)).not.toContain('attempt failed (transient)');
   });
 });

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { allInState, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { exampleId } from '../src/providers/simulator.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { createLogger, type Logger } from '../src/logger.js';
 import { startHttpServer } from '../src/http/server.js';
@@ -30,11 +31,11 @@ function payloadOf(i: number) {
   const p = person(i);
   return {
     customer_email: p.email,
-    show_id: `show-${i}`,
+    show_id: exampleId(1, i),
     number_of_tickets: 2,
     passengers: p.passengers,
-    inbound_flight_id: `IN${i}`,
-    return_flight_id: `RT${i}`,
+    inbound_flight_id: exampleId(2, i),
+    return_flight_id: exampleId(3, i),
   };
 }
 
@@ -79,7 +80,7 @@ describe('logs carry no personal data', () => {
     // The logs are still useful: they name the bundles, at every level, with the step.
     for (const b of [...good, ...refused, ...flaky]) expect(text).toContain(b.vip_bundle_id);
     const lines = capture.lines();
-    expect(lines.some((l) => l.msg === 'step booked' && l.step === 'taxi' && l.level === 'debug')).toBe(true);
+    expect(lines.some((l) => /^step taxi booked in \d+ ms$/.test(String(l.msg)) && l.step === 'taxi' && l.level === 'info')).toBe(true);
     expect(lines.some((l) => l.msg === 'attempt failed' && l.bundleId === refused[0]!.vip_bundle_id && l.errorClass === 'permanent')).toBe(true);
     expect(lines.some((l) => l.msg === 'attempt failed' && l.bundleId === flaky[0]!.vip_bundle_id && l.errorClass === 'transient')).toBe(true);
   });

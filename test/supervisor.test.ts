@@ -11,6 +11,7 @@ import { decideBatch } from '../src/supervisor/decisions.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from '../src/supervisor/lease.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../src/supervisor/alerts.js';
 import { cancelBundle, retryBundle } from '../src/supervisor/operator.js';
+import { soldOutId } from '../src/providers/simulator.js';
 import { Conflict, NotFound, BadInput } from '../src/errors.js';
 import { createPool } from '../src/db/pool.js';
 import { WORKER_LOCK_KEY_SQL } from '../src/scheduler/liveness.js';
@@ -199,7 +200,7 @@ describe('compensation end to end', () => {
   it('undoes tickets and inbound flight after a definitive no on the return flight; nothing stays live', async () => {
     const db = await createTestDb();
     const sim = await startSimulator();
-    const [b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: 'SOLDOUT-7' } }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: soldOutId(7) } }]);
     const id = b!.vip_bundle_id;
     startWorker(db.url, sim);
     await waitFor('failed', async () => (await bundle(db, id)).state === 'failed');
@@ -228,7 +229,7 @@ describe('compensation end to end', () => {
   it('retries an undo that fails transiently until it completes', async () => {
     const db = await createTestDb();
     const sim = await startSimulator();
-    const [b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: 'SOLDOUT-8' } }]);
+    const [b] = await enqueueBundles(db.pool, [{ payload: { ...vipPayload(), return_flight_id: soldOutId(8) } }]);
     const id = b!.vip_bundle_id;
     startWorker(db.url, sim, { providerRetries: 0 });
     await waitFor('failed', async () => (await bundle(db, id)).state === 'failed');

@@ -4,6 +4,7 @@
 import pg from 'pg';
 import pino from 'pino';
 import { createPool } from '../../src/db/pool.js';
+import { exampleId } from '../../src/providers/simulator.js';
 import { migrate } from '../../src/db/migrate.js';
 import { enqueueBundles, type EnqueueItem } from '../../src/bundles/enqueue.js';
 import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
@@ -30,11 +31,11 @@ export function vipItems(n: number): EnqueueItem[] {
   return Array.from({ length: n }, (_, i) => ({
     payload: {
       customer_email: `c${i}@example.com`,
-      show_id: `show-${i % 50}`,
+      show_id: exampleId(1, i % 50),
       number_of_tickets: 2,
       passengers: ['Ada Lovelace', 'Alan Turing'],
-      inbound_flight_id: `IN${i % 20}`,
-      return_flight_id: `OUT${i % 20}`,
+      inbound_flight_id: exampleId(2, i % 20),
+      return_flight_id: exampleId(3, i % 20),
     },
   }));
 }

@@ -22,6 +22,7 @@ import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
 import type { FlowControl } from './flow-control.js';
 import { parkBundle, parkRequest } from './park.js';
+import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
 
 export interface AgentDeps {
   pool: pg.Pool;
@@ -62,6 +63,8 @@ interface Run {
   lease: LeaseDeadline;
   log: Logger;
   current?: { step: StepDefinition; position: number };
+  /** When this agent started, for the "bundle completed in …" line. */
+  started: number;
 }
 
 /**
@@ -77,6 +80,7 @@ function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
     lease.assertRoomFor(deps.providers.timeoutMs);
     return fn();
   };
+  const onFailedAttempt = run.current ? logRetry(run.log, run.current.step.name) : undefined;
   return pRetry(
     async () => {
       try {
@@ -92,6 +96,7 @@ function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
       maxTimeout: 1_000,
       factor: 2,
       signal: deps.signal,
+      onFailedAttempt,
       shouldRetry: () => !deps.signal?.aborted,
     },
   );
@@ -117,6 +122,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     fence: { bundleId: bundle.id, attempt: bundle.attempt, actor: deps.workerId, leaseSeconds: deps.leaseSeconds },
     lease: deps.lease ?? new LeaseDeadline(deps.leaseSeconds),
     log: deps.logger.child({ bundleId: bundle.id, attempt: bundle.attempt, phase: bundle.phase }),
+    started: performance.now(),
   };
   try {
     // A first attempt at booking has no step rows yet; skip the read.
@@ -125,7 +131,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     return await book(run, kind.steps, steps);
   } catch (err) {
     if (err instanceof Fenced) {
-      run.log.warn('fenced out: a newer attempt owns this bundle; stopping');
+      await logFencedOut(deps.pool, bundle, run.log);
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
@@ -141,6 +147,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
     const step = run.current?.step.name ?? 'none';
     run.log.warn({ step, errorClass, error: scrubText(error.message) }, err instanceof LeaseExpired ? 'lease deadline reached; stopping' : 'attempt failed');
     const recorded = await recordFailure(deps.pool, run.fence, { step, position: run.current?.position ?? -1, errorClass, message: scrubText(error.message) });
+    if (!recorded) await logFencedOut(deps.pool, bundle, run.log);
     return recorded ? 'failed' : 'fenced';
   }
 }
@@ -217,8 +224,9 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
     }
-    deps.onStep?.(step.name, 'booked', (performance.now() - started) / 1000);
-    run.log.debug({ step: step.name, reference }, 'step booked');
+    const stepMs = performance.now() - started;
+    deps.onStep?.(step.name, 'booked', stepMs / 1000);
+    run.log.info({ step: step.name, reference, ms: Math.round(stepMs) }, `step ${step.name} booked in ${formatDuration(stepMs)}`);
     if (position === defs.length - 1 && !step.localRecord) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
     } else {
@@ -226,7 +234,8 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     }
   }
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
-  run.log.info('bundle completed');
+  const ms = performance.now() - run.started;
+  run.log.info({ ms: Math.round(ms) }, `bundle completed in ${formatDuration(ms)}`);
   return 'completed';
 }
 
@@ -263,6 +272,7 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
   const tries = (deps.providerRetries ?? 2) + 1;
   const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds }))) throw new Fenced();
-  run.log.info('bundle compensated');
+  const ms = performance.now() - run.started;
+  run.log.info({ ms: Math.round(ms) }, `bundle compensated in ${formatDuration(ms)}`);
   return 'compensated';
 }

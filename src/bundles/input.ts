@@ -8,15 +8,30 @@ import { BadInput } from '../errors.js';
 const required = (what: string) => ({ error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`) });
 const text = (max: number) => z.string(required('a string')).trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
 
+/**
+ * Bounds on every string, so nothing unbounded reaches the database, the logs or a provider
+ * (README, "Enqueue"): an email address is at most 254 characters (RFC 5321's path limit),
+ * a passenger name 100, an idempotency key 200; shows and flights are UUIDs.
+ */
+export const LIMITS = { email: 254, passengerName: 100, idempotencyKey: 200, passengers: 9, tickets: 20 } as const;
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A show or flight id: a UUID in its usual 8-4-4-4-12 hex form (stored lower case). */
+const uuidField = z
+  .string(required('a UUID'))
+  .max(36, 'must be a UUID (36 characters), e.g. 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a')
+  .regex(UUID_TEXT, 'must be a UUID, e.g. 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a')
+  .transform((s) => s.toLowerCase());
+
 export const vipBundleInput = z
   .object({
-    customer_email: z.email(required('an email address')),
-    show_id: text(200),
-    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20'),
-    passengers: z.array(text(200), required('an array of names')).min(1, 'needs at least one passenger').max(9, 'at most 9 passengers'),
-    inbound_flight_id: text(100),
-    return_flight_id: text(100),
-    idempotency_key: text(200).optional(),
+    customer_email: z.string(required('an email address')).max(LIMITS.email, `must be at most ${LIMITS.email} characters`).pipe(z.email('must be an email address')),
+    show_id: uuidField,
+    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(LIMITS.tickets, `must be at most ${LIMITS.tickets}`),
+    passengers: z.array(text(LIMITS.passengerName), required('an array of names')).min(1, 'needs at least one passenger').max(LIMITS.passengers, `at most ${LIMITS.passengers} passengers`),
+    inbound_flight_id: uuidField,
+    return_flight_id: uuidField,
+    idempotency_key: text(LIMITS.idempotencyKey).optional(),
   })
   .strict();
 
@@ -46,12 +61,19 @@ export function parseVipBundle(value: unknown, where?: string): VipBundleInput {
  * ignored). Every problem is collected, each naming its line and field, before anything is refused.
  */
 export function parseBundleDocument(textInput: string): VipBundleInput[] {
+  return parseBundleDocumentShaped(textInput).bundles;
+}
+
+/** parseBundleDocument, also telling whether the document was one object (not an array or NDJSON). */
+export function parseBundleDocumentShaped(textInput: string): { bundles: VipBundleInput[]; single: boolean } {
   const trimmed = textInput.trim();
   if (!trimmed) throw new BadInput('input: no bundle given (empty input)');
   const whole = tryParse(trimmed);
   if (whole.ok && (Array.isArray(whole.value) || (typeof whole.value === 'object' && whole.value !== null))) {
+    const single = !Array.isArray(whole.value);
     const items = Array.isArray(whole.value) ? whole.value : [whole.value];
-    return collect(items.map((item, i) => () => parseVipBundle(item, Array.isArray(whole.value) ? `item ${i + 1}` : undefined)));
+    if (!items.length) throw new BadInput('input: an empty array holds no bundle to enqueue');
+    return { single, bundles: collect(items.map((item, i) => () => parseVipBundle(item, single ? undefined : `item ${i + 1}`))) };
   }
   const lines = textInput.split(/\r?\n/);
   const parsers: Array<() => VipBundleInput> = [];
@@ -63,7 +85,7 @@ export function parseBundleDocument(textInput: string): VipBundleInput[] {
       return parseVipBundle(parsed.value, `line ${i + 1}`);
     });
   });
-  return collect(parsers);
+  return { single: false, bundles: collect(parsers) };
 }
 
 function collect(parsers: Array<() => VipBundleInput>): VipBundleInput[] {

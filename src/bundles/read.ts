@@ -9,11 +9,33 @@ export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compen
 export type BundleState = (typeof BUNDLE_STATES)[number];
 export const TERMINAL_STATES: readonly BundleState[] = ['completed', 'compensated', 'dead'];
 
+/**
+ * The payload fields shown by `inspect`, `list` and the API: what was booked, never who for
+ * (customer_email and passenger names stay out; only the number of passengers is shown).
+ */
+export interface PublicPayload {
+  show_id?: string;
+  number_of_tickets?: number;
+  inbound_flight_id?: string;
+  return_flight_id?: string;
+  passenger_count?: number;
+}
+
+const PUBLIC_FIELDS = ['show_id', 'number_of_tickets', 'inbound_flight_id', 'return_flight_id'] as const;
+
+export function publicPayload(payload: Record<string, unknown> | null | undefined): PublicPayload {
+  const out: Record<string, unknown> = {};
+  for (const f of PUBLIC_FIELDS) if (payload?.[f] !== undefined) out[f] = payload[f];
+  if (Array.isArray(payload?.passengers)) out.passenger_count = payload.passengers.length;
+  return out as PublicPayload;
+}
+
 export interface BundleView {
   vip_bundle_id: string;
   booking_id: string;
   kind: string;
   kind_version: number;
+  payload: PublicPayload;
   state: BundleState;
   phase: 'book' | 'undo';
   attempt: number;
@@ -58,6 +80,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     booking_id: b.booking_id,
     kind: b.kind,
     kind_version: b.kind_version,
+    payload: publicPayload(b.payload),
     state: b.state,
     phase: b.phase,
     attempt: b.attempt,
@@ -95,6 +118,7 @@ export interface ListedBundle {
   vip_bundle_id: string;
   booking_id: string;
   kind: string;
+  payload: PublicPayload;
   state: BundleState;
   attempt: number;
   failure_count: number;
@@ -103,13 +127,34 @@ export interface ListedBundle {
   updated_at: string;
 }
 
-export async function listBundles(db: Queryable, opts: { state?: BundleState; limit?: number } = {}): Promise<ListedBundle[]> {
+export interface ListOptions {
+  state?: BundleState;
+  limit?: number;
+  /** Changed at or after this time. */
+  since?: Date;
+  /** The next page: bundles listed after this one (by last change, newest first). */
+  after?: string;
+}
+
+/**
+ * Bundles by last change, newest first. Paging is keyset on (updated_at, id) from the `after`
+ * bundle's current position, so a bundle that changes while you page moves to the front.
+ */
+export async function listBundles(db: Queryable, opts: ListOptions = {}): Promise<ListedBundle[]> {
+  const after = opts.after === undefined ? null : parseBundleId(opts.after, 'after');
+  if (after) {
+    const { rowCount } = await db.query('SELECT 1 FROM bundles WHERE id = $1', [after]);
+    if (!rowCount) throw new NotFound(`no bundle with vip_bundle_id ${after} to page after`);
+  }
   const { rows } = await db.query(
-    `SELECT id AS vip_bundle_id, booking_id, kind, state, attempt, failure_count, last_error, created_at, updated_at
-     FROM bundles WHERE ($1::text IS NULL OR state = $1) ORDER BY updated_at DESC, id LIMIT $2`,
-    [opts.state ?? null, opts.limit ?? 20],
+    `SELECT id AS vip_bundle_id, booking_id, kind, payload, state, attempt, failure_count, last_error, created_at, updated_at
+     FROM bundles
+     WHERE ($1::text IS NULL OR state = $1) AND ($3::timestamptz IS NULL OR updated_at >= $3)
+       AND ($4::uuid IS NULL OR (updated_at, id) < (SELECT updated_at, id FROM bundles WHERE id = $4))
+     ORDER BY updated_at DESC, id DESC LIMIT $2`,
+    [opts.state ?? null, opts.limit ?? 20, opts.since ?? null, after],
   );
-  return rows.map((r) => ({ ...r, created_at: iso(r.created_at)!, updated_at: iso(r.updated_at)! }));
+  return rows.map((r) => ({ ...r, payload: publicPayload(r.payload), created_at: iso(r.created_at)!, updated_at: iso(r.updated_at)! }));
 }
 
 export interface FleetStats {

@@ -7,7 +7,7 @@
  *
  * It starts a dedicated embedded PostgreSQL in a temporary directory (unless --database-url or
  * DATABASE_URL), migrates it, runs the provider simulator in this process with the given fault
- * rates, enqueues N VIP bundles (about 3 % of them with a SOLDOUT return flight, which the
+ * rates, enqueues N VIP bundles (about 3 % of them with a sold-out return flight (the simulator's 501d0000-… ids), which the
  * simulator always refuses) paced over the chaos window, and spawns K `bundlefleet worker`
  * processes and one `bundlefleet supervise --loop`. During the chaos window it SIGKILLs a random
  * worker every ~2 s (starting a replacement at once) and restarts PostgreSQL once in immediate
@@ -44,12 +44,13 @@ import { ensureEmbeddedPostgres, restartEmbeddedPostgres, stopEmbeddedPostgres }
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { enqueueBundles } from '../bundles/enqueue.js';
-import { vipKind } from '../bundles/kinds.js';
-import { mulberry32, startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
+import { vipKindV1 } from '../bundles/kinds.js';
+import { exampleId, mulberry32, soldOutId, startProviderSimulator, type LedgerEntry, type ProviderSimulator } from '../providers/simulator.js';
 
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'bundlefleet');
 const TERMINAL = ['completed', 'compensated', 'dead'];
-const STEP_NAMES = vipKind.steps.map((s) => s.name);
+// The chaos run enqueues vip v1 (the four bookings); waiting bundles (v2) are not in it yet.
+const STEP_NAMES = vipKindV1.steps.map((s) => s.name);
 /** Server settings of the dedicated server: no fsync (an immediate stop is not an OS crash, so nothing is lost), more connections. */
 const SERVER_SETTINGS = { fsync: 'off', full_page_writes: 'off' };
 
@@ -158,14 +159,14 @@ function percentile(sorted: number[], p: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-function payload(i: number, soldOut: boolean, runId: string): Record<string, unknown> {
+function payload(i: number, soldOut: boolean): Record<string, unknown> {
   return {
     customer_email: `chaos${i}@example.com`,
-    show_id: `show-${i % 7}`,
+    show_id: exampleId(1, i % 7),
     number_of_tickets: 1 + (i % 4),
     passengers: [`Passenger ${i} A`, `Passenger ${i} B`],
-    inbound_flight_id: `IN${i % 13}`,
-    return_flight_id: soldOut ? `SOLDOUT-${runId}-${i}` : `RT${i % 11}`,
+    inbound_flight_id: exampleId(2, i % 13),
+    return_flight_id: soldOut ? soldOutId(i) : exampleId(3, i % 11),
   };
 }
 
@@ -502,7 +503,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     // Bundles, each with an idempotency key so that a batch retried across the restart is enqueued once.
     const soldOutEvery = opts.soldOutShare > 0 ? 1 / opts.soldOutShare : Infinity;
     const items = Array.from({ length: opts.bundles }, (_, i) => ({
-      payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery), runId),
+      payload: payload(i, Math.floor((i + 1) / soldOutEvery) > Math.floor(i / soldOutEvery)),
       idempotencyKey: `chaos:${runId}:${i}`,
     }));
     const ids: string[] = [];

@@ -121,8 +121,9 @@ bundlefleet dev is running
   database:    ${database}${process.env.DATABASE_URL ? ' (DATABASE_URL)' : ` (embedded, ${home})`}
   providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger)` : 'from PROVIDERS_URL'}
 In another terminal, from this directory:
-  ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id hamilton --tickets 2 \\
-      --passenger "Ada Lovelace" --inbound-flight-id BA117 --return-flight-id BA118 --json
+  ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
+      --passenger "Ada Lovelace" --inbound-flight-id 00000000-0002-4000-8000-000000000117 \\
+      --return-flight-id 00000000-0002-4000-8000-000000000118 --json
   ./bin/bundlefleet inspect <vip_bundle_id>
   ./bin/bundlefleet stats
   ./bin/bundlefleet alerts

@@ -8,30 +8,81 @@ import { registerReadCommands } from './read-commands.js';
 import { registerSuperviseCommands } from './supervise-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerWorkerCommand } from './worker-command.js';
+import { registerOperatorCommands } from './operator-commands.js';
 import { EXIT, reportError } from './context.js';
+import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
+import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
+import { setRootLogStream } from '../logger.js';
+import { exitQuietlyOnClosedPipe } from './pipes.js';
+
+/** Commands that run until stopped log to stdout like services; the rest keep stdout for their output. */
+const LONG_RUNNING = new Set(['worker', 'serve', 'dev', 'providers']);
+/** Commands without a database: the provider simulator, and groups that only hold subcommands. */
+const NO_DATABASE = new Set(['providers', 'db']);
+const USES_PROVIDERS = new Set(['worker', 'dev']);
+
+/**
+ * The command's options, with --database-url / --providers-url taken from the nearest command that
+ * has a value: `alerts ack 7 --database-url U` is parsed by `alerts`, which knows the option too.
+ */
+function settingsOf(action: Command): Record<string, unknown> {
+  const opts = { ...action.opts() };
+  for (const key of ['databaseUrl', 'providersUrl']) {
+    // A flag given on the command line wins over the variable, whichever command parsed it.
+    for (let c: Command | null = action; c; c = c.parent) {
+      if (c.getOptionValueSource(key) === 'cli') {
+        opts[key] = c.opts()[key];
+        break;
+      }
+    }
+  }
+  return opts;
+}
 
 export function buildProgram(): Command {
   const program = new Command('bundlefleet')
     .description('books VIP bundles (show tickets, flights, taxi) exactly once, with PostgreSQL as the only state store')
     .version('0.1.0')
-    .showHelpAfterError()
+    // A command's options belong to it: `alerts ack 7 --json` is ack's --json, not alerts'.
+    .enablePositionalOptions()
     .exitOverride();
   registerDbCommands(program);
   registerEnqueueCommand(program);
   registerWorkerCommand(program);
   registerReadCommands(program);
   registerSuperviseCommands(program);
+  registerOperatorCommands(program);
   registerServeCommand(program);
   registerProvidersCommand(program);
   registerDevCommand(program);
+  eachCommand(program, (cmd) => {
+    const path = commandPath(cmd);
+    if (!NO_DATABASE.has(path)) addDatabaseUrlOption(cmd);
+    if (USES_PROVIDERS.has(path)) addProvidersUrlOption(cmd);
+  });
+  configureHelp(program);
   program.addHelpText('after', `
-Without DATABASE_URL every command uses an embedded PostgreSQL under ./.bundlefleet/.
-Exit codes: 0 ok, 1 not found or runtime failure, 2 bad usage or bad input.`);
-  for (const cmd of program.commands) cmd.exitOverride();
+Examples:
+  $ bundlefleet dev                                  # everything, on an embedded PostgreSQL
+  $ bundlefleet enqueue --file bundles.ndjson --json
+  $ bundlefleet list --state dead --since 2h
+  $ bundlefleet inspect <vip_bundle_id> --follow
+
+Every setting is a flag with an environment fallback (see each command's --help).
+Without --database-url / DATABASE_URL every command uses an embedded PostgreSQL under ./.bundlefleet/.
+${EXIT_CODES_HELP}`);
+  program.hook('preAction', (_program, action) => {
+    const opts = settingsOf(action);
+    const path = commandPath(action);
+    const longRunning = LONG_RUNNING.has(path) || (path === 'supervise' && Boolean(opts.loop));
+    setRootLogStream(longRunning ? 'stdout' : 'stderr');
+    applySettings(opts, !NO_DATABASE.has(path));
+  });
   return program;
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  exitQuietlyOnClosedPipe();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

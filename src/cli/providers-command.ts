@@ -29,7 +29,12 @@ const flags = {
 type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']> };
 
 export function registerProvidersCommand(program: import('commander').Command): void {
-  const command = program.command('providers').description('run the provider simulator (tickets, flights, taxis) with fault injection');
+  const command = program.command('providers').description('run the provider simulator (tickets, flights, taxis) with fault injection').addHelpText('after', `
+Show and flight ids starting with 501d0000-0000-4000-8000- are always refused (409 sold out).
+Examples:
+  $ bundlefleet providers --port 4010
+  $ bundlefleet providers --fail-rate 0.1 --late-rate 0.05 --latency-ms 20 --seed 7
+  $ curl -s 127.0.0.1:4010/__ledger`);
   for (const spec of Object.values(flags)) {
     const option = new Option(spec.flag, spec.help).env(spec.env);
     // Commander reads any `--no-x` as the negation of `--x`; `--no-rate` is a value, not a negation.

@@ -1,21 +1,60 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type FleetStats } from '../bundles/read.js';
+import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type FleetStats, type ListedBundle } from '../bundles/read.js';
 import { intOption, parseOptions, printJson, withDb } from './context.js';
+import { sinceOption } from './time-options.js';
+import { followBundle } from './follow.js';
 
-function printBundle(b: BundleView): void {
+function describePayload(p: BundleView['payload']): string {
+  const parts = [
+    p.show_id && `show ${p.show_id}${p.number_of_tickets ? ` × ${p.number_of_tickets}` : ''}`,
+    p.inbound_flight_id && `inbound ${p.inbound_flight_id}`,
+    p.return_flight_id && `return ${p.return_flight_id}`,
+    p.passenger_count !== undefined && `${p.passenger_count} passenger(s)`,
+  ];
+  return parts.filter(Boolean).join('  ');
+}
+
+export function formatHistoryLine(h: BundleView['history'][number]): string {
+  return `  ${h.at}  #${h.attempt}  ${(h.from_state ?? '-').padEnd(12)} → ${h.to_state.padEnd(12)} ${h.step ? `[${h.step}] ` : ''}${h.reason}  (${h.actor})${h.error ? `  error: ${h.error}` : ''}\n`;
+}
+
+export function printBundleHead(b: BundleView): void {
   const out = process.stdout;
   out.write(`bundle ${b.vip_bundle_id}  (booking ${b.booking_id}, kind ${b.kind})\n`);
+  const booked = describePayload(b.payload);
+  if (booked) out.write(`booking ${booked}\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);
   if (b.parked) out.write(`parked until ${b.parked.until} (waiting since ${b.parked.since ?? '?'}, no worker held, no failure counted): ${b.parked.reason}\n`);
   if (b.last_error) out.write(`last error (${b.last_error_class}, step ${b.last_error_step}): ${b.last_error}\n`);
   out.write('steps:\n');
   for (const s of b.steps) out.write(`  ${s.name.padEnd(16)} ${s.status.padEnd(10)} ${s.reference ?? ''}\n`);
-  out.write('timeline:\n');
-  for (const h of b.history) {
-    out.write(`  ${h.at}  #${h.attempt}  ${(h.from_state ?? '-').padEnd(12)} → ${h.to_state.padEnd(12)} ${h.step ? `[${h.step}] ` : ''}${h.reason}  (${h.actor})${h.error ? `  error: ${h.error}` : ''}\n`);
-  }
+}
+
+function printBundle(b: BundleView): void {
+  printBundleHead(b);
+  process.stdout.write('timeline:\n');
+  for (const h of b.history) process.stdout.write(formatHistoryLine(h));
+}
+
+const LIST_COLUMNS = [
+  ['VIP_BUNDLE_ID', 36],
+  ['STATE', 12],
+  ['ATTEMPT', 7],
+  ['UPDATED_AT', 24],
+  ['SHOW_ID', 36],
+  ['INBOUND_FLIGHT_ID', 36],
+  ['RETURN_FLIGHT_ID', 36],
+  ['LAST_ERROR', 0],
+] as const;
+
+function listLine(values: string[]): string {
+  return `${values.map((v, i) => (LIST_COLUMNS[i]![1] ? v.padEnd(LIST_COLUMNS[i]![1]) : v)).join('  ').trimEnd()}\n`;
+}
+
+function listRow(r: ListedBundle): string {
+  return listLine([r.vip_bundle_id, r.state, String(r.attempt), r.updated_at, r.payload.show_id ?? '-', r.payload.inbound_flight_id ?? '-', r.payload.return_flight_id ?? '-', r.last_error ?? '']);
 }
 
 /** One line per provider kind: its fleet-wide limits, slots in use, pause and parked bundles. */
@@ -28,10 +67,27 @@ function describeProvider(p: FleetStats['providers'][number]): string {
 export function registerReadCommands(program: Command): void {
   program
     .command('inspect')
-    .description('show one bundle: state, lease, steps and timeline')
+    .description('show one bundle: what it books, state, lease, steps and timeline')
     .argument('<id>', 'vip_bundle_id or booking_id')
-    .option('--json', 'print JSON')
-    .action(async (id: string, flags: { json?: boolean }) => {
+    .option('-f, --follow', 'keep printing the timeline until the bundle is completed, compensated or dead')
+    .option('--json', 'print JSON (with --follow: once, when the bundle is terminal)')
+    .addHelpText('after', `
+Customer email and passenger names are never shown; the show, the flights and the number of
+passengers are.
+Examples:
+  $ bundlefleet inspect 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a
+  $ bundlefleet inspect <booking_id> --json | jq .steps
+  $ bundlefleet inspect <vip_bundle_id> --follow       # exits 0 when the bundle is terminal`)
+    .action(async (id: string, flags: { json?: boolean; follow?: boolean }) => {
+      if (flags.follow) {
+        return withDb(({ pool }) =>
+          followBundle(pool, id, {
+            onStart: (b) => flags.json || (printBundleHead(b), process.stdout.write('timeline:\n')),
+            onHistory: (h) => flags.json || process.stdout.write(formatHistoryLine(h)),
+            onEnd: (b) => (flags.json ? printJson(b) : process.stdout.write(`final state: ${b.state}\n`)),
+          }),
+        );
+      }
       const bundle = await withDb(({ pool }) => inspectBundle(pool, id));
       if (flags.json) printJson(bundle);
       else printBundle(bundle);
@@ -39,26 +95,50 @@ export function registerReadCommands(program: Command): void {
 
   program
     .command('list')
-    .description('list bundles, newest first')
+    .description('list bundles by last change, newest first')
     .option('--state <state>', `only this state (${BUNDLE_STATES.join(', ')})`)
-    .option('--limit <n>', 'how many', '20')
+    .option('--since <time>', 'only bundles changed since then (ISO 8601 time, or 30m, 2h, 7d ago)')
+    .option('--after <vip_bundle_id>', 'the next page: bundles listed after this one')
+    .option('--limit <n>', 'how many (1..10000)', '20')
     .option('--json', 'print a JSON array')
-    .action(async (flags: { state?: string; limit: string; json?: boolean }) => {
+    .addHelpText('after', `
+A full page ends with the command for the next one (on stderr). Customer email and passenger
+names are never shown.
+Examples:
+  $ bundlefleet list --state dead --since 2h
+  $ bundlefleet list --limit 100 --after 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a
+  $ bundlefleet list --state failed --json | jq -r '.[].vip_bundle_id'`)
+    .action(async (flags: { state?: string; since?: string; after?: string; limit: string; json?: boolean }) => {
       const opts = parseOptions(
-        z.object({ state: z.enum(BUNDLE_STATES, `must be one of ${BUNDLE_STATES.join(', ')}`).optional(), limit: intOption(1, 10_000) }),
+        z.object({
+          state: z.enum(BUNDLE_STATES, `must be one of ${BUNDLE_STATES.join(', ')}`).optional(),
+          since: sinceOption().optional(),
+          after: z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a vip_bundle_id (a UUID)').optional(),
+          limit: intOption(1, 10_000),
+        }),
         flags,
-        { state: '--state', limit: '--limit' },
+        { state: '--state', since: '--since', after: '--after', limit: '--limit' },
       );
       const rows = await withDb(({ pool }) => listBundles(pool, opts));
       if (flags.json) return printJson(rows);
-      for (const r of rows) process.stdout.write(`${r.vip_bundle_id}  ${r.state.padEnd(12)} attempt ${r.attempt}  ${r.updated_at}${r.last_error ? `  ${r.last_error}` : ''}\n`);
-      if (!rows.length) process.stdout.write('no bundles\n');
+      if (!rows.length) return void process.stdout.write(opts.after ? 'no more bundles\n' : 'no bundles\n');
+      process.stdout.write(listLine(LIST_COLUMNS.map(([name]) => name)));
+      for (const r of rows) process.stdout.write(listRow(r));
+      if (rows.length === opts.limit) {
+        const rest = [flags.state && `--state ${flags.state}`, flags.since && `--since ${flags.since}`, `--limit ${opts.limit}`].filter(Boolean).join(' ');
+        process.stderr.write(`next page: bundlefleet list ${rest} --after ${rows[rows.length - 1]!.vip_bundle_id}\n`);
+      }
     });
 
   program
     .command('stats')
     .description('counts by state and the age of the oldest due pending bundle')
     .option('--json', 'print JSON')
+    .addHelpText('after', `
+Examples:
+  $ bundlefleet stats
+  $ watch -n 2 bundlefleet stats
+  $ bundlefleet stats --json | jq .by_state`)
     .action(async (flags: { json?: boolean }) => {
       const stats = await withDb(({ pool }) => fleetStats(pool));
       if (flags.json) return printJson(stats);

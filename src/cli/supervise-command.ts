@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { rootLogger } from '../logger.js';
 import { runOnce, type SupervisorOptions } from '../supervisor/supervisor.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
-import { cancelBundle, retryBundle } from '../supervisor/operator.js';
 import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
 import { onShutdown } from './signals.js';
 
@@ -80,8 +79,9 @@ export function registerSuperviseCommands(program: Command): void {
     .option('--json', 'print the pass report as JSON')
     .addHelpText('after', `
 Examples:
-  * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron
-  $ bundlefleet supervise --loop --interval-seconds 15                   # as a process`)
+  $ bundlefleet supervise --json                                        # one pass, its report
+  $ bundlefleet supervise --loop --interval-seconds 15                   # as a process
+  * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron`)
     .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }) => {
       const opts = parseSupervisorOptions(flags);
       const interval = parseOptions(z.object({ intervalSeconds: seconds }), flags, { intervalSeconds: '--interval-seconds' }).intervalSeconds;
@@ -109,31 +109,16 @@ Examples:
       });
     });
 
-  program
-    .command('retry')
-    .description('send a dead or failed bundle back (counters reset): to pending, or to compensating if it was being undone')
-    .argument('<id>', 'vip_bundle_id or booking_id')
-    .option('--json', 'print JSON')
-    .action(async (id: string, flags: { json?: boolean }) => {
-      const r = await withDb(({ pool }) => retryBundle(pool, id));
-      flags.json ? printJson(r) : process.stdout.write(`${r.vip_bundle_id}: ${r.from_state} → ${r.state}\n`);
-    });
-
-  program
-    .command('cancel')
-    .description('undo a non-terminal bundle: everything it may have booked is cancelled')
-    .argument('<id>', 'vip_bundle_id or booking_id')
-    .option('--json', 'print JSON')
-    .action(async (id: string, flags: { json?: boolean }) => {
-      const r = await withDb(({ pool }) => cancelBundle(pool, id));
-      flags.json ? printJson(r) : process.stdout.write(`${r.vip_bundle_id}: ${r.from_state} → ${r.state}\n`);
-    });
-
   const alerts = program
     .command('alerts')
     .description('list open stuck-process alerts (or all with --all); `alerts ack <id>` acknowledges one')
     .option('--all', 'include acknowledged and resolved alerts')
     .option('--json', 'print a JSON array')
+    .addHelpText('after', `
+Examples:
+  $ bundlefleet alerts
+  $ bundlefleet alerts --all --json
+  $ bundlefleet alerts ack 12`)
     .action(async (flags: { all?: boolean; json?: boolean }) => {
       const rows = await withDb(({ pool }) => listAlerts(pool, { all: flags.all }));
       if (flags.json) return printJson(rows);
@@ -148,6 +133,10 @@ Examples:
     .description('acknowledge an alert: it stays on record but stops counting for --fail-on-alert')
     .argument('<alert_id>', 'the alert id')
     .option('--json', 'print JSON')
+    .addHelpText('after', `
+Examples:
+  $ bundlefleet alerts ack 12
+  $ bundlefleet alerts ack 12 --json`)
     .action(async (id: string, flags: { json?: boolean }) => {
       const a = await withDb(({ pool }) => ackAlert(pool, id));
       flags.json ? printJson(a) : process.stdout.write(`alert #${a.id} acknowledged\n`);

@@ -68,12 +68,29 @@ const bodySchemas: Record<ProviderKind, z.ZodType> = {
 const referencePrefix: Record<ProviderKind, string> = { tickets: 'TKT', flights: 'FLT', taxis: 'TAX' };
 
 /**
- * A show or flight id starting with SOLDOUT is always refused (409): a deterministic definitive
- * no, so tests and people trying `dev` can drive a compensation on purpose.
+ * Show and flight ids are UUIDs. Those starting with SOLD_OUT_PREFIX (a reserved range: "501d" for
+ * "sold") are always refused (409): a deterministic definitive no, so tests and people trying
+ * `dev` can drive a compensation on purpose, e.g. `--return-flight-id 501d0000-0000-4000-8000-000000000001`.
  */
+export const SOLD_OUT_PREFIX = '501d0000-0000-4000-8000-';
+
+/** The n-th id of the sold-out range. */
+export function soldOutId(n: number): string {
+  return `${SOLD_OUT_PREFIX}${(n % 2 ** 48).toString(16).padStart(12, '0')}`;
+}
+
+/**
+ * A well-formed show or flight id for examples, tests, benchmarks and chaos runs: `series`
+ * (0..0xffff, e.g. 1 shows, 2 inbound, 3 return flights) and `n` give a stable UUID outside the
+ * sold-out range.
+ */
+export function exampleId(series: number, n: number): string {
+  return `00000000-${series.toString(16).padStart(4, '0')}-4000-8000-${(n % 2 ** 48).toString(16).padStart(12, '0')}`;
+}
+
 function soldOut(body: unknown): boolean {
   const b = body as { show_id?: unknown; flight_id?: unknown };
-  return [b?.show_id, b?.flight_id].some((v) => typeof v === 'string' && v.startsWith('SOLDOUT'));
+  return [b?.show_id, b?.flight_id].some((v) => typeof v === 'string' && v.toLowerCase().startsWith(SOLD_OUT_PREFIX));
 }
 
 /** mulberry32: tiny, seedable, good enough to make a fault pattern repeatable. */

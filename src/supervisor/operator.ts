@@ -1,6 +1,9 @@
 /**
- * What an operator can do to one bundle. Each is one conditional UPDATE: it either applies to the
- * bundle's current state or changes nothing and says why.
+ * What an operator can do to bundles. Each action is one conditional UPDATE: it applies to the
+ * bundles whose current state allows it and changes nothing for the others. The single-bundle
+ * functions say why nothing changed; the bulk ones (`retryBundles`, `cancelBundles`) run the
+ * same statement over a list of ids picked by `findBundles` and skip the bundles that moved on
+ * in between.
  */
 import type { Queryable } from '../db/pool.js';
 import { Conflict, NotFound } from '../errors.js';
@@ -14,21 +17,45 @@ export interface OperatorResult {
   state: string;
 }
 
-async function explainNoop(db: Queryable, id: string, action: string, allowed: string): Promise<never> {
-  const { rows } = await db.query<{ state: string }>('SELECT state FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
-  if (!rows[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
-  throw new Conflict(`cannot ${action} bundle ${id}: it is ${rows[0].state}; only ${allowed} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
+/**
+ * Runs a single-bundle action; when it changed nothing, says why — or runs it again when the
+ * bundle's current state allows it after all: the statement lost a race (a claim moved the bundle
+ * from pending to running while the action waited for the row; the UPDATE, matching on the state
+ * it had read, then found nothing). Measured on the old code: such a cancel refused with "it is
+ * running; only pending, running or failed bundles can be cancelled".
+ */
+async function applyOne(db: Queryable, sql: string, id: string, actor: string, action: 'retry' | 'cancel', allowed: readonly string[]): Promise<OperatorResult> {
+  let state = '';
+  for (let tries = 0; tries < 3; tries++) {
+    const { rows } = await db.query<OperatorResult>(sql, [[id], actor]);
+    if (rows[0]) return rows[0];
+    const { rows: now } = await db.query<{ state: string; phase: string }>('SELECT state, phase FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
+    if (!now[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+    state = now[0].state;
+    if (action === 'cancel' && state === 'running' && now[0].phase === 'undo') {
+      throw new Conflict(`cannot cancel bundle ${id}: it is already being undone`);
+    }
+    if (!allowed.includes(state)) {
+      throw new Conflict(`cannot ${action} bundle ${id}: it is ${state}; only ${allowed.join(', ')} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
+    }
+  }
+  throw new Conflict(`could not ${action} bundle ${id}: its state kept changing (now ${state}); try again`);
 }
+
+// $1 is a uuid[] of vip_bundle_ids or booking_ids. Idle schedulers are woken once per statement
+// (the count() makes PostgreSQL evaluate pg_notify without returning it to the caller).
+const RESULT = `, notified AS (SELECT count(pg_notify('${DUE_CHANNEL}', '')) FROM updated)
+     SELECT u.id AS vip_bundle_id, u.booking_id, u.from_state, u.state FROM updated u, notified`;
+
+export const RETRYABLE_STATES = ['dead', 'failed'] as const;
+export const CANCELLABLE_STATES = ['pending', 'running', 'waiting', 'failed'] as const;
 
 /**
  * dead or failed → again, with its counters reset. A bundle that was being undone goes back to
  * `compensating` (its undo is retried; it is never booked again), otherwise to `pending`.
  */
-export async function retryBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(
-    `WITH target AS (
-       SELECT id, state FROM bundles WHERE (id = $1 OR booking_id = $1) AND state IN ('dead', 'failed') FOR UPDATE
+const RETRY_SQL = `WITH target AS (
+       SELECT id, state FROM bundles WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('dead', 'failed') FOR UPDATE
      ), updated AS (
        UPDATE bundles b SET state = CASE b.phase WHEN 'undo' THEN 'compensating' ELSE 'pending' END,
          failure_count = 0, undo_failure_count = 0, reset_count = 0, next_run_at = now(), finished_at = NULL,
@@ -40,34 +67,69 @@ export async function retryBundle(db: Queryable, rawId: string, actor = 'operato
        SELECT id, $2, attempt, from_state, state, 'operator retry' FROM updated
      ), resolved AS (
        UPDATE alerts SET resolved_at = now() FROM updated WHERE alerts.bundle_id = updated.id AND alerts.resolved_at IS NULL
-     )
-     SELECT id AS vip_bundle_id, booking_id, from_state, state, pg_notify('${DUE_CHANNEL}', '') FROM updated`,
-    [id, actor],
-  );
-  return rows[0] ?? explainNoop(db, id, 'retry', 'dead or failed');
-}
+     )${RESULT}`;
 
 /**
  * Any non-terminal bundle → compensating: everything it may have booked is undone. A running
  * agent is fenced out at its next write (the state is no longer `running`).
  */
-export async function cancelBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
-  const id = parseBundleId(rawId);
-  const { rows } = await db.query<OperatorResult>(
-    `WITH target AS (
+const CANCEL_SQL = `WITH target AS (
        SELECT id, state FROM bundles
-       WHERE (id = $1 OR booking_id = $1) AND state IN ('pending', 'running', 'failed') AND NOT (state = 'running' AND phase = 'undo')
+       WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('pending', 'running', 'waiting', 'failed') AND NOT (state = 'running' AND phase = 'undo')
        FOR UPDATE
      ), updated AS (
-       UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now()
+       UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now(),
+         waiting_for = NULL, wait_deadline = NULL
        FROM target t WHERE b.id = t.id AND b.state = t.state
        RETURNING b.id, b.booking_id, b.attempt, t.state AS from_state, b.state
      ), history AS (
        INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
        SELECT id, $2, attempt, from_state, state, 'operator cancel' FROM updated
-     )
-     SELECT id AS vip_bundle_id, booking_id, from_state, state, pg_notify('${DUE_CHANNEL}', '') FROM updated`,
-    [id, actor],
+     )${RESULT}`;
+
+export async function retryBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
+  return applyOne(db, RETRY_SQL, parseBundleId(rawId), actor, 'retry', RETRYABLE_STATES);
+}
+
+export async function cancelBundle(db: Queryable, rawId: string, actor = 'operator'): Promise<OperatorResult> {
+  return applyOne(db, CANCEL_SQL, parseBundleId(rawId), actor, 'cancel', CANCELLABLE_STATES);
+}
+
+/** Which bundles a bulk action is about: one state, optionally changed since a time or created before one. */
+export interface BundleFilter {
+  state: string;
+  /** Last changed at or after this time. */
+  since?: Date;
+  /** Created before this time. */
+  createdBefore?: Date;
+}
+
+export async function findBundles(db: Queryable, filter: BundleFilter): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM bundles WHERE state = $1 AND ($2::timestamptz IS NULL OR updated_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3) ORDER BY created_at, id`,
+    [filter.state, filter.since ?? null, filter.createdBefore ?? null],
   );
-  return rows[0] ?? explainNoop(db, id, 'cancel', 'pending, running or failed');
+  return rows.map((r) => r.id);
+}
+
+const CHUNK = 1000;
+
+/** Runs `sql` over `ids` a chunk at a time (each chunk one statement, so locks stay short). */
+async function inChunks(db: Queryable, sql: string, ids: string[], actor: string): Promise<OperatorResult[]> {
+  const out: OperatorResult[] = [];
+  for (let i = 0; i < ids.length; i += CHUNK) {
+    const { rows } = await db.query<OperatorResult>(sql, [ids.slice(i, i + CHUNK), actor]);
+    out.push(...rows);
+  }
+  return out;
+}
+
+/** The bulk `retryBundle`: the bundles of `ids` that are still dead or failed are retried; the others are skipped. */
+export function retryBundles(db: Queryable, ids: string[], actor = 'operator'): Promise<OperatorResult[]> {
+  return inChunks(db, RETRY_SQL, ids, actor);
+}
+
+/** The bulk `cancelBundle`: the bundles of `ids` that can still be cancelled are; the others are skipped. */
+export function cancelBundles(db: Queryable, ids: string[], actor = 'operator'): Promise<OperatorResult[]> {
+  return inChunks(db, CANCEL_SQL, ids, actor);
 }

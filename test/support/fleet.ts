@@ -1,5 +1,5 @@
 /** In-process fleet pieces for tests: a provider simulator and workers, all closed after the test. */
-import { startProviderSimulator, type ProviderSimulator, type SimulatorOptions } from '../../src/providers/simulator.js';
+import { exampleId, startProviderSimulator, type ProviderSimulator, type SimulatorOptions } from '../../src/providers/simulator.js';
 import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
 import { enqueueBundles, type EnqueueResult } from '../../src/bundles/enqueue.js';
 import { createLogger } from '../../src/logger.js';
@@ -58,11 +58,11 @@ let n = 0;
 export function vipPayload(i = n++) {
   return {
     customer_email: `customer${i}@example.com`,
-    show_id: `show-${i % 7}`,
+    show_id: exampleId(1, i % 7),
     number_of_tickets: 1 + (i % 4),
     passengers: [`Passenger ${i} A`, `Passenger ${i} B`],
-    inbound_flight_id: `IN${i % 13}`,
-    return_flight_id: `RT${i % 11}`,
+    inbound_flight_id: exampleId(2, i % 13),
+    return_flight_id: exampleId(3, i % 11),
   };
 }
 

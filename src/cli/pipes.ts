@@ -1,0 +1,13 @@
+/**
+ * `bundlefleet inspect … | head -1`: once the reader has gone, writing to stdout fails with
+ * EPIPE. That is the reader's choice, not a failure: exit at once, quietly, with the exit code
+ * the command had so far (0 unless something already failed).
+ */
+export function exitQuietlyOnClosedPipe(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    throw err;
+  });
+  // Nothing useful can be said about a closed stderr; never crash on it.
+  process.stderr.on('error', () => {});
+}

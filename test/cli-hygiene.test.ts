@@ -1,0 +1,226 @@
+/**
+ * CLI hygiene (issue 10), each checked on the real binary: one JSON document on stdout with logs
+ * on stderr, a quiet exit when the reader of stdout goes away, NO_COLOR / FORCE_COLOR, no
+ * internal fields in operator output, settings validated at start-up (flags and variables),
+ * short usage errors, examples in every command's help, and a README that lists every flag with
+ * its variable.
+ */
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { createTestDb } from './support/db.js';
+import { cli, expectNoStack, jsonLines } from './support/cli.js';
+import { enqueueVip } from './support/fleet.js';
+import { shouldColor } from '../src/logger.js';
+
+const NO_DB = 'postgres://u:secret@127.0.0.1:1/none';
+const ESC = '\u001b[';
+
+describe('stdout holds the output, stderr the logs', () => {
+  it('supervise --json prints one JSON document even when the pass logs (an alert at error level)', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [b!.vip_bundle_id]);
+    const run = await cli(db.url, ['supervise', '--json'], { env: { LOG_LEVEL: 'info', LOG_FORMAT: 'json' } });
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report.ran).toBe(true);
+    expect(report.alerts_raised).toBe(1);
+    // A subcommand's --json is its own, although its parent command has a --json too.
+    const [alert] = JSON.parse((await cli(db.url, ['alerts', '--json'])).stdout);
+    const ack = await cli(db.url, ['alerts', 'ack', String(alert.id), '--json']);
+    expect(ack.code, ack.stderr).toBe(0);
+    expect(JSON.parse(ack.stdout)).toMatchObject({ id: alert.id, bundle_id: b!.vip_bundle_id });
+    // The logs went to stderr, as JSON lines.
+    const logs = jsonLines(run.stderr);
+    expect(logs.some((l) => String(l.msg).startsWith('alert:') && l.bundleId === b!.vip_bundle_id)).toBe(true);
+  });
+});
+
+describe('a reader that goes away', () => {
+  it('help and inspect exit 0 without a stack trace when stdout is closed (`| head`)', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    for (const args of [['help', 'enqueue'], ['enqueue', '--help'], ['inspect', b!.vip_bundle_id], ['list']]) {
+      const run = await cli(db.url, args, { closeStdout: true });
+      expect(run.stderr, args.join(' ')).toBe('');
+      expect(run.code, args.join(' ')).toBe(0);
+    }
+  });
+
+  it('a one-shot command whose log reader went away still prints its result and exits 0', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [b!.vip_bundle_id]);
+    const run = await cli(db.url, ['supervise', '--json'], { closeStderr: true, env: { LOG_LEVEL: 'debug', LOG_FORMAT: 'json' } });
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout).alerts_raised).toBe(1);
+  });
+});
+
+describe('colour', () => {
+  it('follows NO_COLOR and FORCE_COLOR (FORCE_COLOR wins, as in Node), else the terminal', () => {
+    expect(shouldColor({}, true)).toBe(true);
+    expect(shouldColor({}, false)).toBe(false);
+    expect(shouldColor({ NO_COLOR: '1' }, true)).toBe(false);
+    expect(shouldColor({ NO_COLOR: '' }, true)).toBe(true);
+    expect(shouldColor({ FORCE_COLOR: '1' }, false)).toBe(true);
+    expect(shouldColor({ FORCE_COLOR: '' }, false)).toBe(true);
+    expect(shouldColor({ FORCE_COLOR: '0' }, true)).toBe(false);
+    expect(shouldColor({ FORCE_COLOR: 'false' }, true)).toBe(false);
+    expect(shouldColor({ FORCE_COLOR: '1', NO_COLOR: '1' }, false)).toBe(true);
+    expect(shouldColor({ TERM: 'dumb' }, true)).toBe(false);
+  });
+
+  it('the binary colours its pretty logs with FORCE_COLOR=1 and not with NO_COLOR=1', async () => {
+    const db = await createTestDb();
+    const [b, c] = await enqueueVip(db.pool, 2);
+    const kill = (id: string) => db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [id]);
+    await kill(b!.vip_bundle_id);
+    const env = { LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' };
+    const forced = await cli(db.url, ['supervise', '--json'], { env: { ...env, FORCE_COLOR: '1' } });
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stderr).toContain('alert:');
+    expect(forced.stderr).toContain(ESC);
+    expect(forced.stdout).not.toContain(ESC);
+    await kill(c!.vip_bundle_id);
+    const plain = await cli(db.url, ['supervise', '--json'], { env: { ...env, NO_COLOR: '1' } });
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toContain('alert:');
+    expect(plain.stderr).not.toContain(ESC);
+  });
+});
+
+describe('operator output', () => {
+  it('cancel --json and retry --json print the bundle ids and states, nothing internal', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    const cancel = await cli(db.url, ['cancel', b!.vip_bundle_id, '--json']);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    expect(JSON.parse(cancel.stdout)).toEqual({ vip_bundle_id: b!.vip_bundle_id, booking_id: b!.booking_id, from_state: 'pending', state: 'compensating' });
+    await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', finished_at = now() WHERE id = $1`, [b!.vip_bundle_id]);
+    const retry = await cli(db.url, ['retry', b!.booking_id, '--json']);
+    expect(retry.code, retry.stderr).toBe(0);
+    expect(JSON.parse(retry.stdout)).toEqual({ vip_bundle_id: b!.vip_bundle_id, booking_id: b!.booking_id, from_state: 'dead', state: 'compensating' });
+  });
+});
+
+describe('settings', () => {
+  it('a malformed DATABASE_URL or --database-url is exit 2 naming it, without echoing the value', async () => {
+    for (const run of [
+      await cli('not-a-url', ['stats']),
+      await cli(NO_DB, ['stats', '--database-url', 'mysql://u:secret@h/db']),
+    ]) {
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toMatch(/--database-url \(DATABASE_URL\): /);
+      expect(run.stderr).not.toContain('secret');
+      expect(run.stderr).not.toContain('ENOTFOUND');
+      expectNoStack(run);
+    }
+  });
+
+  it('--database-url is taken over DATABASE_URL, by every database command', async () => {
+    const db = await createTestDb();
+    const stats = await cli(NO_DB, ['stats', '--json', '--database-url', db.url]);
+    expect(stats.code, stats.stderr).toBe(0);
+    expect(JSON.parse(stats.stdout).total).toBe(0);
+    const migrate = await cli(NO_DB, ['migrate', '--json', '--database-url', db.url]);
+    expect(migrate.code, migrate.stderr).toBe(0);
+    // A subcommand: the parent command parses the flag; the subcommand still connects there.
+    const alerts = await cli(NO_DB, ['alerts', 'ack', '1', '--database-url', db.url]);
+    expect(alerts.code).toBe(1);
+    expect(alerts.stderr).toMatch(/no alert with id 1/);
+  });
+
+  it('a malformed PROVIDERS_URL, --providers-url or LOG_LEVEL is exit 2 naming it', async () => {
+    const db = await createTestDb();
+    const fromEnv = await cli(db.url, ['worker'], { env: { PROVIDERS_URL: 'ftp://example.com' } });
+    expect(fromEnv.code, fromEnv.stderr).toBe(2);
+    expect(fromEnv.stderr).toMatch(/--providers-url \(PROVIDERS_URL\): must be a http:\/\/ or https:\/\/ URL/);
+    const fromFlag = await cli(db.url, ['worker', '--providers-url', 'nope']);
+    expect(fromFlag.code, fromFlag.stderr).toBe(2);
+    expect(fromFlag.stderr).toMatch(/--providers-url \(PROVIDERS_URL\): is not a URL/);
+    const level = await cli(db.url, ['stats'], { env: { LOG_LEVEL: 'loud' } });
+    expect(level.code).toBe(2);
+    expect(level.stderr).toMatch(/LOG_LEVEL: must be one of/);
+  });
+});
+
+describe('usage errors and help', () => {
+  it('an unknown flag prints the error and where to look, not the whole help page (exit 2)', async () => {
+    for (const [args, where] of [[['list', '--bogus'], 'bundlefleet list --help'], [['alerts', 'ack', '--bogus'], 'bundlefleet alerts ack --help'], [['--bogus'], 'bundlefleet --help']] as const) {
+      const run = await cli(NO_DB, [...args]);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain("unknown option '--bogus'");
+      expect(run.stderr).toContain(`see '${where}'`);
+      expect(run.stderr).not.toMatch(/Usage:|Options:/);
+      expect(run.stderr.trim().split('\n').length).toBeLessThanOrEqual(3);
+      expect(run.stdout).toBe('');
+    }
+  });
+
+  it('every command has examples; the top-level help lists every exit code', async () => {
+    const top = await cli(NO_DB, ['--help']);
+    expect(top.code).toBe(0);
+    for (const code of ['0', '1', '2', '3']) expect(top.stdout).toMatch(new RegExp(`^\\s+${code}\\s+\\S`, 'm'));
+    expect(top.stdout).toMatch(/3\s+supervise --fail-on-alert/);
+    expect(top.stdout).toMatch(/\nExamples:\n\s+\$ bundlefleet /);
+    const commands = await allCommands();
+    expect(commands.length).toBeGreaterThan(15);
+    const helps = await Promise.all(commands.map((path) => cli(NO_DB, [...path, '--help'])));
+    for (const [i, path] of commands.entries()) {
+      const help = helps[i]!;
+      expect(help.code, path.join(' ')).toBe(0);
+      expect(help.stdout, `${path.join(' ')} --help`).toMatch(/\nExamples:\n\s+\$ .*bundlefleet /);
+    }
+  });
+
+  it("the README's configuration table lists every flag with its environment variable", async () => {
+    const readme = await readFile(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 5));
+    const rows = table.split('\n').filter((l) => l.startsWith('| `'));
+    const pairs = new Map<string, string>();
+    const commands = await allCommands();
+    const helps = await Promise.all(commands.map((path) => cli(NO_DB, [...path, '--help'])));
+    for (const [i, path] of commands.entries()) {
+      for (const [flag, env] of flagEnvPairs(helps[i]!.stdout)) pairs.set(`${flag} ${env}`, path.join(' '));
+    }
+    expect(pairs.size).toBeGreaterThan(20);
+    for (const key of pairs.keys()) {
+      const [flag, env] = key.split(' ');
+      const row = rows.find((r) => r.includes(`\`${env}\``));
+      expect(row, `README configuration table has no row for ${env} (${flag}, used by ${pairs.get(key)})`).toBeDefined();
+      expect(row, `README row for ${env} does not name ${flag}`).toContain(`\`${flag}\``);
+    }
+  });
+});
+
+/** Every command path, from the top-level help and each group's help. */
+async function allCommands(): Promise<string[][]> {
+  const names = (text: string) =>
+    text.slice(text.indexOf('\nCommands:\n')).split('\n').slice(2).map((l) => /^ {2}([a-z][a-z-]*)/.exec(l)?.[1]).filter((n): n is string => !!n && n !== 'help');
+  const out: string[][] = [];
+  const top = names((await cli(NO_DB, ['--help'])).stdout);
+  const helps = await Promise.all(top.map((name) => cli(NO_DB, [name, '--help'])));
+  for (const [i, name] of top.entries()) {
+    out.push([name]);
+    const help = helps[i]!.stdout;
+    if (help.includes('\nCommands:\n')) for (const sub of names(help)) out.push([name, sub]);
+  }
+  return out;
+}
+
+/** (flag, variable) for each option of a help page whose description ends with `env: X)`; descriptions may wrap. */
+function flagEnvPairs(help: string): Array<[string, string]> {
+  const options = help.slice(help.indexOf('\nOptions:\n'), help.indexOf('\n\n', help.indexOf('\nOptions:\n') + 10));
+  const entries: string[] = [];
+  for (const line of options.split('\n').slice(2)) {
+    if (/^ {2}-/.test(line)) entries.push(line);
+    else if (entries.length) entries[entries.length - 1] += ` ${line.trim()}`;
+  }
+  return entries.flatMap((e) => {
+    const flag = /--[a-z][a-z-]*/.exec(e)?.[0];
+    const env = /env: ([A-Z_]+)\)/.exec(e)?.[1];
+    return flag && env ? [[flag, env] as [string, string]] : [];
+  });
+}
