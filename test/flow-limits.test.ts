@@ -82,3 +82,25 @@ describe('--provider-concurrency', () => {
     expect(failures[0].n).toBe(0);
   });
 });
+
+describe('a rate-limited provider', () => {
+  it('answers 429s that park bundles across three worker processes: none counted as a failed attempt, all complete', async () => {
+    const db = await createTestDb();
+    // 10 requests per second per kind; the fleet, unlimited, sends far more at first.
+    const sim = await startSimulator({ rateLimit: 10 });
+    await enqueueVip(db.pool, 30);
+    for (const name of ['burst-a', 'burst-b', 'burst-c']) spawnWorker(db.url, sim.url, name);
+    await waitFor('all bundles to complete', async () => {
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM bundles WHERE state = 'completed'`);
+      return rows[0].n === 30;
+    }, 90_000);
+    expect(sim.calls().filter((c) => c.limited).length).toBeGreaterThan(0);
+    const { rows } = await db.pool.query(
+      `SELECT (SELECT sum(failure_count)::int FROM bundles) AS failures,
+              (SELECT count(*)::int FROM bundle_history WHERE reason LIKE 'attempt failed%') AS failed_attempts,
+              (SELECT count(*)::int FROM bundle_history WHERE reason LIKE 'parked: % said 429, Retry-After 1 s') AS parked_by_429`,
+    );
+    expect(rows[0]).toMatchObject({ failures: 0, failed_attempts: 0 });
+    expect(rows[0].parked_by_429).toBeGreaterThan(0);
+  });
+});
