@@ -84,7 +84,7 @@ describe('bulk retry and cancel', () => {
     const db = await createTestDb();
     for (const [args, pattern] of [
       [['retry', '--state', 'pending', '--yes'], /--state: must be one of dead, failed/],
-      [['cancel', '--state', 'completed', '--yes'], /--state: must be one of pending, running, failed/],
+      [['cancel', '--state', 'completed', '--yes'], /--state: must be one of pending, running, waiting, failed/],
       [['retry', '--state', 'dead', '--since', 'yesterday'], /--since: must be an ISO 8601 time/],
       [['cancel', '--state', 'pending', '--older-than', '5'], /--older-than: must be a duration/],
       [['retry'], /give a bundle id, or --state/],

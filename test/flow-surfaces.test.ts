@@ -4,9 +4,9 @@
  * bundles; the supervisor raises no stuck alert for a bundle that only waits for a provider window,
  * until that wait itself passes --stuck-after-seconds.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { createTestDb } from './support/db.js';
+import { createTestDb, onCleanup } from './support/db.js';
 import { enqueueVip, quietLogger } from './support/fleet.js';
 import { BIN, cli, cliEnv } from './support/processes.js';
 import { pauseKind, publishLimits } from '../src/providers/limits.js';
@@ -98,5 +98,35 @@ describe('stuck alerts', () => {
     await park('2 minutes');
     await runOnce(db.pool, opts);
     expect((await stuck()).sort()).toEqual([parked!.vip_bundle_id, plain!.vip_bundle_id].sort());
+  });
+});
+
+describe('bundlefleet providers --rate-limit', () => {
+  it('answers 429 with Retry-After past N requests per second per kind, and refuses a bad value with exit 2', async () => {
+    const bad = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, [BIN, 'providers', '--rate-limit', 'fast', '--port', '0'], { env: cliEnv('postgres://unused'), timeout: 20_000 }, (err, _o, stderr) =>
+        resolve({ code: err ? Number((err as { code?: unknown }).code) : 0, stderr }));
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--rate-limit: must be requests per second per kind, like 20\/s \(got "fast"\)/);
+
+    const child = spawn(process.execPath, [BIN, 'providers', '--rate-limit', '2/s', '--port', '0'], { env: cliEnv('postgres://unused'), stdio: ['ignore', 'pipe', 'pipe'] });
+    onCleanup(async () => void child.kill('SIGKILL'));
+    const url = await new Promise<string>((resolve) => {
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /listening on (http:\/\/\S+)/.exec(err);
+        if (m) resolve(m[1]!);
+      });
+    });
+    const statuses: Array<[number, string | null]> = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${url}/taxis/bookings?idempotency_key=k${i}`);
+      statuses.push([res.status, res.headers.get('retry-after')]);
+    }
+    expect(statuses).toEqual([[404, null], [404, null], [429, '1']]);
+    // Another kind has its own window.
+    expect((await fetch(`${url}/flights/bookings?idempotency_key=k`)).status).toBe(404);
   });
 });
