@@ -3,8 +3,10 @@
  * "Providers"). Every failure is classified here, at the boundary, as a `ProviderError`:
  * `permanent` is a definitive no (409, other 4xx) and `transient` means "outcome unknown or
  * temporary" (408, 429, 5xx, resets, timeouts, aborts), to be resolved by replaying the call
- * with the same idempotency key. The client never retries by itself: retry policy belongs to
- * the agent (p-retry) and the supervisor, which record every attempt.
+ * with the same idempotency key. A 429 or 503 with `Retry-After` carries `retryAfterMs`: the
+ * agent parks the bundle until then and pauses the kind (agents/park.ts) instead of retrying.
+ * The client never retries by itself: retry policy belongs to the agent (p-retry) and the
+ * supervisor, which record every attempt.
  */
 import http from 'node:http';
 import https from 'node:https';
