@@ -23,7 +23,11 @@ export interface SimulatorOptions {
   hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
   /** Airline ticketing confirmations sent back to bundlefleet's API (ticketing-callbacks.ts). */
   ticketing?: TicketingOptions;
-  /** Requests per second per kind; past it, `429` with `Retry-After` (rate-limit.ts). */
+}
+
+/** The simulator's rate limit (rate-limit.ts). */
+export interface SimulatorRateLimitOptions {
+  /** Requests per second per kind; past it, `429` with `Retry-After`. */
   rateLimit?: number;
   /** Retry-After of those 429s in seconds; default the time until the window has room. */
   rateLimitRetryAfter?: number;
@@ -116,10 +120,9 @@ function canonical(value: unknown): string {
 type Send = (status: number, body: unknown, headers?: Record<string, string>) => void;
 const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
-export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
-  const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, rateLimit, rateLimitRetryAfter, ...faultOpts } = opts;
-  const limiter = new SimulatorRateLimit(rateLimit, rateLimitRetryAfter);
-  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing' | 'rateLimit' | 'rateLimitRetryAfter'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+export async function startProviderSimulator(opts: SimulatorOptions & SimulatorRateLimitOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
+  const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
+  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
   const timers = new Set<NodeJS.Timeout>();
@@ -132,7 +135,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     Object.assign(faults, Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)));
     if (seed !== undefined) random = mulberry32(seed);
   }
-  setFaults(faultOpts);
+  const { rateLimit, rateLimitRetryAfter, ...faultsOnly } = faultOpts;
+  setFaults(faultsOnly);
 
   /** Timers are tracked so close() can drop pending latencies and hangs instead of waiting them out. */
   function after(ms: number, fn: () => void): void {
@@ -195,6 +199,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     const [status, reply] = cancel(kind, key);
     after(faults.latencyMs, () => send(status, reply));
   }
+
+  const limiter = new SimulatorRateLimit(rateLimit, rateLimitRetryAfter);
 
   function route(req: http.IncomingMessage, url: URL, body: unknown, reply: Send): void {
     let send = reply;
