@@ -70,7 +70,10 @@ export interface FlowFlags {
   providerCircuit?: CircuitOptions;
 }
 
-export function parseFlowFlags(flags: Record<string, unknown> & { providerConcurrency?: string; providerRate?: string; providerCircuit?: string }): FlowFlags {
+export function parseFlowFlags(raw: Record<string, unknown> & { providerConcurrency?: string; providerRate?: string; providerCircuit?: string }): FlowFlags {
+  // An empty value (FOO= in an env file) means "not set".
+  const given = (v: string | undefined) => (v?.trim() ? v : undefined);
+  const flags = { providerConcurrency: given(raw.providerConcurrency), providerRate: given(raw.providerRate), providerCircuit: given(raw.providerCircuit) };
   const limits: ProviderLimits = {};
   const issues: string[] = [];
   const collect = <T>(fn: () => T): T | undefined => {
