@@ -226,7 +226,7 @@ describe('bundlefleet against a database that is not ready', () => {
     await check.connect();
     try {
       const { rows } = await check.query(`SELECT name FROM pgboss.queue ORDER BY name`);
-      expect(rows.map((r) => r.name)).toEqual(['BundleStuck_v1', 'VipBundleFailed_v1', 'VipBundleFinalized_v1', 'VipBundleInitialized_v1']);
+      expect(rows.map((r) => r.name)).toEqual(['BundleStuck_v1', 'VipBundleFailed_v1', 'VipBundleFinalized_v1', 'VipBundleInitialized_v1', 'bundlefleet.signals']);
       const jobs = await check.query(`SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'VipBundleInitialized_v1'`);
       expect(jobs.rows[0].n).toBe(1);
     } finally {

@@ -5,32 +5,15 @@
  * towards `dead` by orphan resets on the way.
  */
 import { describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { createTestDb, onCleanup } from './support/db.js';
-import { enqueueVip, quietLogger, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { enqueueVip, startSimulator, startWorker, waitFor, superviseInBackground } from './support/fleet.js';
 import { startTcpProxy } from '../src/chaos/tcp-proxy.js';
-import { runOnce } from '../src/supervisor/supervisor.js';
 
 async function proxyFor(url: string) {
   const u = new URL(url);
   const proxy = await startTcpProxy(u.hostname, Number(u.port));
   onCleanup(() => proxy.close());
   return proxy;
-}
-
-/** Supervisor passes every 200 ms until stopped, as `supervise --loop` would run them. */
-function superviseLoop(pool: pg.Pool) {
-  let running = true;
-  const done = (async () => {
-    while (running) {
-      await runOnce(pool, { maxAttempts: 3, maxUndoAttempts: 3, backoffBaseSeconds: 0.05, backoffMaxSeconds: 0.2, logger: quietLogger() });
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  onCleanup(async () => {
-    running = false;
-    await done;
-  });
 }
 
 describe('liveness under a half-open connection', () => {
@@ -45,7 +28,7 @@ describe('liveness under a half-open connection', () => {
     expect(proxy.blackhole((c) => c.applicationName === `bundlefleet worker ${firstId}`)).toBe(1);
     await db.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [`bundlefleet worker ${firstId}`]);
 
-    superviseLoop(db.pool);
+    superviseInBackground(db.pool, { maxAttempts: 3, maxUndoAttempts: 3 });
     const bundles = await enqueueVip(db.pool, 20);
     await waitFor('every bundle terminal', async () => {
       const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundles WHERE state IN ('completed', 'compensated', 'dead')`);

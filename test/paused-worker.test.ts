@@ -6,26 +6,10 @@
  * passed — and its writes are fenced out.
  */
 import { describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { createTestDb, onCleanup } from './support/db.js';
-import { enqueueVip, quietLogger, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { enqueueVip, startSimulator, startWorker, waitFor, superviseInBackground } from './support/fleet.js';
 import { spawnWorker } from './support/processes.js';
-import { runOnce } from '../src/supervisor/supervisor.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
-
-function superviseLoop(pool: pg.Pool) {
-  let running = true;
-  const done = (async () => {
-    while (running) {
-      await runOnce(pool, { backoffBaseSeconds: 0.05, backoffMaxSeconds: 0.2, logger: quietLogger() }).catch(() => {});
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  onCleanup(async () => {
-    running = false;
-    await done;
-  });
-}
 
 describe('a paused worker', () => {
   it('makes no provider call after SIGCONT once its lease has passed, and changes nothing', async () => {
@@ -41,7 +25,7 @@ describe('a paused worker', () => {
     onCleanup(async () => void paused.child.kill('SIGCONT'));
 
     sim.setFaults({ latencyMs: 0 });
-    superviseLoop(db.pool);
+    superviseInBackground(db.pool);
     startWorker(db.url, sim, { name: 'successor' });
     await waitFor('the successor to complete the bundle', async () => {
       const { rows } = await db.pool.query(`SELECT state FROM bundles WHERE id = $1`, [b!.vip_bundle_id]);

@@ -13,7 +13,7 @@
  * flight completed nothing until the lock went; now the 7 others finish at once).
  */
 import type pg from 'pg';
-import { isConnectionError, type Queryable } from '../db/pool.js';
+import { withTransaction, type Queryable } from '../db/pool.js';
 import type { LocalRecord } from '../bundles/kinds.js';
 
 export interface Fence {
@@ -136,24 +136,8 @@ export async function writeSteps(db: Queryable, writes: StepWrite[], opts: { wai
  * row another session holds: the wait is this agent's alone. A timeout rejects (SQLSTATE 55P03 or
  * 57014); the agent then stops and the supervisor resets the bundle when its lease runs out.
  */
-export async function withAgentTimeouts<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  const onError = () => {};
-  client.on('error', onError);
-  let discard = false;
-  try {
-    await client.query(`BEGIN; SET LOCAL lock_timeout = ${AGENT_LOCK_TIMEOUT_MS}; SET LOCAL statement_timeout = ${AGENT_STATEMENT_TIMEOUT_MS}`);
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    discard = isConnectionError(err);
-    throw err;
-  } finally {
-    client.removeListener('error', onError);
-    client.release(discard || undefined);
-  }
+export function withAgentTimeouts<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, fn, { lock_timeout: AGENT_LOCK_TIMEOUT_MS, statement_timeout: AGENT_STATEMENT_TIMEOUT_MS });
 }
 
 /** Writes one step write, waiting (bounded) for a row lock. Returns the stored key, or null when fenced out. */

@@ -7,12 +7,15 @@ import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { publishEvents } from './events.js';
 import { bundleKind } from './kinds.js';
+import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
 
 export interface EnqueueItem {
   payload: Record<string, unknown>;
   idempotencyKey?: string;
+  /** At most one bundle holds it at a time (see active-keys.ts); a taken key refuses the batch with ActiveKeyTaken. */
+  activeKey?: string;
 }
 
 export interface EnqueueResult {
@@ -33,11 +36,13 @@ export interface EnqueueOptions {
 
 const insertBatchSql = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, ord)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $8::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key)
-  SELECT id, booking_id, $5, $7, payload, idempotency_key FROM input ORDER BY ord
-  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key FROM input ORDER BY ord
+  -- No conflict target: a used idempotency key (a replay) and a held active key (a refusal) are
+  -- both skipped here and told apart below.
+  ON CONFLICT DO NOTHING
   RETURNING id, booking_id, idempotency_key
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -88,6 +93,28 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
   });
 }
 
+/**
+ * Rows neither inserted nor replayed were refused by the active-key index: name each key's
+ * holder and refuse the batch (its transaction rolls back). A key freed since the refusal has no
+ * holder any more; those items are inserted again, a few times at most.
+ */
+async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], ids: string[], insertAgain: (indexes: number[]) => Promise<Row[]>): Promise<void> {
+  for (let round = 0; ; round++) {
+    const refused = rows.flatMap((r, i) => (r.id ? [] : [i]));
+    if (!refused.length) return;
+    const holders = await findKeyHolders(client, refused.map((i) => items[i]!.activeKey).filter((k): k is string => !!k));
+    const own = new Set(ids);
+    const taken = refused.flatMap((i) => {
+      const h = holders.get(items[i]!.activeKey ?? '');
+      return h ? [{ ...h, inThisInput: own.has(h.vip_bundle_id) }] : [];
+    });
+    if (taken.length) throw new ActiveKeyTaken(taken.filter((t, i) => taken.findIndex((u) => u.active_key === t.active_key) === i));
+    if (round === 3) throw new Error(`enqueue: ${refused.length} bundle(s) were neither inserted nor found; try again`);
+    const again = await insertAgain(refused);
+    refused.forEach((index, j) => Object.assign(rows[index]!, again[j]));
+  }
+}
+
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
   const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
   const batchSize = opts.batchSize ?? 1000;
@@ -97,7 +124,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const ids = batch.map(() => randomUUID());
     const bookingIds = batch.map(() => randomUUID());
     const payloads = batch.map((b) => JSON.stringify(b.payload));
-    const unkeyed = batch.every((b) => b.idempotencyKey == null);
+    const unkeyed = batch.every((b) => b.idempotencyKey == null && b.activeKey == null);
     const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
@@ -113,16 +140,22 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
           await client.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
           rows = unkeyedRows();
         } else {
-          ({ rows } = await client.query<Row>(insertBatchSql, [
-            ids,
-            bookingIds,
-            payloads,
-            batch.map((b) => b.idempotencyKey ?? null),
-            kind.name,
-            opts.actor ?? 'enqueue',
-            kind.version,
-          ]));
+          const insert = async (at: number[]) =>
+            (
+              await client.query<Row>(insertBatchSql, [
+                at.map((i) => ids[i]),
+                at.map((i) => bookingIds[i]),
+                at.map((i) => payloads[i]),
+                at.map((i) => batch[i]!.idempotencyKey ?? null),
+                kind.name,
+                opts.actor ?? 'enqueue',
+                kind.version,
+                at.map((i) => batch[i]!.activeKey ?? null),
+              ])
+            ).rows;
+          rows = await insert(batch.map((_, i) => i));
           await resolveLateDuplicates(client, batch, rows);
+          await refuseHeldKeys(client, batch, rows, ids, insert);
         }
         const created = rows.filter((r) => r.created);
         if (kind.events.initialized && created.length) {
@@ -131,6 +164,10 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
         }
         if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
         return rows;
+      }).catch((err: unknown) => {
+        // Earlier batches are committed: the refusal says which bundles were enqueued before it.
+        if (err instanceof ActiveKeyTaken) err.enqueuedBefore = [...results];
+        throw err;
       });
     }
     for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });

@@ -88,12 +88,16 @@ export async function publishEvents(db: Queryable, events: PendingEvent[]): Prom
 }
 
 /** Creates pg-boss's schema and one queue per event (idempotent; called by `migrate`). */
+/** The pg-boss queue other services send signals on (bundles/signal-queue.ts); installed with the event queues. */
+export const SIGNAL_QUEUE = 'bundlefleet.signals';
+
 export async function installEventQueues(url: string): Promise<void> {
   const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false, max: 2 });
   boss.on('error', () => {});
   await boss.start();
   try {
-    for (const name of EVENT_NAMES) {
+    // The event queues, and the queue other services send signals on (bundles/signal-queue.ts).
+    for (const name of [...EVENT_NAMES, SIGNAL_QUEUE]) {
       if (!(await boss.getQueue(name))) await boss.createQueue(name, { name, policy: 'standard' } as never).catch(async (err) => {
         // Another migrator created it between our check and our create.
         if (!(await boss.getQueue(name))) throw err;

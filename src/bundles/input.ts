@@ -11,9 +11,9 @@ const text = (max: number) => z.string(required('a string')).trim().min(1, 'must
 /**
  * Bounds on every string, so nothing unbounded reaches the database, the logs or a provider
  * (README, "Enqueue"): an email address is at most 254 characters (RFC 5321's path limit),
- * a passenger name 100, an idempotency key 200; shows and flights are UUIDs.
+ * a passenger name 100, an idempotency key and an active key 200; shows and flights are UUIDs.
  */
-export const LIMITS = { email: 254, passengerName: 100, idempotencyKey: 200, passengers: 9, tickets: 20 } as const;
+export const LIMITS = { email: 254, passengerName: 100, idempotencyKey: 200, activeKey: 200, passengers: 9, tickets: 20 } as const;
 
 const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** A show or flight id: a UUID in its usual 8-4-4-4-12 hex form (stored lower case). */
@@ -32,6 +32,8 @@ export const vipBundleInput = z
     inbound_flight_id: uuidField,
     return_flight_id: uuidField,
     idempotency_key: text(LIMITS.idempotencyKey).optional(),
+    /** At most one unfinished (or failed and unacknowledged) bundle per active key: bundles/active-keys.ts. */
+    active_key: text(LIMITS.activeKey).optional(),
   })
   .strict();
 

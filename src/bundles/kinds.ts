@@ -66,14 +66,14 @@ function providerStep(name: string, provider: ProviderKind, body: (p: Vip, booki
     provider,
     localRecord,
     async book(ctx) {
-      const { reference } = await ctx.providers.book(provider, ctx.idempotencyKey, body(ctx.payload as Vip, ctx.bookingId), ctx.signal);
+      const { reference } = await ctx.providers.book(provider, ctx.idempotencyKey, body(ctx.payload as Vip, ctx.bookingId), ctx.signal, { bundleId: ctx.bundleId, step: name });
       return { reference };
     },
     async cancel(ctx) {
-      await ctx.providers.cancel(provider, ctx.idempotencyKey, ctx.signal);
+      await ctx.providers.cancel(provider, ctx.idempotencyKey, ctx.signal, { bundleId: ctx.bundleId, step: name });
     },
     async lookup(ctx) {
-      return ctx.providers.lookup(provider, ctx.idempotencyKey, ctx.signal);
+      return ctx.providers.lookup(provider, ctx.idempotencyKey, ctx.signal, { bundleId: ctx.bundleId, step: name });
     },
   };
 }

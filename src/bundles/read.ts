@@ -52,9 +52,36 @@ export interface BundleView {
   parked: { until: string; since: string | null; provider: string | null; reason: string } | null;
   created_at: string;
   updated_at: string;
+  /** At most one unfinished (or failed and unacknowledged) bundle holds an active key: bundles/active-keys.ts. */
+  active_key: string | null;
+  /** When an operator acknowledged this compensated or dead bundle's failure (`ack`). */
+  failure_acked_at: string | null;
   steps: Array<{ name: string; status: string; reference: string | null; idempotency_key: string | null; error: string | null }>;
   history: Array<{ at: string; actor: string; attempt: number; from_state: string | null; to_state: string; step: string | null; reason: string; error: string | null }>;
+  /** Provider requests and replies, oldest first (the newest MAX_EXCHANGES_SHOWN), bodies redacted and bounded. */
+  exchanges: ExchangeView[];
+  /** Older exchanges not shown. */
+  exchanges_omitted: number;
 }
+
+export interface ExchangeView {
+  at: string;
+  attempt: number | null;
+  worker_id: string | null;
+  step: string | null;
+  provider: string;
+  operation: string;
+  method: string;
+  path: string;
+  status: number | null;
+  outcome: 'ok' | 'transient' | 'permanent';
+  error: string | null;
+  duration_ms: number;
+  request_body: string | null;
+  response_body: string | null;
+}
+
+export const MAX_EXCHANGES_SHOWN = 200;
 
 const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : v === null || v === undefined ? null : String(v));
 
@@ -64,9 +91,15 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
   const { rows } = await db.query('SELECT * FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
   const b = rows[0];
   if (!b) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
-  const [steps, history] = await Promise.all([
+  const [steps, history, exchanges] = await Promise.all([
     db.query('SELECT position, name, status, reference, idempotency_key, error FROM steps WHERE bundle_id = $1 ORDER BY position', [b.id]),
     db.query('SELECT at, actor, attempt, from_state, to_state, step, reason, error FROM bundle_history WHERE bundle_id = $1 ORDER BY id', [b.id]),
+    db.query<ExchangeView & { total: string }>(
+      `SELECT at, attempt, worker_id, step, provider, operation, method, path, status, outcome, error, duration_ms, request_body, response_body,
+              count(*) OVER () AS total
+       FROM provider_exchanges WHERE bundle_id = $1 ORDER BY id DESC LIMIT $2`,
+      [b.id, MAX_EXCHANGES_SHOWN],
+    ),
   ]);
   // A version this build does not carry still shows its recorded steps.
   let defs: Array<{ name: string }>;
@@ -103,6 +136,10 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
       return { name: def.name, status, reference: row?.reference ?? null, idempotency_key: row?.idempotency_key ?? null, error: row?.error ?? null };
     }),
     history: history.rows.map((h) => ({ ...h, at: iso(h.at)! })),
+    active_key: b.active_key ?? null,
+    failure_acked_at: iso(b.failure_acked_at),
+    exchanges: exchanges.rows.reverse().map(({ total: _, ...e }) => ({ ...e, at: iso(e.at)! })),
+    exchanges_omitted: Math.max(0, Number(exchanges.rows[0]?.total ?? 0) - exchanges.rows.length),
   };
 }
 
@@ -180,10 +217,13 @@ export interface KindVersionCount {
  * build will run them: after a deploy that dropped a version too early they wait for a worker that
  * carries it. `stats`, the status page and the workers' logs and metrics say so.
  */
-export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions()): Promise<KindVersionCount[]> {
+export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions(), opts: { claimableOnly?: boolean } = {}): Promise<KindVersionCount[]> {
+  // claimableOnly: what a worker checks every 30 s — the claim index's literal condition, so it
+  // costs an index scan, not a scan of the table.
+  const which = opts.claimableOnly ? `state IN ('pending', 'compensating')` : `state NOT IN ('completed', 'compensated', 'dead')`;
   const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
     `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
-     WHERE state NOT IN ('completed', 'compensated', 'dead')
+     WHERE ${which}
        AND (kind, kind_version) NOT IN (SELECT * FROM unnest($1::text[], $2::int[]))
      GROUP BY kind, kind_version ORDER BY kind, kind_version`,
     [carried.map((k) => k.kind), carried.map((k) => k.version)],

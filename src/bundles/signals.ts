@@ -15,8 +15,6 @@ import { DUE_CHANNEL } from './enqueue.js';
 import { bundleKind, signalNames, UnknownKindVersion } from './kinds.js';
 import { parseBundleId } from './input.js';
 
-export const SIGNAL_QUEUE = 'bundlefleet.signals';
-
 const signalSchema = z.strictObject({
   name: z.string().min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
   id: z.string().min(1).max(200, 'must be at most 200 characters').optional(),

@@ -8,14 +8,19 @@ import { embeddedStatus, stopEmbeddedPostgres } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { EXIT, printJson, withDb } from './context.js';
+import { addKindCheckOption, refuseMissingKindVersions } from './kind-check.js';
 
 export function registerDbCommands(program: Command): void {
-  program
+  addKindCheckOption(program
     .command('migrate')
     .description('apply the schema migrations (safe to run twice or from two processes at once); creates the embedded PostgreSQL here if there is none')
-    .option('--json', 'print JSON')
-    .action(async (flags: { json?: boolean }) => {
-      const applied = await withDb(({ pool, url }) => migrate(pool, url), { checkSchema: false, create: true });
+    .option('--json', 'print JSON'))
+    .action(async (flags: { json?: boolean; allowMissingKindVersions?: boolean }) => {
+      const applied = await withDb(async ({ pool, url }) => {
+        const applied = await migrate(pool, url);
+        await refuseMissingKindVersions(pool, flags.allowMissingKindVersions);
+        return applied;
+      }, { checkSchema: false, create: true });
       if (flags.json) printJson({ applied });
       else process.stdout.write(applied.length ? `applied ${applied.join(', ')}\n` : 'schema up to date\n');
     });

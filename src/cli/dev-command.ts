@@ -92,18 +92,22 @@ Examples:
       let draining = false;
       const metrics = createMetrics({ logger: log });
       let http: StartedHttpServer;
+      let started: StartedHttpServer | undefined;
       try {
         await migrate(db.pool, db.url);
-        // Use the real providers when configured, else the simulator.
+        metrics.collectFromDb(db.pool);
+        http = started = await listenHttp({ port, host: HOST, pool: db.pool, logger: log, apiToken, metrics, isDraining: () => draining });
+        // Use the real providers when configured, else the simulator, whose airlines confirm
+        // ticketing back to this server (vip bundles wait for it before their taxi).
         if (simulate) {
-          simulator = await startProviderSimulator({ port: providersPort, host: HOST }).catch((err: NodeJS.ErrnoException) => {
+          const ticketing = { callbackUrl: http.url, token: apiToken, maxDelayMs: 2_000 };
+          simulator = await startProviderSimulator({ port: providersPort, host: HOST, ticketing }).catch((err: NodeJS.ErrnoException) => {
             throw err.code === 'EADDRINUSE' ? new AddressInUse('the provider simulator', HOST, providersPort, undefined, { cause: err }) : err;
           });
         }
-        metrics.collectFromDb(db.pool);
-        http = await listenHttp({ port, host: HOST, pool: db.pool, logger: log, apiToken, metrics, isDraining: () => draining });
       } catch (err) {
         await simulator?.close();
+        await started?.close(0);
         await db.close();
         if (err instanceof AddressInUse) throw await portTaken(err, home);
         throw err;
@@ -112,14 +116,15 @@ Examples:
       const database = describeDatabase(db.url);
       await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
 
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, logger: log, ...metrics.hooks });
+      const { waitTimeout, ...workerOpts } = opts;
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...workerOpts, waitTimeoutSeconds: waitTimeout, logger: log, ...metrics.hooks });
       worker.start();
       const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log, onAction: metrics.hooks.onSupervisorAction }, 5_000);
       process.stderr.write(`
 bundlefleet dev is running
   status page: ${http.url}/   (metrics: ${http.url}/metrics)
   database:    ${database}${process.env.DATABASE_URL ? ' (DATABASE_URL)' : ` (embedded, ${home})`}
-  providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger)` : 'from PROVIDERS_URL'}
+  providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger); its airlines confirm ticketing to the API` : 'from PROVIDERS_URL'}
 In another terminal, from this directory:
   ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
       --passenger "Ada Lovelace" --inbound-flight-id 00000000-0002-4000-8000-000000000117 \\

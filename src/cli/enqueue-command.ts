@@ -1,9 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { BadInput } from '../errors.js';
-import { enqueueBundles } from '../bundles/enqueue.js';
+import { enqueueBundles, type EnqueueResult } from '../bundles/enqueue.js';
+import { ActiveKeyTaken } from '../bundles/active-keys.js';
 import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
-import { printJson, withDb } from './context.js';
+import { z } from 'zod';
+import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
+import { parseOptions, printJson, withDb } from './context.js';
 
 const FLAG_OF: Record<string, string> = {
   customer_email: '--customer-email',
@@ -13,9 +16,10 @@ const FLAG_OF: Record<string, string> = {
   inbound_flight_id: '--inbound-flight-id',
   return_flight_id: '--return-flight-id',
   idempotency_key: '--idempotency-key',
+  active_key: '--active-key',
 };
 
-const BUNDLE_FLAGS = ['customerEmail', 'showId', 'tickets', 'passenger', 'inboundFlightId', 'returnFlightId', 'idempotencyKey'] as const;
+const BUNDLE_FLAGS = ['customerEmail', 'showId', 'tickets', 'passenger', 'inboundFlightId', 'returnFlightId', 'idempotencyKey', 'activeKey'] as const;
 
 interface EnqueueFlags {
   customerEmail?: string;
@@ -25,6 +29,7 @@ interface EnqueueFlags {
   inboundFlightId?: string;
   returnFlightId?: string;
   idempotencyKey?: string;
+  activeKey?: string;
   file?: string;
   json?: boolean;
 }
@@ -38,6 +43,7 @@ function fromFlags(f: EnqueueFlags): VipBundleInput {
     inbound_flight_id: f.inboundFlightId,
     return_flight_id: f.returnFlightId,
     ...(f.idempotencyKey !== undefined ? { idempotency_key: f.idempotencyKey } : {}),
+    ...(f.activeKey !== undefined ? { active_key: f.activeKey } : {}),
   };
   try {
     return parseVipBundle(raw);
@@ -80,11 +86,15 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--inbound-flight-id <uuid>', 'inbound flight')
     .option('--return-flight-id <uuid>', 'return flight (501d0000-0000-4000-8000-… ids are always sold out at the simulator)')
     .option('--idempotency-key <key>', 'enqueue at most once per key')
+    .option('--active-key <key>', 'refuse (exit 1) while another bundle with this key is unfinished, or failed and not acknowledged (bundlefleet ack)')
     .option('-f, --file <path>', 'JSON object, JSON array or NDJSON lines; "-" for stdin')
     .option('--json', 'print {"vip_bundle_id","booking_id"}; for an array or NDJSON input, an array of them')
+    .option('--kind-version <n>', 'enqueue under this version of the vip kind (default the latest: 2 waits for the ticketing confirmations; 1 books the four steps in a row)')
     .addHelpText('after', `
 Bounds: customer email at most 254 characters; show and flight ids are UUIDs; 1..20 tickets;
-1..9 passengers, each name at most 100 characters; idempotency key at most 200 characters.`)
+1..9 passengers, each name at most 100 characters; idempotency key and active key at most 200
+characters. An idempotency key makes a repeated request harmless (same key, same bundle); an
+active key allows one bundle at a time per business object (another one is refused, exit 1).`)
     .addHelpText(
       'after',
       `
@@ -95,6 +105,8 @@ Examples:
       --inbound-flight-id 00000000-0002-4000-8000-000000000075 \\
       --return-flight-id 00000000-0003-4000-8000-000000000076
   $ bundlefleet enqueue --file bundles.ndjson --json
+  $ bundlefleet enqueue --active-key order-42 --customer-email ada@example.com … # the same flags as above;
+      # refused (exit 1, naming the holder) while another bundle holds order-42
   $ cat bundles.ndjson | bundlefleet enqueue - --json`,
     )
     .action(async (source: string | undefined, flags: EnqueueFlags) => {
@@ -102,21 +114,39 @@ Examples:
       const usedFlags = BUNDLE_FLAGS.some((k) => flags[k] !== undefined);
       if (source !== undefined && source !== '-') throw new BadInput(`source: expected "-" for stdin or --file <path>, got ${JSON.stringify(source)}`);
       if (fromFile && usedFlags) throw new BadInput('give either bundle flags or --file / "-", not both');
+      const { kindVersion } = parseOptions(z.object({ kindVersion: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').optional() }), flags as Record<string, unknown>, { kindVersion: '--kind-version' });
+      if (kindVersion !== undefined) {
+        try {
+          bundleKind('vip', kindVersion);
+        } catch {
+          throw new BadInput(`--kind-version: this build carries vip versions ${carriedKindVersions().filter((k) => k.kind === 'vip').map((k) => k.version).join(', ')}, not ${kindVersion}`);
+        }
+      }
       // Validate everything before connecting: bad input writes nothing.
       const { bundles: inputs, single } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true };
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
+      const print = (results: EnqueueResult[]) => {
+        if (flags.json) {
+          // One document: an object for one bundle (flags or one JSON object), an array for a batch.
+          const ids = results.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
+          return printJson(single ? ids[0] : ids);
+        }
+        for (const r of results) process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
+      };
       const results = await withDb(({ pool }) =>
         enqueueBundles(
           pool,
-          inputs.map(({ idempotency_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key })),
-          { onProgress: showProgress ? progress : undefined },
+          inputs.map(({ idempotency_key, active_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key, activeKey: active_key })),
+          { onProgress: showProgress ? progress : undefined, kindVersion },
         ),
-      );
-      if (flags.json) {
-        // One document: an object for one bundle (flags or one JSON object), an array for a batch.
-        const ids = results.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
-        return printJson(single ? ids[0] : ids);
-      }
-      for (const r of results) process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
+      ).catch((err: unknown) => {
+        // A refused batch of a large input: the batches before it are enqueued, and say so.
+        if (err instanceof ActiveKeyTaken && err.enqueuedBefore.length) {
+          print(err.enqueuedBefore);
+          err.message += `; the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (printed), none after them`;
+        }
+        throw err;
+      });
+      print(results);
     });
 }

@@ -9,6 +9,8 @@ import { registerSuperviseCommands } from './supervise-command.js';
 import { registerServeCommand } from './serve-command.js';
 import { registerWorkerCommand } from './worker-command.js';
 import { registerOperatorCommands } from './operator-commands.js';
+import { registerAckCommand } from './ack-command.js';
+import { registerSignalCommand } from './signal-command.js';
 import { EXIT, reportError } from './context.js';
 import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
 import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
@@ -52,6 +54,8 @@ export function buildProgram(): Command {
   registerReadCommands(program);
   registerSuperviseCommands(program);
   registerOperatorCommands(program);
+  registerAckCommand(program);
+  registerSignalCommand(program);
   registerServeCommand(program);
   registerProvidersCommand(program);
   registerDevCommand(program);

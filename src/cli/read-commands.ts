@@ -25,6 +25,7 @@ export function printBundleHead(b: BundleView): void {
   const booked = describePayload(b.payload);
   if (booked) out.write(`booking ${booked}\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
+  if (b.active_key) out.write(`active key ${JSON.stringify(b.active_key)}${b.failure_acked_at ? ` (failure acknowledged at ${b.failure_acked_at}; key released)` : ''}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);
   if (b.parked) out.write(`parked until ${b.parked.until} (waiting since ${b.parked.since ?? '?'}, no worker held, no failure counted): ${b.parked.reason}\n`);
   if (b.last_error) out.write(`last error (${b.last_error_class}, step ${b.last_error_step}): ${b.last_error}\n`);
@@ -32,10 +33,24 @@ export function printBundleHead(b: BundleView): void {
   for (const s of b.steps) out.write(`  ${s.name.padEnd(16)} ${s.status.padEnd(10)} ${s.reference ?? ''}\n`);
 }
 
+/** Bodies in the text view are cut to one line; `--json` has them as kept (at most 2 KiB each). */
+const cut = (text: string, max = 160) => (text.length > max ? `${text.slice(0, max)}…` : text);
+
+export function formatExchangeLines(e: BundleView['exchanges'][number]): string {
+  const head = `  ${e.at}  #${e.attempt ?? '-'}  ${(e.step ?? '-').padEnd(15)} ${e.method.padEnd(4)} ${e.path}  ${e.status ?? 'no reply'}  ${e.duration_ms} ms  (${e.worker_id ?? '?'})`;
+  return [
+    `${head}${e.outcome === 'ok' ? '' : `  ${e.outcome}: ${cut(e.error ?? '', 200)}`}\n`,
+    e.request_body ? `      → ${cut(e.request_body)}\n` : '',
+    e.response_body ? `      ← ${cut(e.response_body)}\n` : '',
+  ].join('');
+}
+
 function printBundle(b: BundleView): void {
   printBundleHead(b);
   process.stdout.write('timeline:\n');
   for (const h of b.history) process.stdout.write(formatHistoryLine(h));
+  process.stdout.write(`provider exchanges:${b.exchanges.length ? '' : ' none'}${b.exchanges_omitted ? ` (the newest ${b.exchanges.length}; ${b.exchanges_omitted} older not shown)` : ''}\n`);
+  for (const e of b.exchanges) process.stdout.write(formatExchangeLines(e));
 }
 
 const LIST_COLUMNS = [
@@ -67,13 +82,14 @@ function describeProvider(p: FleetStats['providers'][number]): string {
 export function registerReadCommands(program: Command): void {
   program
     .command('inspect')
-    .description('show one bundle: what it books, state, lease, steps and timeline')
+    .description('show one bundle: what it books, state, lease, steps, timeline and provider exchanges')
     .argument('<id>', 'vip_bundle_id or booking_id')
     .option('-f, --follow', 'keep printing the timeline until the bundle is completed, compensated or dead')
     .option('--json', 'print JSON (with --follow: once, when the bundle is terminal)')
     .addHelpText('after', `
 Customer email and passenger names are never shown; the show, the flights and the number of
-passengers are.
+passengers are. Provider exchanges (request, reply, status, duration, attempt, worker) are kept
+redacted, each body at most 2 KiB; the text view cuts them to one line, --json has them whole.
 Examples:
   $ bundlefleet inspect 3f2b6c1e-8d4a-4c2e-9b1f-0a7d5e6c4b3a
   $ bundlefleet inspect <booking_id> --json | jq .steps

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { rootLogger } from '../logger.js';
-import { runOnce, type SupervisorOptions } from '../supervisor/supervisor.js';
+import { runOnce, settleAlertDeliveries, type SupervisorOptions } from '../supervisor/supervisor.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
 import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
 import { onShutdown } from './signals.js';
@@ -14,6 +14,7 @@ export const supervisorOptionsSchema = z.object({
   stuckAfterSeconds: seconds,
   backoffBaseSeconds: seconds,
   retentionDays: z.coerce.number({ error: 'must be a number' }).positive('must be more than 0').max(3650, 'must be at most 3650'),
+  supervisorLeaseSeconds: z.coerce.number({ error: 'must be a number' }).min(1, 'must be at least 1').max(3600, 'must be at most 3600'),
   alertWebhookUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
 });
 
@@ -23,6 +24,7 @@ export const SUPERVISOR_FLAG_NAMES = {
   stuckAfterSeconds: '--stuck-after-seconds (BUNDLEFLEET_STUCK_AFTER_SECONDS)',
   backoffBaseSeconds: '--backoff-base-seconds (BUNDLEFLEET_BACKOFF_BASE_SECONDS)',
   retentionDays: '--retention-days (BUNDLEFLEET_RETENTION_DAYS)',
+  supervisorLeaseSeconds: '--supervisor-lease-seconds (BUNDLEFLEET_SUPERVISOR_LEASE_SECONDS)',
   alertWebhookUrl: 'ALERT_WEBHOOK_URL',
 };
 
@@ -33,7 +35,8 @@ export function addSupervisorOptions(cmd: Command): Command {
     .addOption(new Option('--max-undo-attempts <n>', 'attempts at undoing before a bundle is dead').env('BUNDLEFLEET_MAX_UNDO_ATTEMPTS').default('10'))
     .addOption(new Option('--stuck-after-seconds <s>', 'alert on a bundle not finished after this long').env('BUNDLEFLEET_STUCK_AFTER_SECONDS').default('900'))
     .addOption(new Option('--backoff-base-seconds <s>', 'first retry delay, doubled per failure, with jitter').env('BUNDLEFLEET_BACKOFF_BASE_SECONDS').default('2'))
-    .addOption(new Option('--retention-days <d>', 'prune finished bundles and history older than this').env('BUNDLEFLEET_RETENTION_DAYS').default('30'));
+    .addOption(new Option('--retention-days <d>', 'prune finished bundles and history older than this').env('BUNDLEFLEET_RETENTION_DAYS').default('30'))
+    .addOption(new Option('--supervisor-lease-seconds <s>', 'how long a pass holds the fleet-wide supervisor lease between renewals; a frozen pass loses it after this').env('BUNDLEFLEET_SUPERVISOR_LEASE_SECONDS').default('30'));
 }
 
 export function parseSupervisorOptions(flags: Record<string, unknown>): SupervisorOptions {
@@ -44,6 +47,7 @@ export function parseSupervisorOptions(flags: Record<string, unknown>): Supervis
     stuckAfterSeconds: o.stuckAfterSeconds,
     backoffBaseSeconds: o.backoffBaseSeconds,
     retentionSeconds: o.retentionDays * 86_400,
+    leaseSeconds: o.supervisorLeaseSeconds,
     alertWebhookUrl: o.alertWebhookUrl,
   };
 }
@@ -55,7 +59,8 @@ export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, 
   let timer: NodeJS.Timeout | undefined;
   let current: Promise<unknown> = Promise.resolve();
   const tick = () => {
-    current = runOnce(pool, opts)
+    // Alerts are posted beside the next passes, so a slow webhook never delays recovery.
+    current = runOnce(pool, { ...opts, alertDelivery: 'background' })
       .catch((err) => log.error({ err: (err as Error).message }, 'supervisor pass failed; retrying next interval'))
       .finally(() => {
         if (!stopped) timer = setTimeout(tick, intervalMs);
@@ -67,6 +72,7 @@ export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, 
       stopped = true;
       clearTimeout(timer);
       await current;
+      await settleAlertDeliveries(pool);
     },
   };
 }

@@ -9,15 +9,35 @@ import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
 import { onShutdown } from './signals.js';
 import { addFlowOptions, parseFlowFlags } from './flow-flags.js';
+import { addKindCheckOption, refuseMissingKindVersions } from './kind-check.js';
+import { startSignalConsumer } from '../bundles/signal-queue.js';
 
-export const workerOptionsSchema = z.object({
-  concurrency: intOption(1, 1000),
-  leaseSeconds: intOption(1, 86_400),
-  providerTimeoutMs: intOption(1, 600_000),
-  pollIntervalMs: intOption(10, 3_600_000),
-  drainTimeoutMs: intOption(0, 600_000),
-  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _.:- only, at most 64').optional(),
-});
+/** Tries of one provider call within an attempt: the first and p-retry's two retries. */
+const PROVIDER_TRIES = 3;
+
+/** `vip=3600,noop=60`: seconds per kind. */
+const waitTimeouts = z
+  .string()
+  .regex(/^\s*[a-z][a-z0-9_]*=\d+\s*(,\s*[a-z][a-z0-9_]*=\d+\s*)*$/, 'expected kind=seconds[,kind=seconds…], e.g. vip=3600')
+  .transform((v) => Object.fromEntries(v.split(',').map((p) => p.trim().split('=')).map(([k, n]) => [k!, Number(n)])))
+  .optional();
+
+export const workerOptionsSchema = z
+  .object({
+    concurrency: intOption(1, 1000),
+    leaseSeconds: intOption(1, 86_400),
+    providerTimeoutMs: intOption(1, 600_000),
+    pollIntervalMs: intOption(10, 3_600_000),
+    drainTimeoutMs: intOption(0, 600_000),
+    name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _.:- only, at most 64').optional(),
+    waitTimeout: waitTimeouts,
+  })
+  // An agent makes no provider call that could outlive its lease (invariant 9): a lease shorter
+  // than one step's worst case would stop every step before its last try.
+  .refine((o) => o.leaseSeconds * 1000 >= PROVIDER_TRIES * o.providerTimeoutMs, {
+    path: ['leaseSeconds'],
+    message: `is shorter than one step's worst case, ${PROVIDER_TRIES} tries × --provider-timeout-ms (BUNDLEFLEET_PROVIDER_TIMEOUT_MS): raise the lease or lower the timeout`,
+  });
 
 export const WORKER_FLAG_NAMES = {
   concurrency: '--concurrency (BUNDLEFLEET_CONCURRENCY)',
@@ -26,6 +46,7 @@ export const WORKER_FLAG_NAMES = {
   pollIntervalMs: '--poll-interval-ms (BUNDLEFLEET_POLL_INTERVAL_MS)',
   drainTimeoutMs: '--drain-timeout-ms (BUNDLEFLEET_DRAIN_TIMEOUT_MS)',
   name: '--name (BUNDLEFLEET_WORKER_NAME)',
+  waitTimeout: '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT)',
 };
 
 /** Adds the worker's options (each with its env variable) to a command; `dev` shares them. */
@@ -36,11 +57,12 @@ export function addWorkerOptions(cmd: Command): Command {
     .addOption(new Option('--provider-timeout-ms <ms>', 'timeout of one provider request').env('BUNDLEFLEET_PROVIDER_TIMEOUT_MS').default('5000'))
     .addOption(new Option('--poll-interval-ms <ms>', 'poll for due bundles even without NOTIFY').env('BUNDLEFLEET_POLL_INTERVAL_MS').default('1000'))
     .addOption(new Option('--drain-timeout-ms <ms>', 'on the first SIGTERM, how long in-flight agents may finish').env('BUNDLEFLEET_DRAIN_TIMEOUT_MS').default('20000'))
-    .addOption(new Option('--name <name>', "prefix of this worker's id (default <hostname>-<pid>)").env('BUNDLEFLEET_WORKER_NAME'));
+    .addOption(new Option('--name <name>', "prefix of this worker's id (default <hostname>-<pid>)").env('BUNDLEFLEET_WORKER_NAME'))
+    .addOption(new Option('--wait-timeout <kind=seconds>', 'deadline of a wait for signals, per kind (default: the kind\'s own, vip 86400)').env('BUNDLEFLEET_WAIT_TIMEOUT'));
 }
 
 export function registerWorkerCommand(program: Command): void {
-  addFlowOptions(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))))
+  addFlowOptions(addKindCheckOption(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))))
     .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
@@ -58,17 +80,24 @@ Examples:
       const flow = parseFlowFlags(flags);
       const providerUrls = providerUrlsFromEnv(process.env);
       const db = await openDb();
-      await db.close();
+      try {
+        await refuseMissingKindVersions(db.pool, flags.allowMissingKindVersions);
+      } finally {
+        await db.close();
+      }
       const logger = rootLogger();
       const metrics = metricsPort ? createMetrics({ logger }) : undefined;
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...opts, ...flow, logger, ...metrics?.hooks });
+      const { waitTimeout, ...workerOpts } = opts;
+      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
       const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {
         schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction });
       }
+      const signals = await startSignalConsumer(db.url, worker.pool, logger);
       worker.start();
       onShutdown(async () => {
+        await signals.stop();
         await schedule?.stop();
         await worker.stop();
         await metricsServer?.close();

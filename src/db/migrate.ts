@@ -84,10 +84,13 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
 /** Throws SchemaMissing ("run bundlefleet migrate") when this build's migrations are not all applied. */
 export async function assertSchema(pool: pg.Pool): Promise<void> {
   const migrations = await loadMigrations();
-  const latest = migrations.at(-1)?.version ?? 0;
   try {
-    const { rows } = await pool.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
-    if ((rows[0]?.v ?? 0) < latest) throw new SchemaMissing('the bundlefleet schema is out of date: run `bundlefleet migrate`');
+    // Every file, not just the highest number: branches merged out of order (002, 007, then 003)
+    // leave a database at the highest version with a lower one missing.
+    const { rows } = await pool.query<{ version: number }>('SELECT version FROM schema_migrations');
+    const applied = new Set(rows.map((r) => r.version));
+    const missing = migrations.filter((m) => !applied.has(m.version));
+    if (missing.length) throw new SchemaMissing(`the bundlefleet schema is out of date (${missing.map((m) => m.name).join(', ')} not applied): run \`bundlefleet migrate\``);
   } catch (err) {
     if ((err as { code?: string }).code === '42P01') throw new SchemaMissing();
     throw err;

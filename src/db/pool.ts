@@ -94,8 +94,11 @@ export async function checkConnection(pool: pg.Pool, url: string): Promise<void>
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient | pg.Client, 'query'>;
 
-/** Runs `fn` in one transaction on one pooled connection. */
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` in one transaction on one pooled connection. `settings` are set for this transaction
+ * only (SET LOCAL: safe behind a transaction-mode pooler), e.g. a bounded lock wait.
+ */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, settings: Record<string, number> = {}): Promise<T> {
   const client = await pool.connect();
   // A checked-out client has no pool 'error' listener: a connection lost mid-transaction (PostgreSQL
   // restarting) would be an uncaught 'error' event and kill the process. The failed query rejects anyway.
@@ -103,7 +106,8 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   client.on('error', onError);
   let discard = false;
   try {
-    await client.query('BEGIN');
+    // Names are ours (not input) and values numbers: one round trip for BEGIN and the settings.
+    await client.query(['BEGIN', ...Object.entries(settings).map(([name, value]) => `SET LOCAL ${name} = ${Number(value)}`)].join('; '));
     const result = await fn(client);
     await client.query('COMMIT');
     return result;

@@ -4,7 +4,8 @@
  * - `stuck`    not finished, and the supervisor raised an unresolved stuck/resets alert for it, or
  *              it is running past its lease (its worker is gone or frozen and no supervisor has
  *              reset it yet);
- * - `dead`     undoing was exhausted: something may still be booked, an operator decides;
+ * - `dead`     undoing was exhausted: something may still be booked, an operator decides (until
+ *              the operator acknowledges the failure with `ack`);
  * - `retrying` not finished and not stuck, but it has failed (book or undo) or had its lease reset
  *              at least once: the fleet is retrying it with backoff.
  *
@@ -63,7 +64,7 @@ WITH open_alerts AS (
   UNION ALL
   SELECT id, booking_id, state, phase, attempt, failure_count, undo_failure_count, reset_count, next_run_at, updated_at, last_error,
          'dead', coalesce(last_error, 'undoing was exhausted')
-  FROM bundles WHERE state = 'dead'
+  FROM bundles WHERE state = 'dead' AND failure_acked_at IS NULL
 ), page AS (
   SELECT id AS vip_bundle_id, booking_id, reason, why, state, phase, attempt, failure_count, undo_failure_count, reset_count,
          next_run_at, updated_at, last_error

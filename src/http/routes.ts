@@ -2,9 +2,11 @@
  * The route table of `serve`. Each route is a method, a path pattern and a handler; `write` routes
  * need the bearer token when one is configured (checked by the server before the handler runs).
  *
- *   POST /book-vip-bundle              enqueue (201 created, 200 replayed, 422 key reused)  [token]
+ *   POST /book-vip-bundle              enqueue (201 created, 200 replayed, 422 key reused,  [token]
+ *                                      409 active key held by another bundle)
  *   GET  /bundles/:id                  inspect JSON (vip_bundle_id or booking_id)
  *   POST /bundles/:id/retry|cancel     the operator's retry and cancel (as the CLI's)       [token]
+ *   POST /bundles/:id/ack              acknowledge a compensated/dead bundle's failure       [token]
  *   POST /bundles/:id/signals/:name    an external confirmation, body {"id"?, "data"?}      [token]
  *   GET  /healthz, /readyz             alive; database reachable and not draining
  *   GET  /metrics                      Prometheus text
@@ -17,6 +19,7 @@ import type http from 'node:http';
 import type pg from 'pg';
 import { z } from 'zod';
 import { enqueueBundles } from '../bundles/enqueue.js';
+import { ackBundle, ActiveKeyTaken } from '../bundles/active-keys.js';
 import { receiveSignal } from '../bundles/signals.js';
 import { parseBundleId, parseVipBundle } from '../bundles/input.js';
 import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, throughputByMinute } from '../bundles/read.js';
@@ -67,7 +70,7 @@ const throughputQuery = z.object({
 });
 
 /** Validates an enqueue body and its Idempotency-Key header together, so every problem is listed at once. */
-function parseEnqueueRequest(req: http.IncomingMessage, body: unknown): { payload: Record<string, unknown>; idempotencyKey?: string } {
+function parseEnqueueRequest(req: http.IncomingMessage, body: unknown): { payload: Record<string, unknown>; idempotencyKey?: string; activeKey?: string } {
   const issues: string[] = [];
   const rawHeader = req.headers['idempotency-key'];
   const headerKey = typeof rawHeader === 'string' ? rawHeader.trim() : undefined;
@@ -84,13 +87,13 @@ function parseEnqueueRequest(req: http.IncomingMessage, body: unknown): { payloa
     issues.push('idempotency_key: differs from the Idempotency-Key header (give one of them, or the same value in both)');
   }
   if (issues.length || !input) throw new BadInput(issues.join('; '), issues);
-  const { idempotency_key, ...payload } = input;
-  return { payload, idempotencyKey: idempotency_key ?? (headerKey || undefined) };
+  const { idempotency_key, active_key, ...payload } = input;
+  return { payload, idempotencyKey: idempotency_key ?? (headerKey || undefined), activeKey: active_key };
 }
 
-/** Whether the bundle was enqueued with this (validated, normalised) payload; jsonb equality ignores key order. */
-async function samePayload(pool: pg.Pool, bundleId: string, payload: Record<string, unknown>): Promise<boolean> {
-  const { rows } = await pool.query<{ same: boolean }>('SELECT payload = $2::jsonb AS same FROM bundles WHERE id = $1', [bundleId, JSON.stringify(payload)]);
+/** Whether the bundle was enqueued with this (validated, normalised) payload and active key; jsonb equality ignores key order. */
+async function samePayload(pool: pg.Pool, bundleId: string, payload: Record<string, unknown>, activeKey: string | undefined): Promise<boolean> {
+  const { rows } = await pool.query<{ same: boolean }>('SELECT payload = $2::jsonb AND active_key IS NOT DISTINCT FROM $3 AS same FROM bundles WHERE id = $1', [bundleId, JSON.stringify(payload), activeKey ?? null]);
   return rows[0]?.same === true;
 }
 
@@ -119,10 +122,14 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
       write: true,
       async handler({ req, res, log }) {
         const item = parseEnqueueRequest(req, await readJson(req));
-        const [result] = await enqueueBundles(pool, [item], { actor: 'http' });
+        const [result] = await enqueueBundles(pool, [item], { actor: 'http' }).catch((err: unknown) => {
+          if (!(err instanceof ActiveKeyTaken)) throw err;
+          const { active_key, vip_bundle_id, state } = err.holders[0]!;
+          throw new HttpError(409, err.message, {}, { active_key, vip_bundle_id, state });
+        });
         const { vip_bundle_id, booking_id, created } = result!;
         // A key names one request (IETF Idempotency-Key draft, Stripe): reusing it for another body is refused.
-        if (!created && !(await samePayload(pool, vip_bundle_id, item.payload))) {
+        if (!created && !(await samePayload(pool, vip_bundle_id, item.payload, item.activeKey))) {
           throw new HttpError(422, `Idempotency-Key ${JSON.stringify(item.idempotencyKey)} was already used with a different body; use a new key for a new booking`, {}, { idempotency_key: item.idempotencyKey });
         }
         log.info({ bundleId: vip_bundle_id, created }, created ? 'bundle enqueued' : 'bundle already enqueued (same idempotency key)');
@@ -132,6 +139,17 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
     { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, segment(params[0]!, 'id'))) },
     operatorRoute('retry', retryBundle),
     operatorRoute('cancel', cancelBundle),
+    {
+      method: 'POST',
+      path: /^\/bundles\/([^/]+)\/ack$/,
+      write: true,
+      async handler({ req, res, params, log }) {
+        await readOptionalJson(req);
+        const r = await ackBundle(pool, segment(params[0]!, 'id'), 'http');
+        log.info({ bundleId: r.vip_bundle_id, state: r.state, activeKeyReleased: r.active_key !== null }, 'operator acknowledged a failure over HTTP');
+        sendJson(res, 200, r);
+      },
+    },
     {
       method: 'POST',
       path: /^\/bundles\/([^/]+)\/signals\/([^/]+)$/,

@@ -7,10 +7,14 @@
  * agent parks the bundle until then and pauses the kind (agents/park.ts) instead of retrying.
  * The client never retries by itself: retry policy belongs to the agent (p-retry) and the
  * supervisor, which record every attempt.
+ *
+ * Every exchange, a failed or timed-out one too, is reported to the optional `onExchange` hook
+ * with its context (the caller's, merged over `exchangeScope`'s) and redacted, bounded bodies.
  */
 import http from 'node:http';
 import https from 'node:https';
 import { BadInput, ProviderError } from '../errors.js';
+import { exchangeScope, keptRequestBody, keptResponseBody, personalValues, redactValue, type ExchangeContext, type ExchangeOperation, type ProviderExchange } from './exchange.js';
 
 export type ProviderKind = 'tickets' | 'flights' | 'taxis';
 export const providerKinds: readonly ProviderKind[] = ['tickets', 'flights', 'taxis'];
@@ -79,21 +83,38 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
   return Math.min(Math.max(0, at - now), MAX_RETRY_AFTER_MS);
 }
 
+/** Which call a request is, for the exchange it is reported as. */
+interface Call {
+  provider: ProviderKind;
+  operation: ExchangeOperation;
+  context?: ExchangeContext;
+}
+
+export interface ProviderClientOptions {
+  /** Per request, default 5000 ms. */
+  timeoutMs?: number;
+  /** Told about every exchange (after it ended); must not throw, and is not awaited. */
+  onExchange?: (exchange: ProviderExchange) => void;
+}
+
 export class ProviderClient {
   /** Longest one request may take (the agent checks its lease deadline against it before each call). */
   readonly timeoutMs: number;
+  private readonly onExchange?: (exchange: ProviderExchange) => void;
 
   constructor(
     private readonly urls: ProviderUrls,
-    opts: { timeoutMs?: number /* per request, default 5000 */ } = {},
+    opts: ProviderClientOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.onExchange = opts.onExchange;
   }
 
   /** Books with `idempotencyKey`; replaying the same key and body gives the same reference. */
-  async book(kind: ProviderKind, idempotencyKey: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<BookResult> {
+  async book(kind: ProviderKind, idempotencyKey: string, body: Record<string, unknown>, signal?: AbortSignal, context?: ExchangeContext): Promise<BookResult> {
     const what = `${kind} booking ${idempotencyKey}`;
-    const reply = await this.request(what, 'POST', this.url(kind, '/bookings'), signal, body, { 'idempotency-key': idempotencyKey });
+    const call: Call = { provider: kind, operation: 'book', context };
+    const reply = await this.request(call, what, 'POST', this.url(kind, '/bookings'), signal, body, { 'idempotency-key': idempotencyKey });
     const reference = (reply.body as { reference?: unknown } | null)?.reference;
     if ((reply.status === 200 || reply.status === 201) && typeof reference === 'string' && reference) {
       return { reference, status: reply.status };
@@ -103,9 +124,9 @@ export class ProviderClient {
   }
 
   /** Cancels what `idempotencyKey` booked; `not_found` also tells the provider to refuse that key later. */
-  async cancel(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<'cancelled' | 'not_found'> {
+  async cancel(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal, context?: ExchangeContext): Promise<'cancelled' | 'not_found'> {
     const what = `${kind} cancel ${idempotencyKey}`;
-    const reply = await this.request(what, 'POST', this.url(kind, '/bookings/cancel'), signal, { idempotency_key: idempotencyKey });
+    const reply = await this.request({ provider: kind, operation: 'cancel', context }, what, 'POST', this.url(kind, '/bookings/cancel'), signal, { idempotency_key: idempotencyKey });
     const status = (reply.body as { status?: unknown } | null)?.status;
     if (status === 'cancelled' || status === 'not_found') return status;
     throw ProviderError.transient(`${what}: unexpected ${reply.status} reply ${JSON.stringify(reply.body)}`, reply.status);
@@ -117,10 +138,10 @@ export class ProviderClient {
    * (404). This is how an agent resolves a step whose outcome is unknown before it replays or
    * cancels it, and how a reconciliation pass finds what is still live for an undone bundle.
    */
-  async lookup(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal): Promise<ProviderHolding> {
+  async lookup(kind: ProviderKind, idempotencyKey: string, signal?: AbortSignal, context?: ExchangeContext): Promise<ProviderHolding> {
     const what = `${kind} lookup ${idempotencyKey}`;
     const url = `${this.url(kind, '/bookings')}?idempotency_key=${encodeURIComponent(idempotencyKey)}`;
-    const reply = await this.request(what, 'GET', url, signal, undefined, {}, [404]);
+    const reply = await this.request({ provider: kind, operation: 'lookup', context }, what, 'GET', url, signal, undefined, {}, [404]);
     if (reply.status === 404) return { status: 'none' };
     const body = reply.body as { status?: unknown; reference?: unknown } | null;
     if (body?.status === 'booked' && typeof body.reference === 'string' && body.reference) return { status: 'booked', reference: body.reference };
@@ -135,20 +156,51 @@ export class ProviderClient {
   }
 
   /** One HTTP exchange; returns 2xx replies (and `accept`ed statuses), throws a classified ProviderError otherwise. */
-  private async request(what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
+  private async request(call: Call, what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const at = new Date();
+    const started = performance.now();
     let status: number;
     let text: string;
     let retryAfter: string | undefined;
     try {
       ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), combined));
     } catch (err) {
-      throw ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout, this.timeoutMs)}`, undefined, err);
+      const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout, this.timeoutMs)}`, undefined, err);
+      this.report(call, { method, url, at, started, body, error: failure });
+      throw failure;
     }
     const parsed = parseJson(text);
-    if ((status >= 200 && status < 300) || accept.includes(status)) return { status, body: parsed };
-    throw classify(what, status, parsed, text, retryAfter);
+    const refusal = (status >= 200 && status < 300) || accept.includes(status) ? undefined : classify(what, status, parsed, text, retryAfter);
+    this.report(call, { method, url, at, started, body, status, text, parsed, error: refusal });
+    if (refusal) throw refusal;
+    return { status, body: parsed };
+  }
+
+  /** Tells the hook about one exchange; a hook that throws never fails the call. */
+  private report(call: Call, x: { method: string; url: string; at: Date; started: number; body?: unknown; status?: number; text?: string; parsed?: unknown; error?: ProviderError }): void {
+    if (!this.onExchange) return;
+    try {
+      const known = personalValues(x.body);
+      const target = new URL(x.url);
+      this.onExchange({
+        context: { ...exchangeScope.getStore(), ...call.context },
+        provider: call.provider,
+        operation: call.operation,
+        method: x.method,
+        path: `${target.pathname}${target.search}`,
+        status: x.status ?? null,
+        outcome: x.error ? x.error.type : 'ok',
+        error: x.error ? (redactValue(x.error.message, known) as string) : null,
+        durationMs: Math.round(performance.now() - x.started),
+        at: x.at,
+        requestBody: keptRequestBody(x.body, known),
+        responseBody: keptResponseBody(x.text, x.parsed, known),
+      });
+    } catch {
+      // Recording is for inspection only; the booking goes on without it.
+    }
   }
 }
 

@@ -21,6 +21,8 @@ import { LeaseDeadline } from '../agents/lease-deadline.js';
 import { FlowControl, type CircuitOptions } from '../agents/flow-control.js';
 import type { ProviderLimits } from '../providers/limits.js';
 import { randomBytes } from 'node:crypto';
+import { ExchangeRecorder } from '../agents/exchange-recorder.js';
+import { exchangeScope } from '../providers/exchange.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -90,6 +92,7 @@ export class Worker {
   private readonly providers: ProviderClient;
   private readonly flow: FlowControl;
   private flowPublished = false;
+  private readonly exchanges: ExchangeRecorder;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
   private readonly opts: Required<Pick<WorkerOptions, 'concurrency' | 'leaseSeconds' | 'pollIntervalMs' | 'drainTimeoutMs' | 'name'>>;
@@ -120,7 +123,8 @@ export class Worker {
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
-    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000 });
+    this.exchanges = new ExchangeRecorder(this.pool, this.log);
+    this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000, onExchange: this.exchanges.record });
     this.flow = new FlowControl({
       pool: this.pool,
       limits: options.providerLimits ?? {},
@@ -206,7 +210,7 @@ export class Worker {
    * claim skips them); say so in the log and through onUnrunnable (a metric), never silently.
    */
   private async checkKindVersions(): Promise<void> {
-    const counts = await unrunnableKindVersions(this.pool, this.options.kinds);
+    const counts = await unrunnableKindVersions(this.pool, this.options.kinds, { claimableOnly: true });
     this.options.onUnrunnable?.(counts);
     for (const c of counts) {
       this.log.warn({ kind: c.kind, version: c.version, bundles: c.bundles }, `${c.bundles} unfinished ${c.kind} v${c.version} bundles: this worker does not carry that version and leaves them for one that does`);
@@ -231,7 +235,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+      const done = exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -246,7 +250,7 @@ export class Worker {
     this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
     const key = inFlightKey(bundle);
-    const done = runAgent(bundle, {
+    const done = exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
@@ -332,6 +336,7 @@ export class Worker {
       await Promise.race([Promise.all(left.map((f) => f.done)), new Promise((r) => setTimeout(r, 2_000).unref())]);
     }
     await this.liveness.close();
+    await this.exchanges.flush();
     await this.pool.end();
     this.log.info({ released: released.length }, 'worker stopped');
     return { released: released.length };

@@ -9,6 +9,7 @@ import type { Queryable } from '../db/pool.js';
 import { Conflict, NotFound } from '../errors.js';
 import { DUE_CHANNEL } from '../bundles/enqueue.js';
 import { parseBundleId } from '../bundles/input.js';
+import { HOLDS_ACTIVE_KEY } from '../bundles/active-keys.js';
 
 export interface OperatorResult {
   vip_bundle_id: string;
@@ -29,9 +30,18 @@ async function applyOne(db: Queryable, sql: string, id: string, actor: string, a
   for (let tries = 0; tries < 3; tries++) {
     const { rows } = await db.query<OperatorResult>(sql, [[id], actor]);
     if (rows[0]) return rows[0];
-    const { rows: now } = await db.query<{ state: string; phase: string }>('SELECT state, phase FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
+    const { rows: now } = await db.query<{ state: string; phase: string; active_key: string | null; key_holder: string | null }>(
+      `SELECT x.state, x.phase, x.active_key,
+              CASE WHEN x.failure_acked_at IS NOT NULL
+                   THEN (SELECT o.id FROM bundles o WHERE o.active_key = x.active_key AND o.id <> x.id AND ${HOLDS_ACTIVE_KEY}) END AS key_holder
+       FROM bundles x WHERE x.id = $1 OR x.booking_id = $1`,
+      [id],
+    );
     if (!now[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
     state = now[0].state;
+    if (action === 'retry' && now[0].key_holder) {
+      throw new Conflict(`cannot retry bundle ${id}: its failure was acknowledged and its active key ${JSON.stringify(now[0].active_key)} is now held by bundle ${now[0].key_holder}`);
+    }
     if (action === 'cancel' && state === 'running' && now[0].phase === 'undo') {
       throw new Conflict(`cannot cancel bundle ${id}: it is already being undone`);
     }
@@ -53,11 +63,17 @@ export const CANCELLABLE_STATES = ['pending', 'running', 'waiting', 'failed'] as
 /**
  * dead or failed → again, with its counters reset. A bundle that was being undone goes back to
  * `compensating` (its undo is retried; it is never booked again), otherwise to `pending`.
+ * A dead bundle holds its active key, and keeps holding it when retried; one whose failure was
+ * acknowledged takes its key back (a new failure needs a new acknowledgement), and is skipped
+ * when another bundle holds that key now.
  */
 const RETRY_SQL = `WITH target AS (
-       SELECT id, state FROM bundles WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('dead', 'failed') FOR UPDATE
+       SELECT id, state FROM bundles x WHERE (id = ANY($1::uuid[]) OR booking_id = ANY($1::uuid[])) AND state IN ('dead', 'failed')
+         AND (x.failure_acked_at IS NULL OR x.active_key IS NULL
+              OR NOT EXISTS (SELECT 1 FROM bundles o WHERE o.active_key = x.active_key AND o.id <> x.id AND ${HOLDS_ACTIVE_KEY}))
+       FOR UPDATE
      ), updated AS (
-       UPDATE bundles b SET state = CASE b.phase WHEN 'undo' THEN 'compensating' ELSE 'pending' END,
+       UPDATE bundles b SET state = CASE b.phase WHEN 'undo' THEN 'compensating' ELSE 'pending' END, failure_acked_at = NULL,
          failure_count = 0, undo_failure_count = 0, reset_count = 0, next_run_at = now(), finished_at = NULL,
          locked_by = NULL, locked_until = NULL, updated_at = now()
        FROM target t WHERE b.id = t.id AND b.state = t.state

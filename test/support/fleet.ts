@@ -11,6 +11,7 @@ import type pg from 'pg';
 import pgModule from 'pg';
 import { claimBundles, type ClaimOptions, type ClaimedBundle } from '../../src/scheduler/claim.js';
 import { WORKER_LOCK_KEY_SQL } from '../../src/scheduler/liveness.js';
+import { runOnce, type SupervisorOptions } from '../../src/supervisor/supervisor.js';
 import { onCleanup } from './db.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false });
@@ -119,4 +120,19 @@ export async function workerGone(workerId: string): Promise<void> {
 export async function claimAs(pool: pg.Pool, opts: ClaimOptions): Promise<ClaimedBundle[]> {
   await holdWorkerLock(pool, opts.workerId);
   return claimBundles(pool, opts);
+}
+
+/** Supervisor passes every 200 ms until the test ends, as `supervise --loop` runs them. */
+export function superviseInBackground(pool: pg.Pool, opts: SupervisorOptions = {}): void {
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      await runOnce(pool, { backoffBaseSeconds: 0.05, backoffMaxSeconds: 0.2, logger: quietLogger(), ...opts }).catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  onCleanup(async () => {
+    running = false;
+    await done;
+  });
 }

@@ -5,6 +5,8 @@
   var id = decodeURIComponent(location.pathname.split('/').pop());
   var current = null;
   var actionError = document.getElementById('action-error');
+  var ACTIONS = ['retry', 'cancel', 'ack'];
+  var LABELS = { retry: 'Retry', cancel: 'Cancel', ack: 'Acknowledge' };
   document.getElementById('bundle-id').textContent = id;
   document.getElementById('json-link').setAttribute('href', '/bundles/' + encodeURIComponent(id));
 
@@ -30,6 +32,8 @@
         field('next run at', BF.time(b.next_run_at)));
     }
     fields.push(field('created', BF.time(b.created_at)), field(finished ? 'finished' : 'updated', BF.time(b.updated_at)));
+    if (b.active_key) fields.push(field('active key', h('code', { text: b.active_key })));
+    if (b.failure_acked_at) fields.push(field('failure acknowledged', [BF.time(b.failure_acked_at), b.active_key ? ' (key released)' : '']));
     return fields;
   }
 
@@ -55,7 +59,7 @@
   }
 
   function renderActions(b) {
-    ['retry', 'cancel'].forEach(function (action) {
+    ACTIONS.forEach(function (action) {
       document.getElementById(action).hidden = !BF.canAct(action, b);
     });
   }
@@ -82,6 +86,7 @@
           h('td', { class: past || s.status === 'booked' ? 'err past' : 'err', text: s.error || '' }));
       });
     });
+    renderExchanges(b);
     BF.renderInto(document.querySelector('#timeline tbody'), [b.state, b.history], function () {
       var previous = null;
       return b.history.map(function (e) {
@@ -95,6 +100,32 @@
           h('td', { class: past ? 'err past' : 'err', text: e.error || '' }));
         previous = e.attempt;
         return row;
+      });
+    });
+  }
+
+  /** A body as kept (redacted, at most 2 KiB), folded away: most rows are read by their status. */
+  function bodies(e) {
+    if (!e.request_body && !e.response_body) return '';
+    return h('details', null, h('summary', { text: 'show' }),
+      e.request_body ? [h('div', { class: 'muted', text: 'request' }), h('pre', { class: 'body', text: e.request_body })] : null,
+      e.response_body ? [h('div', { class: 'muted', text: 'reply' }), h('pre', { class: 'body', text: e.response_body })] : null);
+  }
+
+  function renderExchanges(b) {
+    document.getElementById('exchanges-note').textContent = b.exchanges_omitted ? 'the newest ' + b.exchanges.length + '; ' + b.exchanges_omitted + ' older not shown' : '';
+    BF.renderInto(document.querySelector('#exchanges tbody'), [b.exchanges.length, b.exchanges_omitted, b.exchanges.length ? b.exchanges[b.exchanges.length - 1].at : null], function () {
+      if (!b.exchanges.length) return h('tr', null, h('td', { class: 'empty', colspan: 8, text: 'No provider exchange recorded.' }));
+      return b.exchanges.map(function (e) {
+        return h('tr', { 'data-step': e.step || '', 'data-outcome': e.outcome },
+          h('td', null, BF.time(e.at)),
+          h('td', { text: e.attempt === null ? '' : '#' + e.attempt }),
+          h('td', { text: e.step || '' }),
+          h('td', { class: 'mono nowrap' }, e.method + ' ' + e.path),
+          h('td', { class: e.outcome === 'ok' ? 'nowrap' : 'err', text: (e.status === null ? 'no reply' : e.status) + (e.outcome === 'ok' ? '' : ' · ' + e.outcome + (e.error ? ': ' + e.error : '')) }),
+          h('td', { class: 'nowrap', text: e.duration_ms + ' ms' }),
+          h('td', { class: 'mono nowrap', text: e.worker_id || '' }),
+          h('td', null, bodies(e)));
       });
     });
   }
@@ -118,7 +149,7 @@
 
   var tick = BF.poll(load, 2000);
 
-  ['retry', 'cancel'].forEach(function (action) {
+  ACTIONS.forEach(function (action) {
     document.getElementById(action).addEventListener('click', async function (e) {
       var button = e.currentTarget;
       if (!current) return;
@@ -129,7 +160,7 @@
           tick.restart();
         }
       } catch (err) {
-        actionError.textContent = (action === 'retry' ? 'Retry' : 'Cancel') + ' failed: ' + err.message;
+        actionError.textContent = LABELS[action] + ' failed: ' + err.message;
         actionError.hidden = false;
       } finally {
         button.disabled = false;

@@ -99,21 +99,25 @@ window.BF = (function () {
   }
 
   /**
-   * The operator's retry and cancel, the same functions as the CLI's (POST /bundles/:id/retry|cancel).
+   * The operator's retry, cancel and ack, the same functions as the CLI's (POST /bundles/:id/retry|cancel|ack).
    * Cancel undoes everything the bundle booked, so it asks first. Resolves to the server's answer,
    * or null when the person changed their mind; rejects with the server's reason.
    */
   var ACTIONS = {
     retry: { label: 'Retry', states: ['dead', 'failed'] },
     cancel: { label: 'Cancel', states: ['pending', 'running', 'failed'] },
+    // Acknowledging a failure frees the bundle's active key (POST /bundles/:id/ack).
+    ack: { label: 'Acknowledge failure', states: ['compensated', 'dead'] },
   };
   function canAct(action, bundle) {
     if (ACTIONS[action].states.indexOf(bundle.state) < 0) return false;
+    if (action === 'ack') return !bundle.failure_acked_at;
     // A bundle already being undone cannot be cancelled again.
     return !(action === 'cancel' && bundle.state === 'running' && bundle.phase === 'undo');
   }
   async function act(action, id) {
     if (action === 'cancel' && !window.confirm('Cancel bundle ' + id + '? Everything it booked will be cancelled at the providers.')) return null;
+    if (action === 'ack' && !window.confirm('Acknowledge the failure of bundle ' + id + '? Its active key is released, so a new bundle may take it.')) return null;
     return api('/bundles/' + encodeURIComponent(id) + '/' + action, { method: 'POST' });
   }
   function actionButton(action, bundle, onDone, onError) {

@@ -17,7 +17,10 @@
         card('finished ok, last minute', s.completed_last_minute, 's-completed'),
         card('oldest due, waiting', age === null ? '–' : age < 90 ? age.toFixed(1) + ' s' : Math.round(age / 60) + ' min', age !== null && age > 60 ? 's-dead' : ''),
         card('open alerts', s.open_alerts, s.open_alerts ? 's-dead' : ''),
-      ]);
+      ]).concat((s.unrunnable_kind_versions || []).map(function (k) {
+        // Unfinished bundles of a kind version this build does not carry: no worker of it will run them.
+        return card(k.kind + ' v' + k.version + ': no worker of this build runs it', k.bundles, 's-dead', { 'data-unrunnable': k.kind + '@' + k.version });
+      }));
     });
   }
 
