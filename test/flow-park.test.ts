@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createTestDb } from './support/db.js';
-import { enqueueVip, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { claimAs, enqueueVip, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { parkBundle } from '../src/agents/park.js';
 import { cli } from './support/processes.js';
 import { parseRetryAfter, ProviderClient } from '../src/providers/client.js';
 import { ProviderError } from '../src/errors.js';
@@ -92,5 +93,33 @@ describe('a 429 with Retry-After', () => {
     const { rows: history } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 ORDER BY id`, [a!.vip_bundle_id]);
     expect(history.map((h) => h.reason)).toContain('parked: flights said 429, Retry-After 8 s');
     expect(history.map((h) => h.reason)).not.toContain('attempt failed (transient)');
+  });
+});
+
+describe('parking while undoing', () => {
+  it('sends the bundle back to compensating, with no undo failure counted, and is fenced on the attempt', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET state = 'compensating' WHERE id = $1`, [b!.vip_bundle_id]);
+    const [claimed] = await claimAs(db.pool, { workerId: 'undoer', limit: 1, leaseSeconds: 60 });
+    expect(claimed).toMatchObject({ phase: 'undo' });
+    const fence = { bundleId: claimed!.id, attempt: claimed!.attempt, actor: 'undoer', leaseSeconds: 60 };
+    const park = { kind: 'taxis' as const, delayMs: 4_000, reason: 'taxis said 503, Retry-After 4 s', pauseKind: true };
+    // A stale attempt is fenced out (the kind is paused all the same: the provider said so).
+    expect(await parkBundle(db.pool, { ...fence, attempt: fence.attempt - 1 }, 'taxi', park)).toBe(false);
+    expect(await parkBundle(db.pool, fence, 'taxi', park)).toBe(true);
+    const { rows: [row] } = await db.pool.query(
+      `SELECT state, phase, failure_count, undo_failure_count, locked_by, parked_reason, next_run_at = parked_until AS same,
+              extract(epoch FROM parked_until - now()) AS left_s FROM bundles WHERE id = $1`,
+      [b!.vip_bundle_id],
+    );
+    expect(row).toMatchObject({ state: 'compensating', phase: 'undo', failure_count: 0, undo_failure_count: 0, locked_by: null, parked_reason: 'taxis said 503, Retry-After 4 s', same: true });
+    expect(Number(row.left_s)).toBeGreaterThan(3.5);
+    expect(Number(row.left_s)).toBeLessThanOrEqual(5); // the window plus at most 1 s of spread
+    const { rows: pauses } = await db.pool.query(`SELECT kind, extract(epoch FROM paused_until - now()) AS left_s FROM provider_pauses`);
+    expect(pauses).toHaveLength(1);
+    expect(Number(pauses[0].left_s)).toBeLessThanOrEqual(4);
+    const { rows: history } = await db.pool.query(`SELECT from_state, to_state, step, reason FROM bundle_history WHERE bundle_id = $1 ORDER BY id DESC LIMIT 1`, [b!.vip_bundle_id]);
+    expect(history[0]).toEqual({ from_state: 'running', to_state: 'compensating', step: 'taxi', reason: 'parked: taxis said 503, Retry-After 4 s' });
   });
 });
