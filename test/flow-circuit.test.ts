@@ -8,6 +8,7 @@ import { createTestDb } from './support/db.js';
 import { enqueueVip, quietLogger, startSimulator, startWorker, waitFor } from './support/fleet.js';
 import { FlowControl, ProviderParked } from '../src/agents/flow-control.js';
 import { ProviderError } from '../src/errors.js';
+import { createPool } from '../src/db/pool.js';
 
 describe('--provider-circuit', () => {
   it('opens on a run of 5xx, parks other bundles on the paused kind, and closes after a good probe', async () => {
@@ -69,5 +70,17 @@ describe('--provider-circuit', () => {
     await expect(flow.call('tickets', failing)).rejects.toMatchObject({ status: 503 });
     await expect(flow.call('tickets', failing)).rejects.toMatchObject({ status: 503 });
     expect(calls).toBe(6);
+  });
+});
+
+describe('the pause read', () => {
+  it('failing (database away) keeps the pauses known and lets the call through', async () => {
+    const db = await createTestDb();
+    const pool = createPool(db.url, { max: 1 });
+    const flow = new FlowControl({ pool, limits: {}, holder: 'test', providerTimeoutMs: 1000, pauseRefreshMs: 0, logger: quietLogger() });
+    flow.notePause('taxis', 60_000, 'taxis said 429, Retry-After 60 s');
+    await pool.end();
+    expect(await flow.call('tickets', async () => 'booked')).toBe('booked');
+    await expect(flow.call('taxis', async () => 'booked')).rejects.toBeInstanceOf(ProviderParked);
   });
 });

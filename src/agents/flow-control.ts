@@ -112,8 +112,19 @@ export class FlowControl {
     if (pause && remaining > 0) throw new ProviderParked(kind, `${kind} paused for ${seconds(remaining)}: ${pause.reason}`, remaining);
   }
 
+  /**
+   * A failed read (PostgreSQL restarting) keeps the pauses known so far until the next refresh:
+   * the read is advisory, and a provider call must not fail because of it.
+   */
   private async readPauses(): Promise<void> {
-    const rows = await readPauses(this.opts.pool);
+    let rows: Awaited<ReturnType<typeof readPauses>>;
+    try {
+      rows = await readPauses(this.opts.pool);
+    } catch (err) {
+      this.pausesReadAt = performance.now();
+      this.opts.logger.warn({ err: (err as Error).message }, 'could not read provider pauses; going on with the ones known');
+      return;
+    }
     this.pausesReadAt = performance.now();
     const now = Date.now();
     for (const [kind, p] of this.pauses) if (p.until <= now) this.pauses.delete(kind);
