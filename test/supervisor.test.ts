@@ -6,7 +6,7 @@ import { createTestDb, onCleanup, type TestDb } from './support/db.js';
 import { allInState, enqueueVip, quietLogger, startSimulator, startWorker, vipPayload, waitFor, claimAs, workerGone } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { recordBooked, recordFailure } from '../src/agents/fenced-writes.js';
-import { runOnce, type SupervisorOptions } from '../src/supervisor/supervisor.js';
+import { runOnce, supervisorHolder, type SupervisorOptions } from '../src/supervisor/supervisor.js';
 import { decideBatch } from '../src/supervisor/decisions.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from '../src/supervisor/lease.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../src/supervisor/alerts.js';
@@ -112,6 +112,15 @@ describe('supervisor: resets', () => {
     expect((await runOnce(db.pool, fast)).ran).toBe(false);
     await releaseLease(db.pool, SUPERVISOR_LEASE, 'another-pass');
     expect((await runOnce(db.pool, fast)).ran).toBe(true);
+  });
+
+  it('takes back at once a lease its own process left behind (a pass cut off by a PostgreSQL restart), and runs local passes one at a time', async () => {
+    const db = await createTestDb();
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, supervisorHolder(), 30)).toBe(true);
+    const [a, b] = await Promise.all([runOnce(db.pool, fast), runOnce(db.pool, fast)]);
+    expect([a.ran, b.ran]).toEqual([true, true]);
+    // Given up at the end of the pass: another process may take it now.
+    expect(await acquireLease(db.pool, SUPERVISOR_LEASE, 'another-process', 30)).toBe(true);
   });
 
   it('is not blocked by a supervisor that froze or crashed mid-pass: its lease expires, and a resumed holder decides nothing', async () => {

@@ -42,7 +42,7 @@ export function startupApplicationName(chunk: Buffer): string | undefined {
   return undefined;
 }
 
-export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
+export async function startTcpProxy(targetHost: string, targetPort: number, listenPort = 0): Promise<TcpProxy> {
   const pairs = new Map<number, Pair>();
   let nextId = 0;
   let holeNew = false;
@@ -84,7 +84,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(listenPort, '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as net.AddressInfo;
 

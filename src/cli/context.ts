@@ -22,17 +22,36 @@ export interface Db {
  * Connects, checks the database answers (fails within seconds naming it) and, unless told not to,
  * that the schema is there. `create`: make the embedded server when there is none (only `migrate` and `dev`).
  */
-export async function openDb(opts: { checkSchema?: boolean; max?: number; create?: boolean } = {}): Promise<Db> {
+export async function openDb(opts: { checkSchema?: boolean; max?: number; create?: boolean; waitSeconds?: number } = {}): Promise<Db> {
   const url = await resolveDatabaseUrl(process.env, { create: opts.create ?? false });
   const pool = createPool(url, { max: opts.max ?? 4, onError: (err) => rootLogger().warn({ err: err.message }, 'idle database connection lost') });
   try {
-    await checkConnection(pool, url);
+    await waitForDatabase(pool, url, opts.waitSeconds ?? 0);
     if (opts.checkSchema !== false) await assertSchema(pool);
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
   }
   return { pool, url, close: () => pool.end() };
+}
+
+/**
+ * A long-running process (`worker`, `supervise --loop`) started while PostgreSQL restarts waits for
+ * it, as a running one does, instead of exiting (measured in the chaos run: a replacement worker
+ * spawned during an immediate restart died with "cannot reach PostgreSQL"). One-shot commands
+ * (waitSeconds 0) fail at once with a message naming the database.
+ */
+async function waitForDatabase(pool: pg.Pool, url: string, waitSeconds: number): Promise<void> {
+  const deadline = performance.now() + waitSeconds * 1000;
+  for (let delay = 200; ; delay = Math.min(delay * 2, 2_000)) {
+    try {
+      return await checkConnection(pool, url);
+    } catch (err) {
+      if (!(err instanceof DatabaseUnavailable) || performance.now() + delay > deadline) throw err;
+      rootLogger().warn({ err: err.message }, `database not reachable yet; trying again for up to ${Math.round((deadline - performance.now()) / 1000)} s`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema?: boolean; create?: boolean }): Promise<T> {

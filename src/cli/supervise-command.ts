@@ -36,7 +36,7 @@ export function addSupervisorOptions(cmd: Command): Command {
     .addOption(new Option('--stuck-after-seconds <s>', 'alert on a bundle not finished after this long').env('BUNDLEFLEET_STUCK_AFTER_SECONDS').default('900'))
     .addOption(new Option('--backoff-base-seconds <s>', 'first retry delay, doubled per failure, with jitter').env('BUNDLEFLEET_BACKOFF_BASE_SECONDS').default('2'))
     .addOption(new Option('--retention-days <d>', 'prune finished bundles and history older than this').env('BUNDLEFLEET_RETENTION_DAYS').default('30'))
-    .addOption(new Option('--supervisor-lease-seconds <s>', 'how long a pass holds the fleet-wide supervisor lease between renewals; a frozen pass loses it after this').env('BUNDLEFLEET_SUPERVISOR_LEASE_SECONDS').default('30'));
+    .addOption(new Option('--supervisor-lease-seconds <s>', 'how long a pass holds the fleet-wide supervisor lease between renewals; a frozen pass loses it after this').env('BUNDLEFLEET_SUPERVISOR_LEASE_SECONDS').default('15'));
 }
 
 export function parseSupervisorOptions(flags: Record<string, unknown>): SupervisorOptions {
@@ -92,7 +92,7 @@ Examples:
       const opts = parseSupervisorOptions(flags);
       const interval = parseOptions(z.object({ intervalSeconds: seconds }), flags, { intervalSeconds: '--interval-seconds' }).intervalSeconds;
       if (flags.loop) {
-        const db = await openDb({ max: 3 });
+        const db = await openDb({ max: 3, waitSeconds: 60 });
         const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000);
         onShutdown(async () => {
           await loop.stop();

@@ -79,7 +79,7 @@ Examples:
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const flow = parseFlowFlags(flags);
       const providerUrls = providerUrlsFromEnv(process.env);
-      const db = await openDb();
+      const db = await openDb({ waitSeconds: 60 });
       try {
         await refuseMissingKindVersions(db.pool, flags.allowMissingKindVersions);
       } finally {

@@ -6,65 +6,24 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { createPool } from '../db/pool.js';
-import { runAgent, type AgentOutcome } from '../agents/agent.js';
+import { runAgent } from '../agents/agent.js';
 import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
-import { ProviderClient, type ProviderUrls } from '../providers/client.js';
+import { ProviderClient } from '../providers/client.js';
 import { rootLogger, type Logger } from '../logger.js';
 import { claimBundles, claimReconciliations, type ClaimedBundle } from './claim.js';
 import { reconcileBundle } from '../agents/reconcile.js';
-import { unrunnableKindVersions, type KindVersionCount } from '../bundles/read.js';
+import { unrunnableKindVersions } from '../bundles/read.js';
 import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
-import { FlowControl, type CircuitOptions } from '../agents/flow-control.js';
-import type { ProviderLimits } from '../providers/limits.js';
-import { randomBytes } from 'node:crypto';
+import { FlowControl } from '../agents/flow-control.js';
 import { ExchangeRecorder } from '../agents/exchange-recorder.js';
 import { exchangeScope } from '../providers/exchange.js';
+import type { WorkerOptions } from './worker-options.js';
 
-export interface WorkerOptions {
-  databaseUrl: string;
-  providerUrls: ProviderUrls;
-  /** Agents running at once in this process. Default 10. */
-  concurrency?: number;
-  /** Lease written at claim and extended at every step. Default 60 s. */
-  leaseSeconds?: number;
-  /** Timeout of one provider request. Default 5000 ms. */
-  providerTimeoutMs?: number;
-  /** Poll even without NOTIFY, for bundles whose backoff ends. Default 1000 ms. */
-  pollIntervalMs?: number;
-  /** Prefix of the worker id written to locked_by. Default `<hostname>-<pid>`. */
-  name?: string;
-  /** First stop: how long in-flight agents may finish before they are released. Default 20 s. */
-  drainTimeoutMs?: number;
-  /**
-   * Most bundles claimed in one statement. Each claimed bundle takes a transaction-scoped advisory
-   * lock, and those live in PostgreSQL's shared lock table (max_locks_per_transaction ×
-   * max_connections, 6,400 by default), so one claim must stay well below that. Default 500.
-   */
-  claimBatchSize?: number;
-  /** Retries of a transient provider error within an attempt. Default 2. */
-  providerRetries?: number;
-  /** Kind versions this worker runs; default every version this build carries. */
-  kinds?: Array<{ kind: string; version: number }>;
-  /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
-  waitTimeoutSeconds?: Record<string, number>;
-  /** Fleet-wide limits per provider kind (--provider-concurrency, --provider-rate); none by default. */
-  providerLimits?: ProviderLimits;
-  /** Pause a kind after a run of transient failures (--provider-circuit); off by default. */
-  providerCircuit?: CircuitOptions;
-  /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
-  onUnrunnable?: (counts: KindVersionCount[]) => void;
-  logger?: Logger;
-  /** Hooks for metrics. */
-  onClaim?: (count: number) => void;
-  /** Called as each claimed bundle's agent starts (the benchmark times enqueue → agent start with it). */
-  onAgentStart?: (bundleId: string) => void;
-  onStep?: (step: string, outcome: string, seconds: number) => void;
-  onOutcome?: (outcome: AgentOutcome) => void;
-}
+export type { WorkerOptions } from './worker-options.js';
 
 interface InFlight {
   /** The claimed bundle an agent runs; undefined for a reconciliation pass (nothing to release). */
@@ -91,7 +50,6 @@ export class Worker {
   private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
   private readonly flow: FlowControl;
-  private flowPublished = false;
   private readonly exchanges: ExchangeRecorder;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
@@ -125,16 +83,8 @@ export class Worker {
     this.stepWriter = new StepWriter(this.pool);
     this.exchanges = new ExchangeRecorder(this.pool, this.log);
     this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000, onExchange: this.exchanges.record });
-    this.flow = new FlowControl({
-      pool: this.pool,
-      limits: options.providerLimits ?? {},
-      holder: `${this.opts.name}-${randomBytes(4).toString('hex')}`,
-      // A wait for a provider slot stays well inside the lease; longer, the bundle is parked instead.
-      maxWaitMs: Math.min(2_000, (this.opts.leaseSeconds * 1000) / 4),
-      providerTimeoutMs: this.providers.timeoutMs,
-      circuit: options.providerCircuit,
-      logger: this.log,
-    });
+    // Per-provider pauses and fleet-wide limits in front of every provider call (flow-control.ts).
+    this.flow = new FlowControl({ pool: this.pool, limits: options.providerLimits ?? {}, holder: this.opts.name, leaseSeconds: this.opts.leaseSeconds, providerTimeoutMs: this.providers.timeoutMs, circuit: options.providerCircuit, logger: this.log });
   }
 
   get workerId(): string | undefined {
@@ -192,10 +142,7 @@ export class Worker {
   async claimOnce(free = this.claimable()): Promise<number> {
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
-    if (!this.flowPublished) {
-      await this.flow.publish();
-      this.flowPublished = true;
-    }
+    await this.flow.publish();
     // The agents' lease clocks start before the claim is sent, so they never run past the lease PostgreSQL holds.
     const claimSentAt = performance.now();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds, kinds: this.options.kinds });
