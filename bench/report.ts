@@ -27,15 +27,15 @@ export function markdown(r: Report): string {
     '',
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, ${m.os}, Node ${m.node}. ` +
       `PostgreSQL ${String(r.postgres.server_version)} (${r.postgres.embedded ? 'embedded' : 'DATABASE_URL'}; fsync ${r.postgres.fsync}, synchronous_commit ${r.postgres.synchronous_commit}, shared_buffers ${r.postgres.shared_buffers}, data_checksums ${r.postgres.data_checksums}), same machine, loopback. ` +
-      `pg-boss ${r.versions['pg-boss']}, graphile-worker ${r.versions['graphile-worker']}. Load average at start ${r.load.start.join(' ')}, at end ${r.load.end.join(' ')}.`,
+      `pg-boss ${r.versions['pg-boss']}, graphile-worker ${r.versions['graphile-worker']}, DBOS Transact ${r.versions['@dbos-inc/dbos-sdk'] ?? '—'}. Load average at start ${r.load.start.join(' ')}, at end ${r.load.end.join(' ')}.`,
     '',
-    '| scenario | bundlefleet | pg-boss | graphile-worker | ratio | target | met |',
-    '|---|---|---|---|---|---|---|',
+    '| scenario | bundlefleet | pg-boss | graphile-worker | DBOS Transact | ratio | target | met |',
+    '|---|---|---|---|---|---|---|---|',
   ];
   for (const s of r.scenarios) {
     const ratio = s.ratio === null ? '—' : `${s.ratio.toFixed(2)} (${s.ratioNote})`;
     const met = s.met === null ? '—' : s.met ? 'yes' : '**no**';
-    lines.push(`| ${cell(`${s.id}. ${s.name}`)} | ${cell(s.bundlefleet.text)} | ${cell(s.pgboss?.text ?? '—')} | ${cell(s.graphile?.text ?? '—')} | ${cell(ratio)} | ${cell(s.target)} | ${met} |`);
+    lines.push(`| ${cell(`${s.id}. ${s.name}`)} | ${cell(s.bundlefleet.text)} | ${cell(s.pgboss?.text ?? '—')} | ${cell(s.graphile?.text ?? '—')} | ${cell(s.dbos?.text ?? '—')} | ${cell(ratio)} | ${cell(s.target)} | ${met} |`);
   }
   const notes = r.scenarios.flatMap((s) => (s.notes ?? []).map((n) => `- ${s.id}: ${n}`));
   lines.push('', `Method: ../shared/BENCHMARKING.md (fresh database per system and run, bulk APIs, untimed ANALYZE before processing, time from just before the worker starts until the database shows all finished, medians, nearest-rank percentiles). ${r.load.note}`);
@@ -43,7 +43,7 @@ export function markdown(r: Report): string {
   return `${lines.join('\n')}\n`;
 }
 
-const COLORS: Record<string, string> = { bundlefleet: '#2b6cb0', 'pg-boss': '#c05621', 'graphile-worker': '#2f855a', reference: '#a0aec0' };
+const COLORS: Record<string, string> = { bundlefleet: '#2b6cb0', 'pg-boss': '#c05621', 'graphile-worker': '#2f855a', 'DBOS Transact': '#6b46c1', floor: '#4a5568', reference: '#a0aec0' };
 
 export function svg(r: Report): string {
   const width = 860;
@@ -53,7 +53,7 @@ export function svg(r: Report): string {
   const gap = 6;
   let y = 40;
   const parts: string[] = [];
-  parts.push(`<text x="16" y="24" font-size="16" font-weight="bold">bundlefleet vs pg-boss ${esc(r.versions['pg-boss'] ?? '')} vs graphile-worker ${esc(r.versions['graphile-worker'] ?? '')} (${r.mode}, ${esc(r.generated_at.slice(0, 10))})</text>`);
+  parts.push(`<text x="16" y="24" font-size="16" font-weight="bold">bundlefleet vs pg-boss ${esc(r.versions['pg-boss'] ?? '')} vs graphile-worker ${esc(r.versions['graphile-worker'] ?? '')} vs DBOS Transact ${esc(r.versions['@dbos-inc/dbos-sdk'] ?? '')} (${r.mode}, ${esc(r.generated_at.slice(0, 10))})</text>`);
   for (const s of r.scenarios) {
     const title = `${s.id}. ${s.name} — ${s.unit}, ${s.better} is better; target ${s.target}${s.met === null ? '' : s.met ? ' (met)' : ' (missed)'}`;
     parts.push(`<text x="16" y="${y + 14}" font-size="12" font-weight="bold">${esc(title)}</text>`);

@@ -6,6 +6,7 @@
  *   npm run bench -- --quick           small sizes, under two minutes
  *   npm run bench -- --only 1,2        some scenarios (1 and 3 share their runs)
  *   npm run bench -- --out bench/results/tmp/x   write elsewhere (latest.* stay untouched)
+ *   npm run bench -- --only 5 --no-tracing-row   scenario 5 without its 5a-otel row (tracing on vs off)
  * Profile: node --cpu-prof --cpu-prof-dir=bench/results/tmp/prof --import tsx bench/run.ts --quick --only 1
  * DATABASE_URL: use that server (the role needs CREATEDB); otherwise an embedded PostgreSQL
  * under bench/results/tmp/pg, stopped at the end.
@@ -17,6 +18,7 @@ import { startServer } from './lib/server.js';
 import { load, log, machine, now, packageVersion } from './lib/util.js';
 import { markdown, svg, type Report } from './report.js';
 import * as sc from './scenarios.js';
+import { scenario5Tracing } from './tracing.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -30,19 +32,20 @@ const { values: args } = parseArgs({
     systems: { type: 'string' },
     jobs: { type: 'string' },
     reps: { type: 'string' },
+    'no-tracing-row': { type: 'boolean', default: false },
   },
 });
 
 const quick = args.quick!;
 const cfg: sc.Config = quick
   ? { quick, jobs: 2_000, reps: 1, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 10, vipBundles: 300, vipReps: 1, vipConcurrencyZero: 100, finishedRows: 100_000, claimSamples: 200, recoveryBundles: 10, recoveryReps: 1, rssBundles: 500, systems: new Set(), noopClaimBatch: 500 }
-  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 3, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
+  : { quick, jobs: 20_000, reps: 3, noopConcurrency: 1000, enqueueBatch: 5000, latencySamples: 200, vipBundles: 3_000, vipReps: 3, vipConcurrencyZero: 100, finishedRows: 1_000_000, claimSamples: 500, recoveryBundles: 20, recoveryReps: 5, rssBundles: 3_000, systems: new Set(), noopClaimBatch: 500 };
 if (args['noop-concurrency']) cfg.noopConcurrency = Number(args['noop-concurrency']);
 if (args['enqueue-batch']) cfg.enqueueBatch = Number(args['enqueue-batch']);
 if (args.jobs) cfg.jobs = Number(args.jobs);
 if (args.reps) cfg.reps = Number(args.reps);
 if (args['claim-batch']) cfg.noopClaimBatch = Number(args['claim-batch']);
-cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker').split(','));
+cfg.systems = new Set((args.systems ?? 'bundlefleet,pg-boss,graphile-worker,dbos').split(','));
 if (args['vip-concurrency']) cfg.vipConcurrencyZero = Number(args['vip-concurrency']);
 const only = new Set((args.only ?? '1,2,3,4,5,6,7').split(',').map((s) => s.trim()));
 const outDir = args.out ? `${args.out.replace(/\/$/, '')}/` : fileURLToPath(new URL('./results/', import.meta.url));
@@ -65,6 +68,8 @@ async function main(): Promise<void> {
       const r = await sc.scenario5(server, cfg);
       s5.push(...r.results);
       vipEnqueue = r.vipEnqueue;
+      // 5a with tracing on vs off (issue 11), skipped with --no-tracing-row.
+      if (!args['no-tracing-row']) s5.push(await scenario5Tracing(server, cfg));
     }
     if (only.has('3')) results.push(sc.scenario3(runs!, cfg, vipEnqueue));
     if (only.has('4')) results.push(await sc.scenario4(server, cfg));
@@ -83,7 +88,7 @@ async function main(): Promise<void> {
     duration_seconds: (now() - started) / 1000,
     machine: machine(),
     postgres: { embedded: server.embedded, ...pgInfo },
-    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), pg: packageVersion('pg'), node: process.version },
+    versions: { bundlefleet: packageVersion('bundlefleet'), 'pg-boss': packageVersion('pg-boss'), 'graphile-worker': packageVersion('graphile-worker'), '@dbos-inc/dbos-sdk': packageVersion('@dbos-inc/dbos-sdk'), pg: packageVersion('pg'), node: process.version },
     load: {
       start: loadStart,
       end: loadEnd,

@@ -38,17 +38,17 @@ export class SchemaMissing extends Error {
 }
 
 /**
- * A connection that must be a server session of its own (a worker's liveness lock and LISTEN, the
- * supervisor's lease holder, migrations) turned out to be pooled per transaction: its session
- * advisory lock is not held by the backend that answers it. A configuration error (exit 2).
+ * A connection that must be a server session of its own (a worker's liveness lock and LISTEN)
+ * turned out to be pooled per transaction: its session advisory lock is not held by the backend
+ * that answers it, or its statements reach different backends. A configuration error (exit 2).
  */
 export class SessionRequired extends Error {
   readonly code = 'SESSION_REQUIRED';
   constructor(what: string, options?: { cause?: unknown }) {
     super(
-      `${what} needs a PostgreSQL session of its own, but its session advisory lock is not held by the backend that answers it: ` +
-        'the connection goes through a transaction-mode pooler (PgBouncer pool_mode=transaction). ' +
-        'Point it at PostgreSQL directly or at a session-mode pooler (see "Running behind a pooler" in the README).',
+      `${what} needs a PostgreSQL session of its own, but its connection is pooled per transaction (PgBouncer pool_mode=transaction): ` +
+        'set BUNDLEFLEET_SESSION_DATABASE_URL (or --session-database-url) to PostgreSQL directly or to a session-mode pooler, ' +
+        'and DATABASE_URL may stay on the transaction pooler (README: "Running behind a pooler").',
       options,
     );
     this.name = 'SessionRequired';

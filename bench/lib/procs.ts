@@ -16,22 +16,36 @@ export interface Child {
   pid: number;
   name: string;
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Everything it has written to stdout and stderr so far. */
+  output(): string;
 }
 
 export function spawnCli(name: string, args: string[], env: Record<string, string>): Child {
+  return spawnNode(name, [BIN, ...args], env);
+}
+
+/** `node ARGS` (e.g. `--import tsx some/script.ts`), its output in bench/results/tmp/NAME.log. */
+export function spawnNode(name: string, args: string[], env: Record<string, string>): Child {
   mkdirSync(TMP_DIR, { recursive: true });
   const out = createWriteStream(`${TMP_DIR}${name}.log`);
-  const proc = spawn(process.execPath, [BIN, ...args], {
+  const proc = spawn(process.execPath, args, {
     env: { ...process.env, LOG_LEVEL: 'warn', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout!.pipe(out);
   proc.stderr!.pipe(out);
+  let written = '';
+  const keep = (d: Buffer) => {
+    if (written.length < 100_000) written += d.toString();
+  };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   return {
     proc,
     pid: proc.pid!,
     name,
+    output: () => written,
     async kill(signal = 'SIGTERM') {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill(signal);

@@ -36,9 +36,15 @@ async function admin<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<
   }
 }
 
-export async function startServer(): Promise<BenchServer> {
+/**
+ * `statements`: load pg_stat_statements (the embedded binaries ship it) in an embedded server of
+ * its own (bench/results/tmp/pg-stat), for the profile and before/after runs — not for the table.
+ */
+export async function startServer(opts: { statements?: boolean } = {}): Promise<BenchServer> {
   const fromEnv = process.env.DATABASE_URL?.trim();
-  const adminUrl = fromEnv || (await ensureEmbeddedPostgres({ home: EMBEDDED_HOME }));
+  const home = opts.statements ? `${TMP_DIR}pg-stat` : EMBEDDED_HOME;
+  const settings = opts.statements ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track': 'top' } : undefined;
+  const adminUrl = fromEnv || (await ensureEmbeddedPostgres({ home, settings }));
   let counter = 0;
   const tag = `${process.pid.toString(36)}${Date.now().toString(36).slice(-4)}`;
   return {
@@ -65,7 +71,7 @@ export async function startServer(): Promise<BenchServer> {
       });
     },
     async close() {
-      if (!fromEnv) await stopEmbeddedPostgres(EMBEDDED_HOME).catch(() => {});
+      if (!fromEnv) await stopEmbeddedPostgres(home).catch(() => {});
     },
   };
 }

@@ -42,7 +42,14 @@ export function packageVersion(name: string): string {
   try {
     return (JSON.parse(readFileSync(require.resolve(`${name}/package.json`), 'utf8')) as { version: string }).version;
   } catch {
-    return 'unknown';
+    // A package whose "exports" hides package.json: read it beside the node_modules entry.
+    try {
+      const main = require.resolve(name);
+      const root = main.slice(0, main.lastIndexOf(`/node_modules/${name}/`) + `/node_modules/${name}/`.length);
+      return (JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { version: string }).version;
+    } catch {
+      return 'unknown';
+    }
   }
 }
 
@@ -78,4 +85,10 @@ export function preSampleSleep(pollIntervalMs: number): Promise<void> {
 
 export function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+/** CPU seconds (user + system) of this process so far. */
+export function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }

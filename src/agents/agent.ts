@@ -22,6 +22,8 @@ import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
 import type { FlowControl } from './flow-control.js';
 import { parkBundle, parkRequest } from './park.js';
+import { stepSpan } from '../bundles/tracing.js';
+import { traceparentOf } from '../tracing.js';
 import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
 
 export interface AgentDeps {
@@ -219,7 +221,7 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     const started = performance.now();
     let reference: string;
     try {
-      reference = await bookStep(run, step, key, row !== undefined);
+      reference = await stepSpan('book', bundle.id, { name: step.name, position, key }, () => bookStep(run, step, key, row !== undefined));
     } catch (err) {
       deps.onStep?.(step.name, classify(err) === 'permanent' ? 'refused' : 'error', (performance.now() - started) / 1000);
       throw err;
@@ -233,7 +235,7 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       await fenced(run, () => deps.steps.booked(fence, position, step.name, key, reference, step.localRecord));
     }
   }
-  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep }))) throw new Fenced();
+  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep, traceparent: traceparentOf() }))) throw new Fenced();
   const ms = performance.now() - run.started;
   run.log.info({ ms: Math.round(ms) }, `bundle completed in ${formatDuration(ms)}`);
   return 'completed';
@@ -248,30 +250,32 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     const step = defs[row.position];
     if (!step?.cancel) continue;
     run.current = { step, position: row.position };
-    const ctx = stepContext(run, row.idempotency_key);
-    let note: string | undefined;
-    let cancel = true;
-    if (row.status !== 'booked' && step.lookup) {
-      // Outcome unknown: ask first, and say in the timeline what was found.
-      const held = await callWithRetry(run, () => step.lookup!(ctx));
-      note = describeHolding(held);
-      // Nothing there yet: cancel anyway, so a provider that keeps tombstones refuses a late booking.
-      cancel = held.status === 'booked' || held.status === 'none';
-    }
-    if (cancel) {
-      await callWithRetry(run, () => step.cancel!(ctx));
-      await fenced(run, () => recordCancelled(deps.pool, fence, row.position, step.name, { local: step.localRecord, note }));
-      run.log.child({ step: step.name }).info(note ? `step cancelled (${note})` : 'step cancelled');
-    } else {
-      // Refused or already cancelled at the provider: nothing to undo; the step keeps its status.
-      await fenced(run, () => recordNote(deps.pool, fence, step.name, `undo: ${note}; nothing to cancel`));
-    }
+    await stepSpan('undo', bundle.id, { name: step.name, position: row.position, key: row.idempotency_key }, async () => {
+      const ctx = stepContext(run, row.idempotency_key);
+      let note: string | undefined;
+      let cancel = true;
+      if (row.status !== 'booked' && step.lookup) {
+        // Outcome unknown: ask first, and say in the timeline what was found.
+        const held = await callWithRetry(run, () => step.lookup!(ctx));
+        note = describeHolding(held);
+        // Nothing there yet: cancel anyway, so a provider that keeps tombstones refuses a late booking.
+        cancel = held.status === 'booked' || held.status === 'none';
+      }
+      if (cancel) {
+        await callWithRetry(run, () => step.cancel!(ctx));
+        await fenced(run, () => recordCancelled(deps.pool, fence, row.position, step.name, { local: step.localRecord, note }));
+        run.log.child({ step: step.name }).info(note ? `step cancelled (${note})` : 'step cancelled');
+      } else {
+        // Refused or already cancelled at the provider: nothing to undo; the step keeps its status.
+        await fenced(run, () => recordNote(deps.pool, fence, step.name, `undo: ${note}; nothing to cancel`));
+      }
+    });
   }
   // Reconciled once every call that could still be in flight has run out: a zombie's call starts
   // before its lease deadline (at most one lease after this finish) and lasts at most one timeout per try.
   const tries = (deps.providerRetries ?? 2) + 1;
   const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
-  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds }))) throw new Fenced();
+  if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds, traceparent: traceparentOf() }))) throw new Fenced();
   const ms = performance.now() - run.started;
   run.log.info({ ms: Math.round(ms) }, `bundle compensated in ${formatDuration(ms)}`);
   return 'compensated';

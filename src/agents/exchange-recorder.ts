@@ -48,7 +48,8 @@ export class ExchangeRecorder {
     this.group = new GroupCommit<ProviderExchange, void>({
       maxBatch: 500,
       write: async (batch) => {
-        await db.query({ name: 'bundlefleet.record-exchanges', text: INSERT_SQL, values: columns(batch) });
+        // Unnamed: a named prepared statement breaks behind a transaction-mode pooler (PgBouncer < 1.21).
+        await db.query(INSERT_SQL, columns(batch));
         return batch.map(() => undefined);
       },
     });

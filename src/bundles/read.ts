@@ -4,6 +4,7 @@ import { NotFound } from '../errors.js';
 import { bundleKind, carriedKindVersions } from './kinds.js';
 import { parseBundleId } from './input.js';
 import { providerFlowStats, type ProviderFlowView } from '../providers/limits.js';
+import { traceIdOf } from '../tracing.js';
 
 export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
 export type BundleState = (typeof BUNDLE_STATES)[number];
@@ -56,6 +57,8 @@ export interface BundleView {
   active_key: string | null;
   /** When an operator acknowledged this compensated or dead bundle's failure (`ack`). */
   failure_acked_at: string | null;
+  /** OpenTelemetry trace id of the bundle's trace; null when it was enqueued with tracing off. */
+  trace_id: string | null;
   steps: Array<{ name: string; status: string; reference: string | null; idempotency_key: string | null; error: string | null }>;
   history: Array<{ at: string; actor: string; attempt: number; from_state: string | null; to_state: string; step: string | null; reason: string; error: string | null }>;
   /** Provider requests and replies, oldest first (the newest MAX_EXCHANGES_SHOWN), bodies redacted and bounded. */
@@ -129,6 +132,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     parked: parkedView(b),
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
+    trace_id: traceIdOf(b.trace_context),
     // Every step of the kind, in order; one without a row has not been started (or has no external effect).
     steps: defs.map((def, position) => {
       const row = steps.rows.find((r) => r.position === position);

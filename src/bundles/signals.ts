@@ -14,6 +14,7 @@ import { BadInput, NotFound } from '../errors.js';
 import { DUE_CHANNEL } from './enqueue.js';
 import { bundleKind, signalNames, UnknownKindVersion } from './kinds.js';
 import { parseBundleId } from './input.js';
+import { recordSignal } from './tracing.js';
 
 const signalSchema = z.strictObject({
   name: z.string().min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
@@ -53,13 +54,16 @@ export async function receiveSignal(pool: pg.Pool, input: SignalInput): Promise<
   const id = parseBundleId(input.bundleId);
   const { name, id: senderId, data } = parseSignal({ name: input.name, id: input.id, data: input.data });
   const signalId = senderId ?? name;
-  return withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ id: string; kind: string; kind_version: number; state: string; attempt: number }>(
-      'SELECT id, kind, kind_version, state, attempt FROM bundles WHERE id = $1 OR booking_id = $1 FOR NO KEY UPDATE',
+  const startedAt = Date.now();
+  let traceContext: string | null = null;
+  const result = await withTransaction(pool, async (client) => {
+    const { rows } = await client.query<{ id: string; kind: string; kind_version: number; state: string; attempt: number; trace_context: string | null }>(
+      'SELECT id, kind, kind_version, state, attempt, trace_context FROM bundles WHERE id = $1 OR booking_id = $1 FOR NO KEY UPDATE',
       [id],
     );
     const bundle = rows[0];
     if (!bundle) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+    traceContext = bundle.trace_context;
     let expected: string[] = [];
     try {
       expected = signalNames(bundleKind(bundle.kind, bundle.kind_version));
@@ -97,4 +101,7 @@ export async function receiveSignal(pool: pg.Pool, input: SignalInput): Promise<
     const woke = woken.length === 1;
     return { vip_bundle_id: bundle.id, name, signal_id: signalId, stored, woke, state: woke ? 'pending' : bundle.state };
   });
+  // Committed: a span in the bundle's trace, linked to the request or command that delivered it.
+  recordSignal(result, traceContext, startedAt);
+  return result;
 }

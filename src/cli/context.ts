@@ -5,8 +5,8 @@
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError } from '../errors.js';
-import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl } from '../db/pool.js';
+import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
+import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
 import { rootLogger } from '../logger.js';
 
@@ -15,6 +15,8 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 export interface Db {
   pool: pg.Pool;
   url: string;
+  /** For connections that need a session of their own (worker liveness): BUNDLEFLEET_SESSION_DATABASE_URL, else `url`. */
+  sessionUrl: string;
   close(): Promise<void>;
 }
 
@@ -24,6 +26,7 @@ export interface Db {
  */
 export async function openDb(opts: { checkSchema?: boolean; max?: number; create?: boolean; waitSeconds?: number } = {}): Promise<Db> {
   const url = await resolveDatabaseUrl(process.env, { create: opts.create ?? false });
+  const sessionUrl = resolveSessionDatabaseUrl(url, process.env);
   const pool = createPool(url, { max: opts.max ?? 4, onError: (err) => rootLogger().warn({ err: err.message }, 'idle database connection lost') });
   try {
     await waitForDatabase(pool, url, opts.waitSeconds ?? 0);
@@ -32,7 +35,7 @@ export async function openDb(opts: { checkSchema?: boolean; max?: number; create
     await pool.end().catch(() => {});
     throw err;
   }
-  return { pool, url, close: () => pool.end() };
+  return { pool, url, sessionUrl, close: () => pool.end() };
 }
 
 /**
@@ -71,6 +74,11 @@ export function printJson(value: unknown): void {
 export function reportError(err: unknown): number {
   if (err instanceof BadInput) {
     process.stderr.write(`bundlefleet: bad input:\n  ${err.issues.join('\n  ')}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof SessionRequired) {
+    // A configuration error: the URL points a session-bound connection at a transaction pooler.
+    process.stderr.write(`bundlefleet: ${err.message}\n`);
     return EXIT.usage;
   }
   if (err instanceof EmbeddedDatabaseError) {

@@ -22,6 +22,7 @@ import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
+import { assertSessionConnection } from '../db/session-probe.js';
 import { alreadyRunningMessage, removeDevRecord, runningDev, writeDevRecord } from './dev-record.js';
 import { onShutdown } from './signals.js';
 import { apiTokenFromEnv, listenHttp } from './serve-command.js';
@@ -88,6 +89,11 @@ Examples:
       }
 
       const db = await openDb({ checkSchema: false, create: true, max: 10 });
+      // The worker's liveness connection needs a session: refused before anything starts.
+      await assertSessionConnection(db.sessionUrl, 'the worker liveness connection (session advisory lock and LISTEN)').catch(async (err) => {
+        await db.close();
+        throw err;
+      });
       let simulator: ProviderSimulator | undefined;
       let draining = false;
       const metrics = createMetrics({ logger: log });
@@ -117,7 +123,7 @@ Examples:
       await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
 
       const { waitTimeout, ...workerOpts } = opts;
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...workerOpts, waitTimeoutSeconds: waitTimeout, logger: log, ...metrics.hooks });
+      const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, waitTimeoutSeconds: waitTimeout, logger: log, ...metrics.hooks });
       worker.start();
       const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log, onAction: metrics.hooks.onSupervisorAction }, 5_000);
       process.stderr.write(`

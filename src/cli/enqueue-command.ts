@@ -7,6 +7,7 @@ import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '
 import { z } from 'zod';
 import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
 import { parseOptions, printJson, withDb } from './context.js';
+import { inSpan, SpanKind } from '../tracing.js';
 
 const FLAG_OF: Record<string, string> = {
   customer_email: '--customer-email',
@@ -133,13 +134,14 @@ Examples:
         }
         for (const r of results) process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
       };
-      const results = await withDb(({ pool }) =>
+      // The command is the root span of the bundle's trace (of each bundle's, linked, for a file of several).
+      const results = await inSpan('bundlefleet enqueue', { kind: SpanKind.PRODUCER, attributes: { 'bundlefleet.bundles': inputs.length } }, () => withDb(({ pool }) =>
         enqueueBundles(
           pool,
           inputs.map(({ idempotency_key, active_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key, activeKey: active_key })),
           { onProgress: showProgress ? progress : undefined, kindVersion },
         ),
-      ).catch((err: unknown) => {
+      )).catch((err: unknown) => {
         // A refused batch of a large input: the batches before it are enqueued, and say so.
         if (err instanceof ActiveKeyTaken && err.enqueuedBefore.length) {
           print(err.enqueuedBefore);

@@ -12,6 +12,7 @@ import { registerOperatorCommands } from './operator-commands.js';
 import { registerAckCommand } from './ack-command.js';
 import { registerSignalCommand } from './signal-command.js';
 import { EXIT, reportError } from './context.js';
+import { flushTracing, startTracing } from '../tracing.js';
 import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
 import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
 import { setRootLogStream } from '../logger.js';
@@ -29,7 +30,7 @@ const USES_PROVIDERS = new Set(['worker', 'dev']);
  */
 function settingsOf(action: Command): Record<string, unknown> {
   const opts = { ...action.opts() };
-  for (const key of ['databaseUrl', 'providersUrl']) {
+  for (const key of ['databaseUrl', 'sessionDatabaseUrl', 'providersUrl']) {
     // A flag given on the command line wins over the variable, whichever command parsed it.
     for (let c: Command | null = action; c; c = c.parent) {
       if (c.getOptionValueSource(key) === 'cli') {
@@ -89,6 +90,8 @@ export async function main(argv = process.argv): Promise<void> {
   exitQuietlyOnClosedPipe();
   const program = buildProgram();
   try {
+    // Loads the OpenTelemetry SDK only when OTEL_* asks for traces (tracing.ts); a bad OTEL value exits 2.
+    await startTracing();
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -97,6 +100,10 @@ export async function main(argv = process.argv): Promise<void> {
       return;
     }
     process.exitCode = reportError(err);
+  } finally {
+    // One-shot commands end here: export their spans before the process exits (long-running
+    // ones return from their action at once and flush again at shutdown, signals.ts).
+    await flushTracing();
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Settings every command shares, validated with zod before a command runs: `--database-url`
- * (DATABASE_URL), `--providers-url` (PROVIDERS_URL) and the environment read elsewhere
+ * (DATABASE_URL), `--session-database-url` (BUNDLEFLEET_SESSION_DATABASE_URL), `--providers-url` (PROVIDERS_URL) and the environment read elsewhere
  * (TICKETS_URL, FLIGHTS_URL, TAXIS_URL, LOG_LEVEL, LOG_FORMAT). A malformed value is BadInput
  * (exit 2) naming the flag and its variable; a secret in a URL is never echoed.
  */
@@ -30,6 +30,7 @@ const httpUrl = urlOf(['http:', 'https:'], 'http://127.0.0.1:4010');
 
 export const envSchema = z.object({
   DATABASE_URL: databaseUrl.optional(),
+  BUNDLEFLEET_SESSION_DATABASE_URL: databaseUrl.optional(),
   PROVIDERS_URL: httpUrl.optional(),
   TICKETS_URL: httpUrl.optional(),
   FLIGHTS_URL: httpUrl.optional(),
@@ -39,11 +40,12 @@ export const envSchema = z.object({
 });
 
 /** Which flag a variable also comes from, for messages. */
-const FLAG_OF: Record<string, string> = { DATABASE_URL: '--database-url', PROVIDERS_URL: '--providers-url' };
+const FLAG_OF: Record<string, string> = { DATABASE_URL: '--database-url', BUNDLEFLEET_SESSION_DATABASE_URL: '--session-database-url', PROVIDERS_URL: '--providers-url' };
+const DATABASE_SETTINGS = ['DATABASE_URL', 'BUNDLEFLEET_SESSION_DATABASE_URL'];
 
 /** Validates the settings in `env` (blank values count as unset); throws BadInput naming each bad one. */
 export function validateSettings(env: NodeJS.ProcessEnv, opts: { database?: boolean } = {}): void {
-  const names = Object.keys(envSchema.shape).filter((k) => opts.database !== false || k !== 'DATABASE_URL');
+  const names = Object.keys(envSchema.shape).filter((k) => opts.database !== false || !DATABASE_SETTINGS.includes(k));
   const present = Object.fromEntries(names.map((k) => [k, env[k]?.trim() ? env[k]!.trim() : undefined]));
   const result = envSchema.safeParse(present);
   if (result.success) return;
@@ -57,6 +59,12 @@ export function validateSettings(env: NodeJS.ProcessEnv, opts: { database?: bool
 /** Commands that connect to PostgreSQL: everything but the provider simulator and command groups. */
 export function addDatabaseUrlOption(cmd: Command): void {
   cmd.addOption(new Option('--database-url <url>', 'PostgreSQL to use (default: the embedded server under .bundlefleet/)').env('DATABASE_URL'));
+  // Used by the connections that need a session of their own (a worker's liveness lock and LISTEN).
+  cmd.addOption(
+    new Option('--session-database-url <url>', "PostgreSQL directly or a session-mode pooler, for workers' liveness connections when --database-url is a transaction-mode pooler (default: --database-url)").env(
+      'BUNDLEFLEET_SESSION_DATABASE_URL',
+    ),
+  );
 }
 
 export function addProvidersUrlOption(cmd: Command): void {
@@ -67,8 +75,8 @@ export function addProvidersUrlOption(cmd: Command): void {
  * Makes a flag's value the one every part of the process (and its children) sees: the flag wins
  * over the variable, and a blank value means unset. Then validates the whole environment.
  */
-export function applySettings(opts: { databaseUrl?: string; providersUrl?: string }, usesDatabase: boolean, env: NodeJS.ProcessEnv = process.env): void {
-  for (const [value, name] of [[opts.databaseUrl, 'DATABASE_URL'], [opts.providersUrl, 'PROVIDERS_URL']] as const) {
+export function applySettings(opts: { databaseUrl?: string; sessionDatabaseUrl?: string; providersUrl?: string }, usesDatabase: boolean, env: NodeJS.ProcessEnv = process.env): void {
+  for (const [value, name] of [[opts.databaseUrl, 'DATABASE_URL'], [opts.sessionDatabaseUrl, 'BUNDLEFLEET_SESSION_DATABASE_URL'], [opts.providersUrl, 'PROVIDERS_URL']] as const) {
     if (value === undefined) continue;
     if (value.trim()) env[name] = value.trim();
     else delete env[name];

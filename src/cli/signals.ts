@@ -1,3 +1,5 @@
+import { stopTracing } from '../tracing.js';
+
 /**
  * Two-stage shutdown for long-running commands: the first SIGTERM/SIGINT runs `stop` (drain,
  * release); a second one exits at once.
@@ -11,7 +13,7 @@ export function onShutdown(stop: (signal: NodeJS.Signals) => Promise<void>): voi
     }
     stopping = true;
     process.stderr.write(`bundlefleet: ${signal} received, draining (send it again to exit at once)\n`);
-    stop(signal).then(
+    stop(signal).then(stopTracing).then(
       () => process.exit(0),
       (err) => {
         process.stderr.write(`bundlefleet: shutdown failed: ${(err as Error).message}\n`);

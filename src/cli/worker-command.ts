@@ -4,6 +4,7 @@ import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
+import { assertSessionConnection } from '../db/session-probe.js';
 import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
@@ -67,12 +68,14 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
 Providers: PROVIDERS_URL (or TICKETS_URL, FLIGHTS_URL, TAXIS_URL).
-The worker's liveness connection holds a session advisory lock: point DATABASE_URL at PostgreSQL
-directly or through a session-mode pooler, never a transaction-mode one.
+The worker's liveness connection holds a session advisory lock and LISTENs: it needs PostgreSQL
+directly or a session-mode pooler. Behind a transaction-mode pooler (PgBouncer pool_mode=transaction),
+point --session-database-url there and keep DATABASE_URL on the pooler.
 Examples:
   $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50
   $ bundlefleet worker --supervise-cron "* * * * *"
-  $ bundlefleet worker --provider-concurrency tickets=20,flights=10 --provider-rate flights=50/s`)
+  $ bundlefleet worker --provider-concurrency tickets=20,flights=10 --provider-rate flights=50/s
+  $ DATABASE_URL=postgres://app@pgbouncer:6432/app bundlefleet worker --session-database-url postgres://app@db:5432/app`)
     .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
       const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
@@ -85,10 +88,12 @@ Examples:
       } finally {
         await db.close();
       }
+      // Refused before anything starts: under transaction pooling the liveness lock and LISTEN would not stay put.
+      await assertSessionConnection(db.sessionUrl, 'the worker liveness connection (session advisory lock and LISTEN)');
       const logger = rootLogger();
       const metrics = metricsPort ? createMetrics({ logger }) : undefined;
       const { waitTimeout, ...workerOpts } = opts;
-      const worker = new Worker({ databaseUrl: db.url, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
+      const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
       const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {

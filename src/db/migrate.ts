@@ -1,6 +1,7 @@
 /**
- * Forward-only migrations from `sql/NNN_name.sql`, each applied in one transaction under an
- * advisory lock, recorded in `schema_migrations`. A second migrator waits for the lock, then
+ * Forward-only migrations from `sql/NNN_name.sql`, each applied in one transaction under a
+ * transaction-scoped advisory lock, recorded in `schema_migrations` (nothing session-scoped: it
+ * runs through a transaction-mode pooler too). A second migrator waits for the lock, then
  * finds nothing left to do. pg-boss (our event outbox) installs its own schema under its own lock.
  */
 import { readdir, readFile } from 'node:fs/promises';
@@ -63,13 +64,20 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
     }
     // pg-boss's create_queue deadlocks when two migrators create the same queue at once (each
     // inserts the queue row, then alters the job table), so the queues are installed under the
-    // same lock, held for the session on this connection while pg-boss uses its own.
-    await client.query(`SELECT pg_advisory_lock(hashtextextended('bundlefleet.migrate', 0))`);
+    // same lock while pg-boss uses its own connections. The lock is held by a transaction left
+    // open on this connection, not by the session: a transaction-mode pooler (PgBouncer
+    // pool_mode=transaction) keeps a server connection with its client until the transaction
+    // ends, while a session lock would stay behind on a server connection others then use.
+    await client.query('BEGIN');
+    let installed = false;
     try {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('bundlefleet.migrate', 0))`);
       await installEventQueues(url);
+      installed = true;
     } finally {
-      // A connection that cannot unlock is discarded (which drops the lock) rather than pooled.
-      await client.query(`SELECT pg_advisory_unlock(hashtextextended('bundlefleet.migrate', 0))`).catch(() => {
+      // The transaction holds nothing but the lock, so ending it either way (or losing its
+      // connection) only releases the lock. A connection that cannot end it is discarded.
+      await client.query(installed ? 'COMMIT' : 'ROLLBACK').catch(() => {
         released = true;
         client.release(true);
       });

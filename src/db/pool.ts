@@ -3,6 +3,8 @@
  * name the database instead of a stack trace.
  */
 import pg from 'pg';
+import { BadInput } from '../errors.js';
+import { rootLogger } from '../logger.js';
 import { openEmbeddedPostgres } from './embedded.js';
 
 export interface ResolveOptions {
@@ -37,6 +39,32 @@ export async function resolveDatabaseUrl(env: NodeJS.ProcessEnv = process.env, o
   return server.url;
 }
 
+/** Where the session URL comes from, for messages. */
+export const SESSION_URL_SETTING = '--session-database-url (BUNDLEFLEET_SESSION_DATABASE_URL)';
+
+/**
+ * The URL of the connections that need a PostgreSQL session of their own: a worker's liveness
+ * connection (session advisory lock + LISTEN). BUNDLEFLEET_SESSION_DATABASE_URL when set (PostgreSQL
+ * directly or a session-mode pooler), else `databaseUrl`; everything else uses `databaseUrl`, which
+ * may then be a transaction-mode pooler. A malformed value is BadInput (exit 2), never echoed.
+ */
+export function resolveSessionDatabaseUrl(databaseUrl: string, env: NodeJS.ProcessEnv = process.env): string {
+  const url = env.BUNDLEFLEET_SESSION_DATABASE_URL?.trim();
+  if (!url) return databaseUrl;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // reported below
+  }
+  if (!parsed || !['postgres:', 'postgresql:'].includes(parsed.protocol)) {
+    const issue = `${SESSION_URL_SETTING}: must be a postgres:// URL (e.g. postgres://user:password@127.0.0.1:5432/bundlefleet)`;
+    throw new BadInput(issue, [issue]);
+  }
+  if (debugging(env)) process.stderr.write(`bundlefleet: session database: ${describeDatabase(url)} (BUNDLEFLEET_SESSION_DATABASE_URL)\n`);
+  return url;
+}
+
 /** `host:port/db` without credentials, for messages. */
 export function describeDatabase(url: string): string {
   try {
@@ -65,12 +93,81 @@ export interface PoolOptions {
    * and its connection is discarded by the pool, never reused. Off by default.
    */
   queryTimeoutMs?: number;
+  /**
+   * Called when getting a connection took longer than SLOW_ACQUIRE_MS: this pool was full, or a
+   * pooler in front of PostgreSQL made a new connection's first statement wait for a server.
+   * Default: a warning (at most one a minute per pool) naming the pool size and the sizing rule.
+   */
+  onSlowAcquire?: (wait: SlowAcquire) => void;
+}
+
+export interface SlowAcquire {
+  waitedMs: number;
+  /** `pool`: this process's pool was full; `server`: a new connection's first statement waited (a pooler's queue). */
+  where: 'pool' | 'server';
+  max: number;
+  waiting: number;
+}
+
+/** Longer than this to get a connection is worth a warning. */
+export const SLOW_ACQUIRE_MS = 1_000;
+
+export const POOL_SIZING_RULE =
+  'a pooler in front of PostgreSQL (PgBouncer default_pool_size / max_db_connections) must have room for every bundlefleet connection: ' +
+  'per worker min(concurrency + 2, 20) + 1, + 2 for its signal-queue consumer (pg-boss) and + 2 with --supervise-cron; 3 per supervise --loop, 10 per serve, 4 per CLI command ' +
+  '(README: "Running behind a pooler")';
+
+function slowAcquireWarner(): (wait: SlowAcquire) => void {
+  let last = 0;
+  return (wait) => {
+    if (Date.now() - last < 60_000) return;
+    last = Date.now();
+    const why = wait.where === 'pool' ? `all ${wait.max} connections of this pool were busy (${wait.waiting} more waiting)` : "a new connection's first statement waited for a server";
+    rootLogger().warn({ waitedMs: Math.round(wait.waitedMs), poolMax: wait.max, waiting: wait.waiting, where: wait.where }, `waited ${(wait.waitedMs / 1000).toFixed(1)} s for a database connection: ${why}; ${POOL_SIZING_RULE}`);
+  };
+}
+
+type ConnectCallback = (err: Error | undefined, client?: pg.PoolClient, release?: (discard?: boolean) => void) => void;
+
+/**
+ * Times every checkout. A new connection also makes one round trip before it is handed out:
+ * behind PgBouncer in session mode a new client is logged in at once, and its first statement
+ * waits until a server connection is free, which is the wait to report.
+ */
+function watchAcquireTime(pool: pg.Pool, max: number, onSlow: (wait: SlowAcquire) => void): void {
+  const connect = pool.connect.bind(pool) as (cb: ConnectCallback) => void;
+  const fresh = new WeakSet<pg.PoolClient>();
+  pool.on('connect', (client) => fresh.add(client as pg.PoolClient));
+  const report = (started: number, where: SlowAcquire['where']) => {
+    const waitedMs = performance.now() - started;
+    if (waitedMs > SLOW_ACQUIRE_MS) onSlow({ waitedMs, where, max, waiting: pool.waitingCount });
+  };
+  const timedConnect = (cb: ConnectCallback) => {
+    const started = performance.now();
+    connect((err, client, release) => {
+      if (err || !client) return cb(err, client, release);
+      report(started, 'pool');
+      if (!fresh.has(client)) return cb(undefined, client, release);
+      fresh.delete(client);
+      const probed = performance.now();
+      client.query('SELECT 1').then(
+        () => (report(probed, 'server'), cb(undefined, client, release)),
+        (probeErr: Error) => (client.release(probeErr), cb(probeErr)),
+      );
+    });
+  };
+  // pg-pool's query() checks out through this.connect(cb), so both paths are timed.
+  (pool as { connect: unknown }).connect = (cb?: ConnectCallback) => {
+    if (cb) return void timedConnect(cb);
+    return new Promise<pg.PoolClient>((resolve, reject) => timedConnect((err, client) => (err ? reject(err) : resolve(client!))));
+  };
 }
 
 export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
+  const max = opts.max ?? 10;
   const pool = new pg.Pool({
     connectionString: url,
-    max: opts.max ?? 10,
+    max,
     application_name: opts.applicationName ?? 'bundlefleet',
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
@@ -80,6 +177,7 @@ export function createPool(url: string, opts: PoolOptions = {}): pg.Pool {
   // An idle client losing its connection (PostgreSQL restarting) emits 'error' on the pool; without
   // a listener that would crash the process. The pool discards the client and makes a new one.
   pool.on('error', (err) => opts.onError?.(err));
+  watchAcquireTime(pool, max, opts.onSlowAcquire ?? slowAcquireWarner());
   return pool;
 }
 

@@ -31,6 +31,7 @@ import { ATTENTION_REASONS, needsAttention } from './attention.js';
 import { HttpError, parseQuery, readJson, readOptionalJson, SECURITY_HEADERS, segment, sendJson, sendPage } from './io.js';
 import { sendMetrics, type Metrics } from './metrics.js';
 import { bundlePageHtml, errorPageHtml, statusPageHtml, uiAsset } from './pages.js';
+import { extractHeaders, inSpan, SpanKind } from '../tracing.js';
 
 export interface Ctx {
   req: http.IncomingMessage;
@@ -102,6 +103,22 @@ function operatorView(r: OperatorResult): OperatorResult {
   return { vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id, from_state: r.from_state, state: r.state };
 }
 
+/**
+ * A route whose requests are server spans (tracing.ts): the root of a new bundle's trace, or a
+ * child of the caller's span when the request carries a W3C traceparent.
+ */
+function traced(route: Route, template: string): Route {
+  const attributes = { 'http.request.method': route.method, 'http.route': template };
+  return {
+    ...route,
+    handler: (ctx) =>
+      inSpan(`${route.method} ${template}`, { kind: SpanKind.SERVER, parent: extractHeaders(ctx.req.headers), attributes }, async (span) => {
+        await route.handler(ctx);
+        span.setAttribute('http.response.status_code', ctx.res.statusCode);
+      }),
+  };
+}
+
 export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] {
   const operatorRoute = (action: 'retry' | 'cancel', run: typeof retryBundle): Route => ({
     method: 'POST',
@@ -116,7 +133,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
   });
 
   return [
-    {
+    traced({
       method: 'POST',
       path: /^\/book-vip-bundle$/,
       write: true,
@@ -135,7 +152,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
         log.info({ bundleId: vip_bundle_id, created }, created ? 'bundle enqueued' : 'bundle already enqueued (same idempotency key)');
         sendJson(res, created ? 201 : 200, { vip_bundle_id, booking_id }, { location: `/bundles/${vip_bundle_id}`, ...(created ? {} : { 'idempotent-replayed': 'true' }) });
       },
-    },
+    }, '/book-vip-bundle'),
     { method: 'GET', path: /^\/bundles\/([^/]+)$/, handler: async ({ res, params }) => sendJson(res, 200, await inspectBundle(pool, segment(params[0]!, 'id'))) },
     operatorRoute('retry', retryBundle),
     operatorRoute('cancel', cancelBundle),
@@ -150,7 +167,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
         sendJson(res, 200, r);
       },
     },
-    {
+    traced({
       method: 'POST',
       path: /^\/bundles\/([^/]+)\/signals\/([^/]+)$/,
       write: true,
@@ -164,7 +181,7 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
         log.info({ bundleId: result.vip_bundle_id, signal: result.name, stored: result.stored, woke: result.woke }, result.stored ? 'signal received' : 'signal already received');
         sendJson(res, result.stored ? 201 : 200, result);
       },
-    },
+    }, '/bundles/:id/signals/:name'),
     { method: 'GET', path: /^\/healthz$/, handler: ({ res }) => sendJson(res, 200, { status: 'ok' }) },
     {
       method: 'GET',

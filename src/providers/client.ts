@@ -14,6 +14,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { BadInput, ProviderError } from '../errors.js';
+import { injectHeaders, inSpan, SpanKind } from '../tracing.js';
 import { exchangeScope, keptRequestBody, keptResponseBody, personalValues, redactValue, type ExchangeContext, type ExchangeOperation, type ProviderExchange } from './exchange.js';
 
 export type ProviderKind = 'tickets' | 'flights' | 'taxis';
@@ -155,8 +156,29 @@ export class ProviderClient {
     return `${base}/${kind}${path}`;
   }
 
+  /**
+   * One HTTP exchange, as a client span in the active trace (named `<METHOD> <path>`, e.g.
+   * `POST /tickets/bookings`) whose W3C `traceparent` goes to the provider with the request.
+   */
+  private request(call: Call, what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
+    // The path without origin and query: low-cardinality span name (`POST /tickets/bookings`).
+    const path = url.slice(url.indexOf('/', url.indexOf('//') + 2)).split('?')[0];
+    return inSpan(`${method} ${path}`, { kind: SpanKind.CLIENT }, async (span) => {
+      if (span.isRecording()) {
+        const target = new URL(url);
+        span.setAttributes({ 'http.request.method': method, 'url.full': target.href, 'server.address': target.hostname, 'server.port': Number(target.port) || (target.protocol === 'https:' ? 443 : 80) });
+      }
+      const reply = await this.send(call, what, method, url, signal, body, injectHeaders({ ...headers }), accept).catch((err: unknown) => {
+        if (err instanceof ProviderError && err.status !== undefined) span.setAttribute('http.response.status_code', err.status);
+        throw err;
+      });
+      span.setAttribute('http.response.status_code', reply.status);
+      return reply;
+    });
+  }
+
   /** One HTTP exchange; returns 2xx replies (and `accept`ed statuses), throws a classified ProviderError otherwise. */
-  private async request(call: Call, what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
+  private async send(call: Call, what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const at = new Date();

@@ -18,6 +18,8 @@ export interface ClaimedBundle {
   attempt: number;
   failure_count: number;
   from_state: 'pending' | 'compensating';
+  /** W3C traceparent of the bundle's root span (tracing.ts), null when it was enqueued without tracing. */
+  trace_context: string | null;
 }
 
 export interface ClaimOptions {
@@ -63,7 +65,7 @@ WITH due AS (
   FROM due
   WHERE b.id = due.id
     AND pg_try_advisory_xact_lock(hashtextextended('bundlefleet.bundle.' || due.id::text, 0))
-  RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state
+  RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state, b.trace_context
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
   SELECT id, $2, attempt, from_state, 'running', CASE WHEN phase = 'undo' THEN 'claimed to undo' ELSE 'claimed' END FROM claimed
@@ -85,6 +87,7 @@ export interface ClaimedReconciliation {
   reconcile_attempts: number;
   /** The reconcile_at this claim wrote (as text, to keep its microseconds): the pass's own mark, checked when it finishes. */
   claimed_until: string;
+  trace_context: string | null;
 }
 
 /**
@@ -105,7 +108,7 @@ export async function claimReconciliations(db: Queryable, opts: ClaimOptions): P
        ORDER BY reconcile_at LIMIT $1
        FOR UPDATE SKIP LOCKED
      )
-     RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until`,
+     RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until, b.trace_context`,
     [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)],
   );
   return rows;

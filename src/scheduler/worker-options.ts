@@ -8,6 +8,8 @@ import type { CircuitOptions } from '../agents/flow-control.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
+  /** For the liveness connection (session advisory lock + LISTEN): needs a session of its own. Default databaseUrl. */
+  sessionDatabaseUrl?: string;
   providerUrls: ProviderUrls;
   /** Agents running at once in this process. Default 10. */
   concurrency?: number;

@@ -19,6 +19,7 @@ import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/work
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
 import { FlowControl } from '../agents/flow-control.js';
+import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
 import { ExchangeRecorder } from '../agents/exchange-recorder.js';
 import { exchangeScope } from '../providers/exchange.js';
 import type { WorkerOptions } from './worker-options.js';
@@ -76,7 +77,7 @@ export class Worker {
       // Above the agents' statement_timeout (15 s): only a connection that stopped answering reaches it.
       queryTimeoutMs: 30_000,
     });
-    this.liveness = new WorkerLiveness(options.databaseUrl, this.opts.name);
+    this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
@@ -182,7 +183,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal })
+      const done = reconcileSpan(claim, workerId, () => exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -197,7 +198,8 @@ export class Worker {
     this.options.onAgentStart?.(bundle.id);
     const abort = new AbortController();
     const key = inFlightKey(bundle);
-    const done = exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
+    // The attempt is a span in the bundle's trace (stored at enqueue), begun at the claim.
+    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
@@ -211,7 +213,7 @@ export class Worker {
       logger: this.log,
       signal: abort.signal,
       onStep: this.options.onStep,
-    })
+    }))
       .then((outcome) => this.options.onOutcome?.(outcome))
       .catch((err) => {
         // Database trouble mid-agent (PostgreSQL restarting): the bundle stays leased to this

@@ -77,6 +77,8 @@ export interface RaisedAlert {
   bundle_id: string;
   kind: AlertKind;
   message: string;
+  /** The bundle's stored trace context: raising the alert is a span in its trace. */
+  trace_context: string | null;
 }
 
 /**
@@ -109,7 +111,7 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
      INSERT INTO alerts (bundle_id, kind, message)
      SELECT bundle_id, kind, message FROM due
      ON CONFLICT (bundle_id, kind) WHERE resolved_at IS NULL DO NOTHING
-     RETURNING id::text, bundle_id, kind, message`,
+     RETURNING id::text, bundle_id, kind, message, (SELECT b.trace_context FROM bundles b WHERE b.id = alerts.bundle_id) AS trace_context`,
     [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize],
   );
   return rows;

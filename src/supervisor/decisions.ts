@@ -34,6 +34,8 @@ export interface Decided {
   attempt: number;
   from_state: string;
   to_state: 'pending' | 'compensating' | 'dead';
+  /** The bundle's stored trace context: the decision is recorded as a span in its trace. */
+  trace_context: string | null;
 }
 
 /** Live worker ids are those whose session advisory lock is held in this database (see scheduler/liveness.ts). */
@@ -97,12 +99,12 @@ candidates AS (
     updated_at = now()
   FROM decided d
   WHERE b.id = d.id AND ${s.where.replace(ownerGone, 'true')}
-  RETURNING b.id, b.booking_id, b.kind, b.attempt, d.from_state, d.to_state, b.last_error
+  RETURNING b.id, b.booking_id, b.kind, b.attempt, d.from_state, d.to_state, b.last_error, b.trace_context
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
   SELECT id, $6, attempt, from_state, to_state, $7 || ' → ' || to_state, CASE WHEN from_state = 'failed' THEN last_error END FROM updated
 )
-SELECT id, booking_id, kind, attempt, from_state, to_state,
+SELECT id, booking_id, kind, attempt, from_state, to_state, trace_context,
        CASE WHEN to_state <> 'dead' THEN pg_notify('${DUE_CHANNEL}', '') END AS notified
 FROM updated`;
 }
@@ -150,12 +152,12 @@ WITH candidates AS (
     last_error = 'timed out waiting for ' || m.names, last_error_class = 'permanent', last_error_step = NULL
   FROM missing m
   WHERE b.id = m.id AND b.state = 'waiting'
-  RETURNING b.id, b.booking_id, b.kind, b.attempt, b.last_error
+  RETURNING b.id, b.booking_id, b.kind, b.attempt, b.last_error, b.trace_context
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
   SELECT id, $2, attempt, 'waiting', 'compensating', 'wait timed out → compensating', last_error FROM updated
 )
-SELECT id, booking_id, kind, attempt, 'waiting' AS from_state, 'compensating' AS to_state, pg_notify('${DUE_CHANNEL}', '') AS notified
+SELECT id, booking_id, kind, attempt, 'waiting' AS from_state, 'compensating' AS to_state, trace_context, pg_notify('${DUE_CHANNEL}', '') AS notified
 FROM updated`;
 
 /** Applies one batch of wait timeouts; returns the bundles it moved to compensating. */

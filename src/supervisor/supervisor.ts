@@ -29,6 +29,7 @@ import { raiseAlerts, resolveAlerts, type RaisedAlert } from './alerts.js';
 import { deliverAlerts } from './alert-delivery.js';
 import { acquireLease, releaseLease, SUPERVISOR_LEASE } from './lease.js';
 import { pruneBatch } from './retention.js';
+import { recordAlert, recordDecision } from '../bundles/tracing.js';
 
 export interface SupervisorOptions {
   /** Attempts at booking before a bundle is compensated. Default 5. */
@@ -194,13 +195,14 @@ class LeaseLost extends Error {}
 async function decide(pool: pg.Pool, selection: Selection | 'waits', limits: DecisionLimits, maxBatches: number, report: PassReport, log: Logger, onAction: ((action: string, count: number) => void) | undefined, renew: () => Promise<void>): Promise<void> {
   for (let i = 0; i < maxBatches; i++) {
     if (i > 0) await renew();
+    const startedAt = Date.now();
     // The decision and the events it announces (VipBundleFailed_v1 for dead) commit together.
     const moved = await withTransaction(pool, async (client) => {
       const rows = selection === 'waits' ? await timeOutWaits(client, limits) : await decideBatch(client, selection, limits);
       const events: PendingEvent[] = [];
       for (const r of rows) {
         const name = r.to_state === 'dead' ? bundleKind(r.kind).events.failed : undefined;
-        if (name) events.push({ name, correlationId: r.id, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: 'dead' } });
+        if (name) events.push({ name, correlationId: r.id, traceparent: r.trace_context, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: 'dead' } });
       }
       await publishEvents(client, events);
       return rows;
@@ -213,6 +215,7 @@ async function decide(pool: pg.Pool, selection: Selection | 'waits', limits: Dec
       else report.to_dead++;
       const level = r.to_state === 'dead' ? 'error' : 'info';
       log[level]({ bundleId: r.id, attempt: r.attempt, from: r.from_state, to: r.to_state, decision: selection }, `supervisor: ${selection} → ${r.to_state}`);
+      recordDecision(selection, r, limits.actor, startedAt);
     }
     onAction?.(selection, moved.length);
     if (moved.length < limits.batchSize) return;
@@ -220,13 +223,17 @@ async function decide(pool: pg.Pool, selection: Selection | 'waits', limits: Dec
 }
 
 async function handleAlerts(pool: pg.Pool, opts: ReturnType<typeof supervisorDefaults>, report: PassReport, log: Logger): Promise<void> {
+  const startedAt = Date.now();
   const raised = await withTransaction(pool, async (client) => {
     const alerts = await raiseAlerts(client, { stuckAfterSeconds: opts.stuckAfterSeconds, maxResets: opts.maxResets, batchSize: opts.batchSize });
-    await publishEvents(client, alerts.map((a: RaisedAlert) => ({ name: 'BundleStuck_v1' as const, correlationId: a.bundle_id, data: { alert_id: a.id, vip_bundle_id: a.bundle_id, kind: a.kind, message: a.message } })));
+    await publishEvents(client, alerts.map((a: RaisedAlert) => ({ name: 'BundleStuck_v1' as const, correlationId: a.bundle_id, traceparent: a.trace_context, data: { alert_id: a.id, vip_bundle_id: a.bundle_id, kind: a.kind, message: a.message } })));
     return alerts;
   });
   report.alerts_raised = raised.length;
-  for (const a of raised) log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
+  for (const a of raised) {
+    log[a.kind === 'dead' ? 'error' : 'warn']({ bundleId: a.bundle_id, alertId: a.id, kind: a.kind }, `alert: ${a.message}`);
+    recordAlert(a, opts.actor, startedAt);
+  }
   if (raised.length) opts.onAction?.('alert', raised.length);
   report.alerts_resolved = await resolveAlerts(pool);
 }
