@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, it, expect, vi } from 'vitest';
 import { Command } from 'commander';
 import { BadInput, ProviderError } from '../src/errors.js';
@@ -108,6 +110,71 @@ describe('provider simulator and client: cancel', () => {
       expect(err).toMatchObject({ type: 'permanent', status: 409 });
       expect(err.message).toContain('cancelled');
       expect(sim.ledger()).toEqual([expect.objectContaining({ status: 'cancelled', reference: null, booked_at: null, book_calls: 1 })]);
+    });
+  });
+});
+
+describe('provider simulator: stricter and more forgetful providers', () => {
+  it('forgetUnknownCancels: a cancel of an unseen key is not_found and forgotten, so a late booking is made and stays live', async () => {
+    await withSimulator({ forgetUnknownCancels: true }, async (sim, client) => {
+      expect(await client.cancel('tickets', 'k1')).toBe('not_found');
+      expect(sim.ledger()).toEqual([]);
+      expect(sim.counters().forgotten_cancels).toBe(1);
+      expect(await client.lookup('tickets', 'k1')).toEqual({ status: 'none' });
+      const late = await client.book('tickets', 'k1', tickets);
+      expect(late.status).toBe(201);
+      expect(sim.ledger()).toEqual([expect.objectContaining({ idempotency_key: 'k1', reference: late.reference, status: 'booked', book_calls: 1 })]);
+      // A key it has seen is still cancelled for good.
+      expect(await client.cancel('tickets', 'k1')).toBe('cancelled');
+      expect(await providerError(client.book('tickets', 'k1', tickets))).toMatchObject({ type: 'permanent', status: 409 });
+    });
+  });
+
+  it('concurrentConflict: a booking whose key is in flight gets 409 "in progress"; once answered, the key replays normally', async () => {
+    await withSimulator({ concurrentConflict: true, latencyMs: 300 }, async (sim, client) => {
+      const [first, second] = await Promise.allSettled([client.book('taxis', 'k1', taxi), client.book('taxis', 'k1', taxi)]);
+      const outcomes = [first, second].map((r) => (r.status === 'fulfilled' ? r.value.status : (r.reason as ProviderError).status)).sort();
+      expect(outcomes).toEqual([201, 409]);
+      expect(sim.counters().in_progress_conflicts).toBe(1);
+      const refused = [first, second].find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(refused.reason).toMatchObject({ type: 'permanent', status: 409 });
+      expect((refused.reason as Error).message).toContain('a request with this idempotency key is in progress');
+      const booked = [first, second].find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<{ reference: string }>;
+      // The refused request never reached the booking: one call, one effect.
+      expect(sim.ledger()).toEqual([expect.objectContaining({ reference: booked.value.reference, status: 'booked', book_calls: 1 })]);
+      expect(await client.book('taxis', 'k1', taxi)).toEqual({ reference: booked.value.reference, status: 200 });
+      // Other keys are not held up.
+      expect((await client.book('taxis', 'k2', taxi)).status).toBe(201);
+    });
+  });
+
+  it('concurrentConflict: a hanging request keeps its key in flight until it is dropped', async () => {
+    await withSimulator({ concurrentConflict: true, hangRate: 1, hangMs: 400 }, async (sim, client) => {
+      const hanging = providerError(client.book('tickets', 'k1', tickets, AbortSignal.timeout(100)));
+      expect((await hanging).type).toBe('transient');
+      sim.setFaults({ hangRate: 0 });
+      expect(await providerError(client.book('tickets', 'k1', tickets))).toMatchObject({ status: 409 });
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect((await client.book('tickets', 'k1', tickets)).status).toBe(201);
+    });
+  });
+
+  it('slowRate: booked at once, answered after hangMs; with concurrentConflict the client\'s retry meets its own first request', async () => {
+    await withSimulator({ slowRate: 1, hangMs: 600, concurrentConflict: true }, async (sim, client) => {
+      expect((await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).type).toBe('transient');
+      expect(sim.ledger()).toEqual([expect.objectContaining({ status: 'booked', book_calls: 1 })]);
+      expect(await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).toMatchObject({ type: 'permanent', status: 409 });
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      sim.setFaults({ slowRate: 0 });
+      expect(await client.book('flights', 'k1', flight)).toEqual({ reference: sim.ledger()[0]!.reference, status: 200 });
+    });
+  });
+
+  it('without concurrentConflict, concurrent same-key bookings both get the one booking', async () => {
+    await withSimulator({ latencyMs: 200 }, async (sim, client) => {
+      const [a, b] = await Promise.all([client.book('taxis', 'k1', taxi), client.book('taxis', 'k1', taxi)]);
+      expect(a.reference).toBe(b.reference);
+      expect(sim.ledger()).toEqual([expect.objectContaining({ book_calls: 2 })]);
     });
   });
 });
@@ -242,4 +309,28 @@ describe('bundlefleet providers', () => {
       write.mockRestore();
     }
   });
+
+  it('bin/bundlefleet providers --forget-unknown-cancels --concurrent-conflict runs both modes', async () => {
+    const bin = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
+    const child = spawn(process.execPath, [bin, 'providers', '--port', '0', '--latency-ms', '300', '--forget-unknown-cancels', '--concurrent-conflict'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let err = '';
+        child.stderr!.on('data', (chunk: Buffer) => {
+          err += chunk.toString();
+          const m = /listening on (http:\/\/\S+)/.exec(err);
+          if (m) resolve(m[1]!);
+        });
+        child.once('exit', (code) => reject(new Error(`providers exited ${code}: ${err}`)));
+      });
+      const client = new ProviderClient(urlsOf(url));
+      expect(await client.cancel('flights', 'k1')).toBe('not_found');
+      const [a, b] = await Promise.allSettled([client.book('flights', 'k1', flight), client.book('flights', 'k1', flight)]);
+      expect([a, b].map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(await client.lookup('flights', 'k1')).toMatchObject({ status: 'booked' });
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+    }
+  }, 20_000);
 });

@@ -13,6 +13,8 @@ export interface ProxiedConnection {
   id: number;
   applicationName: string | undefined;
   blackholed: boolean;
+  /** Local port of the proxy's socket to the server: `client_port` in pg_stat_activity, to find the backend. */
+  serverPort: number | undefined;
 }
 
 export interface TcpProxy {
@@ -56,7 +58,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
 
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, targetHost);
-    const pair: Pair = { id: ++nextId, applicationName: undefined, blackholed: false, client, server: upstream };
+    const pair: Pair = { id: ++nextId, applicationName: undefined, blackholed: false, serverPort: undefined, client, server: upstream };
+    upstream.once('connect', () => (pair.serverPort = upstream.localPort));
     pairs.set(pair.id, pair);
     let first = true;
     client.on('data', (chunk: Buffer) => {
@@ -97,7 +100,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
       u.port = String(port);
       return u.toString();
     },
-    connections: () => [...pairs.values()].map(({ id, applicationName, blackholed }) => ({ id, applicationName, blackholed })),
+    connections: () => [...pairs.values()].map(({ id, applicationName, blackholed, serverPort }) => ({ id, applicationName, blackholed, serverPort })),
     blackhole(match = () => true) {
       let n = 0;
       for (const p of pairs.values()) if (!p.blackholed && match(p)) (hole(p), n++);

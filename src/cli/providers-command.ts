@@ -18,6 +18,7 @@ const flags = {
   host: { flag: '--host <host>', env: 'PROVIDERS_HOST', schema: z.string().trim().min(1, 'must not be empty'), help: 'address to listen on', default: '127.0.0.1' },
   failRate: { flag: '--fail-rate <rate>', env: 'PROVIDERS_FAIL_RATE', schema: rate, help: 'share of calls answered 503 without effect (0..1)' },
   lateRate: { flag: '--late-rate <rate>', env: 'PROVIDERS_LATE_RATE', schema: rate, help: 'share of bookings made whose reply is then lost (0..1)' },
+  slowRate: { flag: '--slow-rate <rate>', env: 'PROVIDERS_SLOW_RATE', schema: rate, help: 'share of bookings made at once but answered only after --hang-ms (0..1)' },
   hangRate: { flag: '--hang-rate <rate>', env: 'PROVIDERS_HANG_RATE', schema: rate, help: 'share of bookings never answered (0..1)' },
   noRate: { flag: '--no-rate <rate>', env: 'PROVIDERS_NO_RATE', schema: rate, help: 'share of new bookings refused 409 "sold out" (0..1)' },
   latencyMs: { flag: '--latency-ms <ms>', env: 'PROVIDERS_LATENCY_MS', schema: millis, help: 'delay before every answer' },
@@ -27,6 +28,12 @@ const flags = {
 } satisfies Record<string, { flag: string; env: string; schema: z.ZodType; help: string; default?: string }>;
 
 type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']> };
+
+/** Provider behaviours stricter or more forgetful than the contract's minimum (switches, off by default). */
+const modes = {
+  forgetUnknownCancels: { flag: '--forget-unknown-cancels', help: 'no tombstones: a cancel of an unseen key answers not_found and is forgotten, so a later booking with it is made' },
+  concurrentConflict: { flag: '--concurrent-conflict', help: 'answer 409 "a request with this idempotency key is in progress" to a booking whose key is already in flight (as Stripe does)' },
+} as const;
 
 export function registerProvidersCommand(program: import('commander').Command): void {
   const command = program.command('providers').description('run the provider simulator (tickets, flights, taxis) with fault injection').addHelpText('after', `
@@ -42,9 +49,11 @@ Examples:
     if ('default' in spec) option.default(spec.default);
     command.addOption(option);
   }
-  command.action(async (raw: Record<string, string | undefined>, cmd: Command) => {
-    const { port, host, ...faults } = parseFlags(raw, cmd);
-    const simulator = await startProviderSimulator({ ...faults, port, host });
+  for (const spec of Object.values(modes)) command.option(spec.flag, spec.help);
+  command.action(async (raw: Record<string, string | boolean | undefined>, cmd: Command) => {
+    const { port, host, ...faults } = parseFlags(raw as Record<string, string | undefined>, cmd);
+    const switches = Object.fromEntries(Object.keys(modes).map((name) => [name, raw[name] === true]));
+    const simulator = await startProviderSimulator({ ...faults, ...switches, port, host });
     process.stderr.write(`providers simulator listening on ${simulator.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {

@@ -16,11 +16,27 @@ export type { ProviderCall } from './rate-limit.js';
 export interface SimulatorOptions {
   failRate?: number;
   lateRate?: number;
+  /**
+   * Share of bookings made at once but answered only after hangMs, past any client timeout: the
+   * request stays in flight at the provider while the client gives up and retries.
+   */
+  slowRate?: number;
   hangRate?: number;
   noRate?: number;
   latencyMs?: number;
   seed?: number;
   hangMs?: number /* how long a hang lasts before the socket is destroyed; default 30000 */;
+  /**
+   * A provider without tombstones: a cancel of a key it has not seen answers `not_found` and
+   * forgets the key, so a booking with that key arriving later is made (and stays live).
+   */
+  forgetUnknownCancels?: boolean;
+  /**
+   * As Stripe does: while a booking with key K is in flight (received, not yet answered or
+   * dropped), another booking with K gets `409 {"error":"a request with this idempotency key is
+   * in progress"}`.
+   */
+  concurrentConflict?: boolean;
   /** Airline ticketing confirmations sent back to bundlefleet's API (ticketing-callbacks.ts). */
   ticketing?: TicketingOptions;
 }
@@ -48,6 +64,8 @@ export interface ProviderSimulator {
   url: string;
   port: number;
   ledger(): LedgerEntry[];
+  /** How often the stricter and more forgetful modes acted. */
+  counters(): { in_progress_conflicts: number; forgotten_cancels: number };
   setFaults(o: Partial<SimulatorOptions>): void;
   /** Every request to a kind's routes, in arrival order, and whether it was answered 429. */
   calls(): ProviderCall[];
@@ -58,9 +76,11 @@ export interface ProviderSimulator {
 
 const rate = z.number().min(0).max(1);
 const faultsSchema = z.strictObject({
-  failRate: rate, lateRate: rate, hangRate: rate, noRate: rate,
+  failRate: rate, lateRate: rate, hangRate: rate, noRate: rate, slowRate: rate,
   latencyMs: z.number().int().min(0), hangMs: z.number().int().min(0), seed: z.number().int(),
+  forgetUnknownCancels: z.boolean(), concurrentConflict: z.boolean(),
 }).partial();
+export const IN_PROGRESS_ERROR = 'a request with this idempotency key is in progress';
 
 const text = z.string().min(1);
 const count = z.number().int().positive();
@@ -122,10 +142,15 @@ const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
 export async function startProviderSimulator(opts: SimulatorOptions & SimulatorRateLimitOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
   const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
-  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = { failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, latencyMs: 0, hangMs: 30000 };
+  const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = {
+    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, slowRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
+  };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
   const timers = new Set<NodeJS.Timeout>();
+  /** `kind:key` of bookings received and not yet answered or dropped (for concurrentConflict). */
+  const inFlight = new Set<string>();
+  const counters = { in_progress_conflicts: 0, forgotten_cancels: 0 };
   let sequence = 0;
 
   function setFaults(o: Partial<SimulatorOptions>): void {
@@ -171,6 +196,11 @@ export async function startProviderSimulator(opts: SimulatorOptions & SimulatorR
       entry.status = 'cancelled';
       entry.cancelled_at = new Date().toISOString();
     } else if (!entry) {
+      // A forgetful provider keeps nothing: a booking that arrives after the undo will be made.
+      if (faults.forgetUnknownCancels) {
+        counters.forgotten_cancels++;
+        return [200, { status: 'not_found' }];
+      }
       // Remember the key so a booking that arrives after its undo is refused.
       entries.set(id, { kind, idempotency_key: key, reference: null, status: 'cancelled', body: null, booked_at: null, cancelled_at: new Date().toISOString(), book_calls: 0 });
     }
@@ -180,16 +210,30 @@ export async function startProviderSimulator(opts: SimulatorOptions & SimulatorR
   function handleBooking(kind: ProviderKind, req: http.IncomingMessage, body: unknown, send: Send): void {
     // Draw every fault on every booking POST so a seeded run stays repeatable.
     const [fail, hang, late] = [random() < faults.failRate, random() < faults.hangRate, random() < faults.lateRate];
-    if (hang) return after(faults.hangMs, () => req.socket.destroy());
-    if (fail) return after(faults.latencyMs, () => send(503, { error: 'service unavailable (injected)' }));
+    // Drawn only when asked for, so seeded runs without it keep their fault pattern.
+    const slow = faults.slowRate > 0 && random() < faults.slowRate;
     const key = req.headers['idempotency-key'];
-    if (typeof key !== 'string' || !key) return send(400, { error: 'missing Idempotency-Key header' });
+    // In flight from receipt until the provider itself answers or drops the request: a client
+    // giving up does not stop the provider's work, so it does not end the request either.
+    const flightId = typeof key === 'string' && key ? `${kind}:${key}` : undefined;
+    if (flightId && faults.concurrentConflict && inFlight.has(flightId)) {
+      counters.in_progress_conflicts++;
+      return after(faults.latencyMs, () => send(409, { error: IN_PROGRESS_ERROR }));
+    }
+    if (flightId) inFlight.add(flightId);
+    const settle = (fn: () => void) => () => {
+      if (flightId) inFlight.delete(flightId);
+      fn();
+    };
+    if (hang) return after(faults.hangMs, settle(() => req.socket.destroy()));
+    if (fail) return after(faults.latencyMs, settle(() => send(503, { error: 'service unavailable (injected)' })));
+    if (!flightId) return send(400, { error: 'missing Idempotency-Key header' });
     const check = bodySchemas[kind].safeParse(body);
-    if (!check.success) return send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` });
-    const [status, reply] = book(kind, key, body);
-    if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key, (reply as { reference: string }).reference, random, after);
+    if (!check.success) return settle(() => send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` }))();
+    const [status, reply] = book(kind, key as string, body);
+    if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key as string, (reply as { reference: string }).reference, random, after);
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
-    after(faults.latencyMs, () => (late ? req.socket.destroy() : send(status, reply)));
+    after(slow ? faults.hangMs : faults.latencyMs, settle(() => (late ? req.socket.destroy() : send(status, reply))));
   }
 
   function handleCancel(kind: ProviderKind, body: unknown, send: Send): void {
@@ -262,6 +306,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & SimulatorR
     url: `http://${urlHost}:${port}`,
     port,
     ledger: () => [...entries.values()].map((e) => ({ ...e })),
+    counters: () => ({ ...counters }),
     setFaults,
     calls: () => limiter.calls(),
     setRateLimit: (perSecond, retryAfterSeconds) => limiter.set(perSecond, retryAfterSeconds),
