@@ -82,6 +82,9 @@ describe('chaos', () => {
     if (summary.recovery.max_ms !== null) expect(summary.recovery.max_ms, context).toBeLessThan(15_000);
     // Replies were lost and replayed: the ledger saw repeated calls for the same key, one effect each.
     expect(summary.ledger.replayed_keys).toBeGreaterThan(0);
+    // Waiting bundles took part: they waited for confirmations that arrived late, twice or never.
+    expect(summary.waiting.waited).toBeGreaterThan(0);
+    expect(summary.waiting.signals).toBeGreaterThan(0);
   }, 240_000);
 
   it('with a rate-limited provider (429 with Retry-After), parks bundles and counts not one 429 as a failed attempt', async () => {

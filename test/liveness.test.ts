@@ -78,3 +78,24 @@ describe('liveness under a half-open connection', () => {
     expect(counts.every((r) => r.failure_count === 0)).toBe(true);
   });
 });
+
+describe('a half-open pool connection', () => {
+  it('costs each half-open connection one bounded query, then the worker carries on on fresh ones', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const proxy = await proxyFor(db.url);
+    const worker = startWorker(proxy.url(db.url), sim, { concurrency: 2, name: 'pooled', pollIntervalMs: 200 });
+    await enqueueVip(db.pool, 2);
+    await waitFor('the first bundles completed', async () => (await db.pool.query(`SELECT count(*)::int AS n FROM bundles WHERE state = 'completed'`)).rows[0].n === 2, 15_000);
+    // Every idle pool connection of the worker goes half-open; its liveness connection stays healthy.
+    expect(proxy.blackhole((c) => c.applicationName === 'bundlefleet worker pooled')).toBeGreaterThan(0);
+    const started = Date.now();
+    const [b] = await enqueueVip(db.pool, 1);
+    await waitFor('the next bundle completed', async () => (await db.pool.query('SELECT state FROM bundles WHERE id = $1', [b!.vip_bundle_id])).rows[0].state === 'completed', 90_000);
+    const tookMs = Date.now() - started;
+    // Each half-open connection costs the one query that picks it up the pool's 10 s bound (it was
+    // 30 s); the worker had at most 4 pool connections.
+    expect(tookMs).toBeLessThan(45_000);
+    expect(worker.workerId).toBeDefined();
+  });
+});

@@ -34,7 +34,7 @@ export interface StepRow {
 /** How long a single agent write waits for a row lock held by another session before it fails. */
 export const AGENT_LOCK_TIMEOUT_MS = 5_000;
 /** Bound on any single agent write, so a wedged statement cannot hold an agent forever. */
-export const AGENT_STATEMENT_TIMEOUT_MS = 15_000;
+export const AGENT_STATEMENT_TIMEOUT_MS = 8_000;
 
 export interface StepWrite {
   fence: Fence;

@@ -38,6 +38,8 @@ const FLAGS = {
   'enqueue-seconds': num('--enqueue-seconds', 0, 86_400),
   'settle-seconds': num('--settle-seconds', 1, 86_400),
   'sold-out-share': num('--sold-out-share', 0, 1),
+  'waiting-share': num('--waiting-share', 0, 1),
+  'wait-timeout-seconds': num('--wait-timeout-seconds', 1, 86_400, true),
   'restart-at': num('--restart-at', 0, 1),
   'pause-ms': num('--pause-ms', 100, 3_600_000, true),
   'pause-every-ms': num('--pause-every-ms', 100, 3_600_000, true),
@@ -77,6 +79,9 @@ Tuning:
   --concurrency N         agents per worker (default ${DEFAULTS.concurrency})
   --enqueue-seconds S     spread enqueueing over S seconds (default 80 % of --seconds; 0 = all at once)
   --settle-seconds S      wait at most S seconds after the chaos for every bundle (default ${DEFAULTS.settleSeconds})
+  --waiting-share X       share of bundles (vip v2) that wait for the airlines' ticketing confirmations,
+                          sent by the simulator to an API the run serves: late, twice or never (default ${DEFAULTS.waitingShare})
+  --wait-timeout-seconds S  how long those bundles wait before they are compensated (default ${DEFAULTS.waitTimeoutSeconds})
   --database-url URL      use this database instead of a dedicated embedded server (no restart)
   --json                  print only the JSON summary
   --keep-logs             keep the fleet's logs also when every invariant holds (always kept on failure)
@@ -144,6 +149,8 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     enqueueSeconds: parsed['enqueue-seconds'],
     settleSeconds: parsed['settle-seconds'] ?? DEFAULTS.settleSeconds,
     soldOutShare: parsed['sold-out-share'] ?? DEFAULTS.soldOutShare,
+    waitingShare: parsed['waiting-share'] ?? DEFAULTS.waitingShare,
+    waitTimeoutSeconds: parsed['wait-timeout-seconds'] ?? DEFAULTS.waitTimeoutSeconds,
     restartAt: parsed['restart-at'] ?? DEFAULTS.restartAt,
     restart: !values['no-restart'],
     modes,

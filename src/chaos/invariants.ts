@@ -9,7 +9,7 @@ import type { Violation } from './options.js';
 import { CHAOS_KIND_VERSION } from './workload.js';
 
 export const TERMINAL = ['completed', 'compensated', 'dead'];
-/** The steps with an external effect of the kind version the run enqueued: one ledger key each. */
+/** The steps with an external effect (the same in both vip versions a run enqueues): one ledger key each. */
 const STEP_NAMES = bundleKind('vip', CHAOS_KIND_VERSION).steps.filter((s) => s.provider).map((s) => s.name);
 const UNDONE = ['compensated', 'dead'];
 
@@ -52,10 +52,11 @@ export async function checkInvariants(pool: pg.Pool, ledger: LedgerEntry[], ids:
   add('no step booked twice', 'a (bundle, step) key holds two references in the ledger',
     [...byKey.entries()].filter(([, es]) => es.filter((e) => e.reference).length > 1).map(([k]) => k.split(':')[0]!));
 
-  // The reference the database recorded must be the one the provider holds for that key.
+  // The reference the database recorded must be the one the provider holds for that key (steps
+  // with an external effect: a wait step's row records the signals it got, not a booking).
   const { rows: steps } = await pool.query<{ bundle_id: string; idempotency_key: string; reference: string | null }>(
-    `SELECT bundle_id, idempotency_key, reference FROM steps WHERE bundle_id = ANY($1::uuid[]) AND reference IS NOT NULL`,
-    [ids],
+    `SELECT bundle_id, idempotency_key, reference FROM steps WHERE bundle_id = ANY($1::uuid[]) AND reference IS NOT NULL AND name = ANY($2::text[])`,
+    [ids, STEP_NAMES],
   );
   add('no step booked twice', 'a step row records a reference the provider does not hold for its key',
     steps.filter((s) => byKey.get(s.idempotency_key)?.find((e) => e.reference)?.reference !== s.reference).map((s) => s.bundle_id));

@@ -58,6 +58,13 @@ export interface ChaosOptions {
   /** How long to wait, after the chaos, for every bundle to be terminal. */
   settleSeconds: number;
   soldOutShare: number;
+  /**
+   * Share of bundles enqueued as vip v2, which wait for the airlines' ticketing confirmations; the
+   * simulator sends them to an API the run serves, some late, some twice, some never (those are
+   * compensated when their wait times out, after waitTimeoutSeconds).
+   */
+  waitingShare: number;
+  waitTimeoutSeconds: number;
   recoveryTargetMs: number;
   /** Progress lines on stderr. */
   verbose?: boolean;
@@ -93,6 +100,8 @@ export const DEFAULTS: Omit<ChaosOptions, 'bundles' | 'workers' | 'seconds' | 'l
   maxUndoAttempts: 10,
   settleSeconds: 120,
   soldOutShare: 0.03,
+  waitingShare: 0.2,
+  waitTimeoutSeconds: 10,
   recoveryTargetMs: 2000,
 };
 
@@ -136,6 +145,8 @@ export interface RecoveryFigures {
 }
 
 export interface ChaosSummary {
+  /** Bundles that waited for ticketing confirmations (vip v2), waits that timed out, signals stored. */
+  waiting: { waited: number; timed_out: number; signals: number };
   ok: boolean;
   bundles: number;
   enqueued: number;

@@ -38,6 +38,8 @@ import { checkInvariants, TERMINAL } from './invariants.js';
 import { DEAD_ALLOWED_FROM_FAIL_RATE, type ChaosOptions, type ChaosSummary } from './options.js';
 import { summarize } from './summary.js';
 import { enqueueWorkload, retrying } from './workload.js';
+import { startHttpServer, type StartedHttpServer } from '../http/server.js';
+import { createLogger } from '../logger.js';
 
 export { parseChaosArgs } from './cli.js';
 export { checkInvariants } from './invariants.js';
@@ -88,6 +90,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   let home: string | undefined;
   let pool: pg.Pool | undefined;
   let simulator: ProviderSimulator | undefined;
+  let api: StartedHttpServer | undefined;
   let fleet: Fleet | undefined;
   let keepLogs = true;
   const exitHook = () => fleet?.killAllNow();
@@ -111,7 +114,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     }
     const prep = merge(preps);
 
+    // The API the simulator's airlines confirm ticketing to (waiting bundles, vip v2).
+    api = await startHttpServer({ port: 0, pool, logger: createLogger({ level: 'silent', pretty: false }) });
     simulator = await startProviderSimulator({
+      ticketing: { callbackUrl: api.url, maxDelayMs: 1_500, missRate: 0.05, duplicateRate: 0.2 },
       port: 0,
       host: '127.0.0.1',
       failRate: opts.failRate,
@@ -135,6 +141,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       BUNDLEFLEET_POLL_INTERVAL_MS: String(opts.pollIntervalMs),
       BUNDLEFLEET_PROVIDER_TIMEOUT_MS: String(opts.providerTimeoutMs),
       BUNDLEFLEET_DRAIN_TIMEOUT_MS: '2000',
+      BUNDLEFLEET_WAIT_TIMEOUT: `vip=${opts.waitTimeoutSeconds}`,
       LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? 'warn',
       LOG_FORMAT: 'json',
     };
@@ -161,7 +168,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     const ids: string[] = [];
     const enqueueSeconds = opts.enqueueSeconds ?? opts.seconds * 0.8;
     const chaosStart = Date.now();
-    const enqueuer = enqueueWorkload(pool, { bundles: opts.bundles, soldOutShare: opts.soldOutShare, enqueueSeconds, runId, start: chaosStart, signal }, ids);
+    const enqueuer = enqueueWorkload(pool, { bundles: opts.bundles, soldOutShare: opts.soldOutShare, waitingShare: opts.waitingShare, enqueueSeconds, runId, start: chaosStart, signal }, ids);
     // Awaited below; marked handled now so an early failure is not an unhandled rejection.
     enqueuer.catch(() => {});
 
@@ -218,6 +225,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     process.off('exit', exitHook);
     for (const fault of prepared) await fault.close?.().catch(() => {});
     await simulator?.close().catch(() => {});
+    await api?.close(0).catch(() => {});
     await pool?.end().catch(() => {});
     if (home) {
       await stopEmbeddedPostgres(home, 'immediate').catch(() => {});

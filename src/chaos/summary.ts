@@ -48,8 +48,16 @@ export async function summarize(f: RunFacts): Promise<ChaosSummary> {
   const { rows: undone } = await pool.query<{ id: string; state: string }>(`SELECT id, state FROM bundles WHERE id = ANY($1::uuid[]) AND state IN ('dead', 'compensated')`, [ids]);
   const undoneState = new Map(undone.map((r) => [r.id, r.state]));
   const liveFor = (state: string) => ledger.filter((e) => e.status === 'booked' && undoneState.get(e.idempotency_key.split(':')[0]!) === state).length;
+  // Waiting bundles (vip v2): how many waited for their ticketing confirmations, and how many waits timed out.
+  const { rows: waitRows } = await pool.query<{ waited: number; timed_out: number; signals: number }>(
+    `SELECT (SELECT count(DISTINCT bundle_id)::int FROM bundle_history WHERE bundle_id = ANY($1::uuid[]) AND to_state = 'waiting') AS waited,
+            (SELECT count(*)::int FROM bundle_history WHERE bundle_id = ANY($1::uuid[]) AND reason = 'wait timed out → compensating') AS timed_out,
+            (SELECT count(*)::int FROM bundle_signals WHERE bundle_id = ANY($1::uuid[])) AS signals`,
+    [ids],
+  );
   const cpuList = cpus();
   const summary: ChaosSummary = {
+    waiting: waitRows[0]!,
     ok: violations.length === 0,
     bundles: opts.bundles,
     enqueued: ids.length,

@@ -10,10 +10,12 @@ import { enqueueBundles } from '../bundles/enqueue.js';
 import { exampleId, soldOutId } from '../providers/simulator.js';
 
 /**
- * The VIP kind version a chaos run enqueues: the four booking steps, no waiting for external
- * confirmations (the harness sends none).
+ * The VIP kind version most of a chaos run's bundles use: the four booking steps in a row. A share
+ * (--waiting-share) use WAITING_KIND_VERSION, which books the same four provider steps with a wait
+ * for the ticketing confirmations before the taxi: the same ledger keys, so the checks hold for both.
  */
 export const CHAOS_KIND_VERSION = 1;
+export const WAITING_KIND_VERSION = 2;
 
 function payload(i: number, soldOut: boolean): Record<string, unknown> {
   return {
@@ -42,7 +44,7 @@ export async function retrying<T>(fn: () => Promise<T>, signal: AbortSignal | un
 /** Enqueues the run's bundles from `start`, pushing each id onto `ids` as its batch commits. */
 export async function enqueueWorkload(
   pool: pg.Pool,
-  o: { bundles: number; soldOutShare: number; enqueueSeconds: number; runId: string; start: number; signal?: AbortSignal },
+  o: { bundles: number; soldOutShare: number; waitingShare: number; enqueueSeconds: number; runId: string; start: number; signal?: AbortSignal },
   ids: string[],
 ): Promise<void> {
   const soldOutEvery = o.soldOutShare > 0 ? 1 / o.soldOutShare : Infinity;
@@ -56,8 +58,14 @@ export async function enqueueWorkload(
   const every = (o.enqueueSeconds * 1000) / Math.ceil(items.length / perBatch);
   for (let n = 0, start = 0; start < items.length; n++, start += perBatch) {
     const batch = items.slice(start, start + perBatch);
-    const results = await retrying(() => enqueueBundles(pool, batch, { actor: 'chaos', kindVersion: CHAOS_KIND_VERSION }), o.signal, 120_000);
-    ids.push(...results.map((r) => r.vip_bundle_id));
+    // Every 1/waitingShare-th bundle waits for its ticketing confirmations (vip v2).
+    const waitEvery = o.waitingShare > 0 ? Math.round(1 / o.waitingShare) : 0;
+    const waits = (k: string) => waitEvery > 0 && Number(k.split(':').at(-1)) % waitEvery === waitEvery - 1;
+    for (const [version, part] of [[CHAOS_KIND_VERSION, batch.filter((b) => !waits(b.idempotencyKey))], [WAITING_KIND_VERSION, batch.filter((b) => waits(b.idempotencyKey))]] as const) {
+      if (!part.length) continue;
+      const results = await retrying(() => enqueueBundles(pool, part, { actor: 'chaos', kindVersion: version }), o.signal, 120_000);
+      ids.push(...results.map((r) => r.vip_bundle_id));
+    }
     const next = o.start + (n + 1) * every;
     if (start + perBatch < items.length && next > Date.now()) await delay(next - Date.now(), undefined, { signal: o.signal });
   }

@@ -74,8 +74,10 @@ export class Worker {
       max: Math.min(this.opts.concurrency + 2, 20),
       applicationName: `bundlefleet worker ${this.opts.name}`,
       onError: (err) => this.log.warn({ err: err.message }, 'idle database connection lost'),
-      // Above the agents' statement_timeout (15 s): only a connection that stopped answering reaches it.
-      queryTimeoutMs: 30_000,
+      // Above the agents' statement_timeout (8 s): only a connection that stopped answering reaches
+      // it. Each half-open connection costs the query that picks it up this long, then is discarded
+      // (the chaos run's half-open mode stalled re-claims for 27 s with a 30 s bound).
+      queryTimeoutMs: 10_000,
     });
     this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
