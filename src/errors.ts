@@ -68,11 +68,17 @@ export class ProviderError extends Error {
     message: string,
     readonly type: ProviderErrorType,
     readonly status?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
     super(message, options);
     this.name = 'ProviderError';
+    this.retryAfterMs = options?.retryAfterMs;
   }
+  /**
+   * Set when the provider said when to come back (429 or 503 with `Retry-After`), or when flow
+   * control holds the call back: the step is not retried within the attempt; the bundle is parked.
+   */
+  readonly retryAfterMs?: number;
   get transient(): boolean {
     return this.type === 'transient';
   }

@@ -87,6 +87,27 @@ describe('chaos', () => {
     expect(summary.waiting.signals).toBeGreaterThan(0);
   }, 240_000);
 
+  it('with a rate-limited provider (429 with Retry-After), parks bundles and counts not one 429 as a failed attempt', async () => {
+    const { code, stdout, stderr } = await runChaos([
+      '--bundles', '60', '--workers', '3', '--seconds', '10', '--classic', '--rate-limit', '15/s',
+      '--fail-rate', '0.05', '--late-rate', '0.03', '--seed', '11', '--settle-seconds', '90', '--json',
+    ]);
+    let summary: ChaosSummary;
+    try {
+      summary = JSON.parse(stdout) as ChaosSummary;
+    } catch {
+      throw new Error(`chaos run printed no JSON summary (exit ${code}):\n${stdout}\n${stderr}`);
+    }
+    const context = JSON.stringify({ violations: summary.violations, states: summary.states, faults: summary.faults, logs: summary.logs });
+    // The invariants include "no 429 counted as a failure" (a 429 recorded as a failed attempt is a violation).
+    expect(summary.violations, context).toEqual([]);
+    expect(code, stderr).toBe(0);
+    const rate = summary.faults['rate-limit']!;
+    expect(rate.answered_429 as number, context).toBeGreaterThan(0);
+    expect(rate.parked_on_429 as number, context).toBeGreaterThan(0);
+    expect((summary.states.completed ?? 0) + (summary.states.compensated ?? 0), context).toBe(60);
+  }, 240_000);
+
   it('refuses bad usage with exit 2, naming the flag', async () => {
     expect(existsSync(RUNNER)).toBe(true);
     const missing = await runChaos(['--workers', '2']);

@@ -20,6 +20,8 @@ import { enterWait, loadSteps, recordCancelled, recordFailure, recordNote, type 
 import type { Finisher, FinishRequest } from './finisher.js';
 import type { StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
+import type { FlowControl } from './flow-control.js';
+import { parkBundle, parkRequest } from './park.js';
 import { stepSpan } from '../bundles/tracing.js';
 import { traceparentOf } from '../tracing.js';
 import { formatDuration, logFencedOut, logRetry } from './agent-log.js';
@@ -40,12 +42,14 @@ export interface AgentDeps {
   providerRetries?: number;
   /** First backoff between those retries, default 100 ms. */
   providerRetryMs?: number;
+  /** Per-provider pauses and limits in front of every call (flow-control.ts); none when absent. */
+  flow?: FlowControl;
   logger: Logger;
   signal?: AbortSignal;
   onStep?: (step: string, outcome: string, seconds: number) => void;
 }
 
-export type AgentOutcome = 'completed' | 'compensated' | 'waiting' | 'failed' | 'fenced' | 'aborted';
+export type AgentOutcome = 'completed' | 'compensated' | 'waiting' | 'parked' | 'failed' | 'fenced' | 'aborted';
 
 class Fenced extends Error {
   constructor() {
@@ -67,18 +71,24 @@ interface Run {
 
 /**
  * Calls a provider with p-retry: transient errors are retried with the same key, permanent ones
- * stop at once, and no try starts unless a whole request fits before the lease deadline.
+ * stop at once, and no try starts unless a whole request fits before the lease deadline. Each try
+ * passes the kind's flow control first (its wait comes before the lease check); an error that
+ * names a time to come back (Retry-After, a paused kind) is not retried: the bundle is parked.
  */
 function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
   const { deps, lease } = run;
+  const kind = run.current?.step.provider;
+  const attempt = () => {
+    lease.assertRoomFor(deps.providers.timeoutMs);
+    return fn();
+  };
   const onFailedAttempt = run.current ? logRetry(run.log, run.current.step.name) : undefined;
   return pRetry(
     async () => {
       try {
-        lease.assertRoomFor(deps.providers.timeoutMs);
-        return await fn();
+        return await (deps.flow && kind ? deps.flow.call(kind, attempt) : attempt());
       } catch (err) {
-        if (err instanceof LeaseExpired || (err instanceof ProviderError && !err.transient)) throw new AbortError(err);
+        if (err instanceof LeaseExpired || (err instanceof ProviderError && (!err.transient || err.retryAfterMs !== undefined))) throw new AbortError(err);
         throw err;
       }
     },
@@ -127,6 +137,12 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
       return 'fenced';
     }
     if (deps.signal?.aborted) return 'aborted';
+    const park = parkRequest(err, run.current?.step.provider);
+    if (park) {
+      if (park.pauseKind) deps.flow?.notePause(park.kind, park.delayMs, park.reason);
+      run.log.info({ step: run.current?.step.name, provider: park.kind, delayMs: park.delayMs }, `parked: ${park.reason}`);
+      return (await parkBundle(deps.pool, run.fence, run.current!.step.name, park)) ? 'parked' : 'fenced';
+    }
     // p-retry rethrows the provider's own error, also when it stopped on a permanent one.
     const error = coerceError(err);
     const errorClass = classify(err);

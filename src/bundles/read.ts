@@ -3,6 +3,7 @@ import type { Queryable } from '../db/pool.js';
 import { NotFound } from '../errors.js';
 import { bundleKind, carriedKindVersions } from './kinds.js';
 import { parseBundleId } from './input.js';
+import { providerFlowStats, type ProviderFlowView } from '../providers/limits.js';
 import { traceIdOf } from '../tracing.js';
 
 export const BUNDLE_STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'] as const;
@@ -48,6 +49,8 @@ export interface BundleView {
   last_error: string | null;
   last_error_class: string | null;
   last_error_step: string | null;
+  /** Set while the bundle waits for a provider window (parked: no worker held, no failure counted). */
+  parked: { until: string; since: string | null; provider: string | null; reason: string } | null;
   created_at: string;
   updated_at: string;
   /** At most one unfinished (or failed and unacknowledged) bundle holds an active key: bundles/active-keys.ts. */
@@ -126,6 +129,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     last_error: b.last_error,
     last_error_class: b.last_error_class,
     last_error_step: b.last_error_step,
+    parked: parkedView(b),
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
     trace_id: traceIdOf(b.trace_context),
@@ -141,6 +145,14 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     exchanges: exchanges.rows.reverse().map(({ total: _, ...e }) => ({ ...e, at: iso(e.at)! })),
     exchanges_omitted: Math.max(0, Number(exchanges.rows[0]?.total ?? 0) - exchanges.rows.length),
   };
+}
+
+/** A bundle is parked while it waits (pending or compensating) for the time its last park set. */
+function parkedView(b: Record<string, unknown>): BundleView['parked'] {
+  const until = b.parked_until as Date | null;
+  const next = b.next_run_at as Date;
+  if (!until || !['pending', 'compensating'].includes(b.state as string) || until.getTime() !== next.getTime()) return null;
+  return { until: until.toISOString(), since: iso(b.parked_since), provider: (b.parked_provider as string | null) ?? null, reason: (b.parked_reason as string | null) ?? '' };
 }
 
 export interface ListedBundle {
@@ -194,6 +206,8 @@ export interface FleetStats {
   completed_last_minute: number;
   /** Non-terminal bundles of kind versions this build does not carry. */
   unrunnable_kind_versions: KindVersionCount[];
+  /** Per provider kind: its fleet-wide limits, slots in use, pause and parked bundles. */
+  providers: ProviderFlowView[];
 }
 
 export interface KindVersionCount {
@@ -222,7 +236,7 @@ export async function unrunnableKindVersions(db: Queryable, carried = carriedKin
 }
 
 export async function fleetStats(db: Queryable): Promise<FleetStats> {
-  const [states, due, alerts, recent, unrunnable] = await Promise.all([
+  const [states, due, alerts, recent, unrunnable, providers] = await Promise.all([
     db.query<{ state: BundleState; n: string }>('SELECT state, count(*) AS n FROM bundles GROUP BY state'),
     // Same literal condition as the claim, so the claim index serves it.
     db.query<{ age: number | null }>(
@@ -232,6 +246,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     db.query<{ n: string }>('SELECT count(*) AS n FROM alerts WHERE resolved_at IS NULL AND acked_at IS NULL'),
     db.query<{ n: string }>(`SELECT count(*) AS n FROM bundles WHERE finished_at > now() - interval '1 minute' AND state = 'completed'`),
     unrunnableKindVersions(db),
+    providerFlowStats(db),
   ]);
   const by_state = Object.fromEntries(BUNDLE_STATES.map((s) => [s, 0])) as Record<BundleState, number>;
   for (const r of states.rows) by_state[r.state] = Number(r.n);
@@ -242,6 +257,7 @@ export async function fleetStats(db: Queryable): Promise<FleetStats> {
     open_alerts: Number(alerts.rows[0]?.n ?? 0),
     completed_last_minute: Number(recent.rows[0]?.n ?? 0),
     unrunnable_kind_versions: unrunnable,
+    providers,
   };
 }
 

@@ -28,6 +28,7 @@ const FLAGS = {
   'hang-rate': num('--hang-rate', 0, 1),
   'no-rate': num('--no-rate', 0, 1),
   'slow-rate': num('--slow-rate', 0, 1),
+  'rate-limit': z.string().trim().regex(/^[1-9]\d{0,6}\/s$/, '--rate-limit: must be requests per second per kind, like 20/s').transform((v) => Number.parseInt(v, 10)),
   'latency-ms': num('--latency-ms', 0, 60_000, true),
   'hang-ms': num('--hang-ms', 0, 600_000, true),
   'provider-timeout-ms': num('--provider-timeout-ms', 1, 600_000, true),
@@ -56,6 +57,8 @@ Classic faults (in every run unless turned off):
   --no-restart            no PostgreSQL restart (there is none with --database-url)
   --fail-rate R --late-rate R --hang-rate R --no-rate R   provider faults (0..1)
   --slow-rate R           bookings made at once but answered after --hang-ms (default 0; 0.02 with --concurrent-409)
+  --rate-limit N/s        a rate-limited provider: past N requests per second per kind, 429 with Retry-After
+                          (bundles park; a 429 counted as a failed attempt is a violation)
 Fault modes (each flag selects one; with none of them, a run mixes all seven):
   --pause-workers         SIGSTOP a worker (or one of two supervisors) past the lease, then SIGCONT
   --half-open             cut a worker's liveness or pool connection without closing it (TCP proxy)
@@ -136,6 +139,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     hangRate: parsed['hang-rate'] ?? 0,
     noRate: parsed['no-rate'] ?? 0,
     slowRate: parsed['slow-rate'],
+    rateLimit: parsed['rate-limit'],
     latencyMs: parsed['latency-ms'] ?? DEFAULTS.latencyMs,
     hangMs: parsed['hang-ms'] ?? DEFAULTS.hangMs,
     providerTimeoutMs: parsed['provider-timeout-ms'] ?? DEFAULTS.providerTimeoutMs,

@@ -61,6 +61,13 @@ export async function checkInvariants(pool: pg.Pool, ledger: LedgerEntry[], ids:
   add('no step booked twice', 'a step row records a reference the provider does not hold for its key',
     steps.filter((s) => byKey.get(s.idempotency_key)?.find((e) => e.reference)?.reference !== s.reference).map((s) => s.bundle_id));
 
+  // A provider's "come back later" (429 with Retry-After) parks the bundle; it is never a failed attempt.
+  const { rows: failed429 } = await pool.query<{ bundle_id: string }>(
+    `SELECT DISTINCT bundle_id FROM bundle_history WHERE bundle_id = ANY($1::uuid[]) AND to_state = 'failed' AND error LIKE '%provider answered 429%'`,
+    [ids],
+  );
+  add('no 429 counted as a failure', 'a 429 with Retry-After was recorded as a failed attempt', failed429.map((r) => r.bundle_id));
+
   const { rows: tickets } = await pool.query<{ bundle_id: string; reference: string }>('SELECT bundle_id, reference FROM tickets WHERE bundle_id = ANY($1::uuid[])', [ids]);
   add('no step booked twice', 'the local tickets record differs from the provider reference',
     tickets.filter((t) => byKey.get(`${t.bundle_id}:show_tickets`)?.find((e) => e.reference)?.reference !== t.reference).map((t) => t.bundle_id));

@@ -24,6 +24,8 @@ export interface ChaosOptions {
   noRate: number;
   /** Bookings made at once but answered after hangMs; undefined = 0, or 0.02 with concurrent-409. */
   slowRate?: number;
+  /** A rate-limited provider: requests per second per kind, past which it answers 429 with Retry-After. */
+  rateLimit?: number;
   latencyMs: number;
   hangMs: number;
   providerTimeoutMs: number;

@@ -56,6 +56,12 @@ async function countUnreconciled(pool: pg.Pool, ids: string[]): Promise<number> 
   return Number(rows[0]!.n);
 }
 
+/** With --rate-limit: how often the provider said 429, and how often a bundle parked on it (none may have failed: an invariant). */
+async function rateLimitReport(pool: pg.Pool, ids: string[], simulator: ProviderSimulator, perSecond: number): Promise<Record<string, unknown>> {
+  const { rows } = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundle_history WHERE bundle_id = ANY($1::uuid[]) AND reason LIKE 'parked: % said 429%'`, [ids]);
+  return { per_second: perSecond, answered_429: simulator.calls().filter((c) => c.limited).length, parked_on_429: rows[0]!.n };
+}
+
 /** What the faults ask of the fleet, merged. */
 function merge(preps: Preparation[]): Required<Omit<Preparation, 'workerDatabaseUrl'>> & Pick<Preparation, 'workerDatabaseUrl'> {
   const simulator: Partial<SimulatorOptions> = {};
@@ -122,6 +128,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       latencyMs: opts.latencyMs,
       hangMs: opts.hangMs,
       seed: opts.seed,
+      rateLimit: opts.rateLimit,
       ...prep.simulator,
     });
 
@@ -208,6 +215,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       violations.push({ invariant: 'fleet survives', message: `fleet processes died on their own: ${crashes.map((c) => `${c.process} (code ${c.code}, signal ${c.signal}, at ${c.at_s.toFixed(1)} s)`).join('; ')}`, count: crashes.length, bundle_ids: [] });
     }
     const summary = await summarize({ opts, pool, ids, ledger, simulator, fleet, faults, violations, states, supervisors: prep.supervisors, home, postgres, times: { t0, chaosStart, chaosEnd, settledAt }, enqueueSeconds });
+    if (opts.rateLimit !== undefined) summary.faults['rate-limit'] = await rateLimitReport(pool, ids, simulator, opts.rateLimit);
     keepLogs = !summary.ok || opts.keepLogs === true;
     if (keepLogs) summary.logs = logDir;
     return summary;

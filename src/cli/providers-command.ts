@@ -23,6 +23,7 @@ const flags = {
   noRate: { flag: '--no-rate <rate>', env: 'PROVIDERS_NO_RATE', schema: rate, help: 'share of new bookings refused 409 "sold out" (0..1)' },
   latencyMs: { flag: '--latency-ms <ms>', env: 'PROVIDERS_LATENCY_MS', schema: millis, help: 'delay before every answer' },
   hangMs: { flag: '--hang-ms <ms>', env: 'PROVIDERS_HANG_MS', schema: millis, help: 'how long a hang lasts before the socket is dropped' },
+  rateLimit: { flag: '--rate-limit <n/s>', env: 'PROVIDERS_RATE_LIMIT', schema: z.string().trim().regex(/^[1-9]\d{0,6}\/s$/, 'must be requests per second per kind, like 20/s').transform((v) => Number.parseInt(v, 10)), help: 'requests per second per kind; past it, 429 with Retry-After' },
   seed: { flag: '--seed <n>', env: 'PROVIDERS_SEED', schema: number.pipe(z.number().int('must be a whole number')), help: 'seed for a repeatable fault pattern' },
 } satisfies Record<string, { flag: string; env: string; schema: z.ZodType; help: string; default?: string }>;
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type ListedBundle } from '../bundles/read.js';
+import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type FleetStats, type ListedBundle } from '../bundles/read.js';
 import { intOption, parseOptions, printJson, withDb } from './context.js';
 import { sinceOption } from './time-options.js';
 import { followBundle } from './follow.js';
@@ -28,6 +28,7 @@ export function printBundleHead(b: BundleView): void {
   if (b.trace_id) out.write(`trace ${b.trace_id}\n`);
   if (b.active_key) out.write(`active key ${JSON.stringify(b.active_key)}${b.failure_acked_at ? ` (failure acknowledged at ${b.failure_acked_at}; key released)` : ''}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);
+  if (b.parked) out.write(`parked until ${b.parked.until} (waiting since ${b.parked.since ?? '?'}, no worker held, no failure counted): ${b.parked.reason}\n`);
   if (b.last_error) out.write(`last error (${b.last_error_class}, step ${b.last_error_step}): ${b.last_error}\n`);
   out.write('steps:\n');
   for (const s of b.steps) out.write(`  ${s.name.padEnd(16)} ${s.status.padEnd(10)} ${s.reference ?? ''}\n`);
@@ -70,6 +71,13 @@ function listLine(values: string[]): string {
 
 function listRow(r: ListedBundle): string {
   return listLine([r.vip_bundle_id, r.state, String(r.attempt), r.updated_at, r.payload.show_id ?? '-', r.payload.inbound_flight_id ?? '-', r.payload.return_flight_id ?? '-', r.last_error ?? '']);
+}
+
+/** One line per provider kind: its fleet-wide limits, slots in use, pause and parked bundles. */
+function describeProvider(p: FleetStats['providers'][number]): string {
+  const limits = [p.max_in_flight ? `in flight ${p.in_flight}/${p.max_in_flight}` : 'in flight unlimited', p.rate_per_second ? `rate ${p.rate_per_second}/s` : 'rate unlimited'];
+  const pause = p.paused_until ? `, paused until ${p.paused_until} (${p.pause_reason})` : '';
+  return `provider ${p.kind.padEnd(8)} ${limits.join(', ')}, parked bundles ${p.parked_bundles}${pause}`;
 }
 
 export function registerReadCommands(program: Command): void {
@@ -155,5 +163,6 @@ Examples:
       process.stdout.write(`total         ${stats.total}\n`);
       process.stdout.write(`oldest due pending: ${stats.oldest_due_pending_age_seconds === null ? 'none' : `${stats.oldest_due_pending_age_seconds.toFixed(1)} s`}\n`);
       process.stdout.write(`open alerts: ${stats.open_alerts}\n`);
+      for (const p of stats.providers) process.stdout.write(`${describeProvider(p)}\n`);
     });
 }

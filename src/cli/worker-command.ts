@@ -9,6 +9,7 @@ import { createMetrics, startMetricsServer } from '../http/metrics.js';
 import { startSupervisorSchedule, type SupervisorSchedule } from '../supervisor/cron.js';
 import { addSupervisorOptions, parseSupervisorOptions } from './supervise-command.js';
 import { onShutdown } from './signals.js';
+import { addFlowOptions, parseFlowFlags } from './flow-flags.js';
 import { addKindCheckOption, refuseMissingKindVersions } from './kind-check.js';
 import { startSignalConsumer } from '../bundles/signal-queue.js';
 
@@ -62,7 +63,7 @@ export function addWorkerOptions(cmd: Command): Command {
 }
 
 export function registerWorkerCommand(program: Command): void {
-  addKindCheckOption(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM'))))
+  addFlowOptions(addKindCheckOption(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))))
     .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
@@ -73,11 +74,13 @@ point --session-database-url there and keep DATABASE_URL on the pooler.
 Examples:
   $ PROVIDERS_URL=http://127.0.0.1:4010 bundlefleet worker --concurrency 50
   $ bundlefleet worker --supervise-cron "* * * * *"
+  $ bundlefleet worker --provider-concurrency tickets=20,flights=10 --provider-rate flights=50/s
   $ DATABASE_URL=postgres://app@pgbouncer:6432/app bundlefleet worker --session-database-url postgres://app@db:5432/app`)
     .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
       const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
+      const flow = parseFlowFlags(flags);
       const providerUrls = providerUrlsFromEnv(process.env);
       const db = await openDb({ waitSeconds: 60 });
       try {
@@ -90,7 +93,7 @@ Examples:
       const logger = rootLogger();
       const metrics = metricsPort ? createMetrics({ logger }) : undefined;
       const { waitTimeout, ...workerOpts } = opts;
-      const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
+      const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
       const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {

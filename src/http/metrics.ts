@@ -141,6 +141,27 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
         if (s) this.set(s.oldest_due_pending_age_seconds ?? 0);
       },
     });
+    // Flow control per provider kind (issue 13): limits as the workers published them, slots in use, pauses, parked bundles.
+    const providerGauge = (name: string, help: string, value: (p: FleetStats['providers'][number]) => number | null) =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ['provider'] as const,
+        registers: [registry],
+        async collect() {
+          const s = await stats();
+          this.reset();
+          for (const p of s?.providers ?? []) {
+            const v = value(p);
+            if (v !== null) this.set({ provider: p.kind }, v);
+          }
+        },
+      });
+    providerGauge('bundlefleet_provider_max_in_flight', 'Fleet-wide limit on calls in flight per provider kind (absent: unlimited)', (p) => p.max_in_flight);
+    providerGauge('bundlefleet_provider_rate_limit_per_second', 'Fleet-wide limit on calls per second per provider kind (absent: unlimited)', (p) => p.rate_per_second);
+    providerGauge('bundlefleet_provider_in_flight', 'In-flight slots leased now per limited provider kind, fleet-wide', (p) => (p.max_in_flight ? p.in_flight : null));
+    providerGauge('bundlefleet_provider_paused', '1 while a provider kind is paused fleet-wide (Retry-After or an open circuit)', (p) => (p.paused_until ? 1 : 0));
+    providerGauge('bundlefleet_parked_bundles', 'Bundles parked waiting for a provider window, per provider kind', (p) => p.parked_bundles);
     new client.Gauge({
       name: 'bundlefleet_database_up',
       help: '1 when the fleet stats query answered at the last scrape, 0 when it failed',

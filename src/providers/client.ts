@@ -3,8 +3,10 @@
  * "Providers"). Every failure is classified here, at the boundary, as a `ProviderError`:
  * `permanent` is a definitive no (409, other 4xx) and `transient` means "outcome unknown or
  * temporary" (408, 429, 5xx, resets, timeouts, aborts), to be resolved by replaying the call
- * with the same idempotency key. The client never retries by itself: retry policy belongs to
- * the agent (p-retry) and the supervisor, which record every attempt.
+ * with the same idempotency key. A 429 or 503 with `Retry-After` carries `retryAfterMs`: the
+ * agent parks the bundle until then and pauses the kind (agents/park.ts) instead of retrying.
+ * The client never retries by itself: retry policy belongs to the agent (p-retry) and the
+ * supervisor, which record every attempt.
  *
  * Every exchange, a failed or timed-out one too, is reported to the optional `onExchange` hook
  * with its context (the caller's, merged over `exchangeScope`'s) and redacted, bounded bodies.
@@ -64,6 +66,22 @@ export interface BookResult {
 interface Reply {
   status: number;
   body: unknown;
+}
+
+/** Longest Retry-After honoured; a provider asking for more gets asked again after an hour. */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * `Retry-After` in milliseconds from now: delta-seconds (`3`) or an HTTP-date
+ * (`Wed, 21 Oct 2026 07:28:00 GMT`, a date in the past is 0). Undefined when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  const text = value?.trim();
+  if (!text) return undefined;
+  if (/^\d+$/.test(text)) return Math.min(Number(text) * 1000, MAX_RETRY_AFTER_MS);
+  const at = Date.parse(text);
+  if (Number.isNaN(at) || !/[a-z]/i.test(text)) return undefined;
+  return Math.min(Math.max(0, at - now), MAX_RETRY_AFTER_MS);
 }
 
 /** Which call a request is, for the exchange it is reported as. */
@@ -167,15 +185,16 @@ export class ProviderClient {
     const started = performance.now();
     let status: number;
     let text: string;
+    let retryAfter: string | undefined;
     try {
-      ({ status, text } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), combined));
+      ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), combined));
     } catch (err) {
       const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout, this.timeoutMs)}`, undefined, err);
       this.report(call, { method, url, at, started, body, error: failure });
       throw failure;
     }
     const parsed = parseJson(text);
-    const refusal = (status >= 200 && status < 300) || accept.includes(status) ? undefined : classify(what, status, parsed, text);
+    const refusal = (status >= 200 && status < 300) || accept.includes(status) ? undefined : classify(what, status, parsed, text, retryAfter);
     this.report(call, { method, url, at, started, body, status, text, parsed, error: refusal });
     if (refusal) throw refusal;
     return { status, body: parsed };
@@ -207,11 +226,14 @@ export class ProviderClient {
   }
 }
 
-function classify(what: string, status: number, body: unknown, text: string): ProviderError {
+function classify(what: string, status: number, body: unknown, text: string, retryAfter?: string): ProviderError {
   const said = (body as { error?: unknown } | null)?.error;
   const detail = typeof said === 'string' ? said : text.slice(0, 200) || '(empty body)';
   const message = `${what}: provider answered ${status}: ${detail}`;
   const cause = { status, body: body ?? text };
+  // The provider said when to come back: the agent parks the bundle instead of retrying now.
+  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(retryAfter) : undefined;
+  if (retryAfterMs !== undefined) return new ProviderError(message, 'transient', status, { cause, retryAfterMs });
   if (status === 408 || status === 429 || status >= 500) return ProviderError.transient(message, status, cause);
   if (status >= 400) return ProviderError.permanent(message, status, cause);
   // 1xx/3xx are not part of the contract; treat the outcome as unknown rather than as a "no".
@@ -237,7 +259,7 @@ const agents = {
 };
 
 /** One request and its whole body; rejects on socket errors and when `signal` aborts (timeout included). */
-function exchange(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string }> {
+function exchange(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string; retryAfter?: string }> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
     const transport = target.protocol === 'https:' ? https : http;
@@ -254,7 +276,7 @@ function exchange(url: string, method: string, headers: Record<string, string>, 
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
       res.on('aborted', () => reject(Object.assign(new Error('response aborted'), { code: 'ECONNRESET' })));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
     });
     req.end(body);
   });

@@ -9,6 +9,9 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { ProviderKind } from './client.js';
 import { scheduleTicketing, type TicketingOptions } from './ticketing-callbacks.js';
+import { SimulatorRateLimit, type ProviderCall } from './rate-limit.js';
+
+export type { ProviderCall } from './rate-limit.js';
 
 export interface SimulatorOptions {
   failRate?: number;
@@ -38,6 +41,14 @@ export interface SimulatorOptions {
   ticketing?: TicketingOptions;
 }
 
+/** The simulator's rate limit (rate-limit.ts). */
+export interface SimulatorRateLimitOptions {
+  /** Requests per second per kind; past it, `429` with `Retry-After`. */
+  rateLimit?: number;
+  /** Retry-After of those 429s in seconds; default the time until the window has room. */
+  rateLimitRetryAfter?: number;
+}
+
 export interface LedgerEntry {
   kind: ProviderKind;
   idempotency_key: string;
@@ -56,6 +67,10 @@ export interface ProviderSimulator {
   /** How often the stricter and more forgetful modes acted. */
   counters(): { in_progress_conflicts: number; forgotten_cancels: number };
   setFaults(o: Partial<SimulatorOptions>): void;
+  /** Every request to a kind's routes, in arrival order, and whether it was answered 429. */
+  calls(): ProviderCall[];
+  /** Requests per second per kind before 429s; undefined lifts the limit. */
+  setRateLimit(perSecond: number | undefined, retryAfterSeconds?: number): void;
   close(): Promise<void>;
 }
 
@@ -122,10 +137,10 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-type Send = (status: number, body: unknown) => void;
+type Send = (status: number, body: unknown, headers?: Record<string, string>) => void;
 const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
-export async function startProviderSimulator(opts: SimulatorOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
+export async function startProviderSimulator(opts: SimulatorOptions & SimulatorRateLimitOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
   const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
   const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = {
     failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, slowRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
@@ -145,7 +160,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     Object.assign(faults, Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)));
     if (seed !== undefined) random = mulberry32(seed);
   }
-  setFaults(faultOpts);
+  const { rateLimit, rateLimitRetryAfter, ...faultsOnly } = faultOpts;
+  setFaults(faultsOnly);
 
   /** Timers are tracked so close() can drop pending latencies and hangs instead of waiting them out. */
   function after(ms: number, fn: () => void): void {
@@ -228,7 +244,10 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     after(faults.latencyMs, () => send(status, reply));
   }
 
-  function route(req: http.IncomingMessage, url: URL, body: unknown, send: Send): void {
+  const limiter = new SimulatorRateLimit(rateLimit, rateLimitRetryAfter);
+
+  function route(req: http.IncomingMessage, url: URL, body: unknown, reply: Send): void {
+    let send = reply;
     if (req.method === 'GET' && url.pathname === '/__ledger') return send(200, [...entries.values()]);
     if (req.method === 'POST' && url.pathname === '/__faults') {
       const parsed = faultsSchema.safeParse(body);
@@ -239,6 +258,12 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     const match = ROUTE.exec(url.pathname);
     if (!match) return send(404, { error: 'no such route' });
     const kind = match[1] as ProviderKind;
+    const { call, retryAfter } = limiter.admit(kind);
+    send = (status, answer, headers) => {
+      call.done = Date.now();
+      reply(status, answer, headers);
+    };
+    if (retryAfter !== undefined) return send(429, { error: `rate limit of ${limiter.perSecond}/s exceeded` }, { 'retry-after': String(retryAfter) });
     if (req.method === 'POST' && match[2]) return handleCancel(kind, body, send);
     if (req.method === 'POST') return handleBooking(kind, req, body, send);
     if (req.method === 'GET' && !match[2]) {
@@ -251,9 +276,9 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
   }
 
   const server = http.createServer((req, res) => {
-    const send: Send = (status, body) => {
+    const send: Send = (status, body, headers) => {
       if (res.destroyed || res.headersSent) return;
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
     };
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -283,6 +308,8 @@ export async function startProviderSimulator(opts: SimulatorOptions & { port?: n
     ledger: () => [...entries.values()].map((e) => ({ ...e })),
     counters: () => ({ ...counters }),
     setFaults,
+    calls: () => limiter.calls(),
+    setRateLimit: (perSecond, retryAfterSeconds) => limiter.set(perSecond, retryAfterSeconds),
     close: () => (closing ??= new Promise<void>((resolve, reject) => {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();

@@ -3,6 +3,8 @@ import type { AgentOutcome } from '../agents/agent.js';
 import type { KindVersionCount } from '../bundles/read.js';
 import type { ProviderUrls } from '../providers/client.js';
 import type { Logger } from '../logger.js';
+import type { ProviderLimits } from '../providers/limits.js';
+import type { CircuitOptions } from '../agents/flow-control.js';
 
 export interface WorkerOptions {
   databaseUrl: string;
@@ -33,6 +35,10 @@ export interface WorkerOptions {
   kinds?: Array<{ kind: string; version: number }>;
   /** Deadline of wait steps per kind, overriding each kind's default (--wait-timeout). */
   waitTimeoutSeconds?: Record<string, number>;
+  /** Fleet-wide limits per provider kind (--provider-concurrency, --provider-rate); none by default. */
+  providerLimits?: ProviderLimits;
+  /** Pause a kind after a run of transient failures (--provider-circuit); off by default. */
+  providerCircuit?: CircuitOptions;
   /** Called with the non-terminal bundles of kind versions this worker does not carry (checked every 30 s). */
   onUnrunnable?: (counts: KindVersionCount[]) => void;
   logger?: Logger;

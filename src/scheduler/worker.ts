@@ -18,6 +18,7 @@ import { WorkerLiveness, type LostLiveness } from './liveness.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 import { releaseBundles } from './release.js';
 import { LeaseDeadline } from '../agents/lease-deadline.js';
+import { FlowControl } from '../agents/flow-control.js';
 import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
 import { ExchangeRecorder } from '../agents/exchange-recorder.js';
 import { exchangeScope } from '../providers/exchange.js';
@@ -49,6 +50,7 @@ export class Worker {
   private readonly finisher: Finisher;
   private readonly stepWriter: StepWriter;
   private readonly providers: ProviderClient;
+  private readonly flow: FlowControl;
   private readonly exchanges: ExchangeRecorder;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly log: Logger;
@@ -84,6 +86,8 @@ export class Worker {
     this.stepWriter = new StepWriter(this.pool);
     this.exchanges = new ExchangeRecorder(this.pool, this.log);
     this.providers = new ProviderClient(options.providerUrls, { timeoutMs: options.providerTimeoutMs ?? 5000, onExchange: this.exchanges.record });
+    // Per-provider pauses and fleet-wide limits in front of every provider call (flow-control.ts).
+    this.flow = new FlowControl({ pool: this.pool, limits: options.providerLimits ?? {}, holder: this.opts.name, leaseSeconds: this.opts.leaseSeconds, providerTimeoutMs: this.providers.timeoutMs, circuit: options.providerCircuit, logger: this.log });
   }
 
   get workerId(): string | undefined {
@@ -141,6 +145,7 @@ export class Worker {
   async claimOnce(free = this.claimable()): Promise<number> {
     if (free <= 0 || this.stopping) return 0;
     const workerId = await this.liveness.ensure();
+    await this.flow.publish();
     // The agents' lease clocks start before the claim is sent, so they never run past the lease PostgreSQL holds.
     const claimSentAt = performance.now();
     const claimed = await claimBundles(this.pool, { workerId, limit: free, leaseSeconds: this.opts.leaseSeconds, kinds: this.options.kinds });
@@ -206,6 +211,7 @@ export class Worker {
       lease: new LeaseDeadline(this.opts.leaseSeconds, claimSentAt),
       providerRetries: this.options.providerRetries,
       waitTimeoutSeconds: this.options.waitTimeoutSeconds,
+      flow: this.flow,
       logger: this.log,
       signal: abort.signal,
       onStep: this.options.onStep,

@@ -82,7 +82,8 @@ export interface RaisedAlert {
 }
 
 /**
- * Raises the alerts due now — stuck (non-terminal, older than stuck-after), dead, reset too often —
+ * Raises the alerts due now — stuck (non-terminal, older than stuck-after, and if parked on a
+ * provider window, parked for longer than stuck-after), dead, reset too often —
  * at most one unresolved per (bundle, kind): ON CONFLICT on the partial unique index makes a
  * second supervisor's insert a no-op. Returns only the alerts this call created.
  */
@@ -93,6 +94,8 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
                'bundle not finished after ' || round(extract(epoch FROM now() - created_at)) || ' s (state ' || state || ', attempt ' || attempt || ')' AS message
         FROM bundles
         WHERE state IN ('pending', 'running', 'failed', 'compensating') AND created_at < now() - make_interval(secs => $1)
+          -- A bundle only waiting for a provider window (parked) is not stuck until that wait itself passes stuck-after.
+          AND NOT coalesce(state IN ('pending', 'compensating') AND parked_until = next_run_at AND parked_since > now() - make_interval(secs => $1), false)
         ORDER BY created_at LIMIT $3)
        UNION ALL
        (SELECT b.id, 'dead', 'bundle is dead: undo exhausted after ' || b.undo_failure_count || ' failures; last error: ' || coalesce(b.last_error, 'none')

@@ -49,6 +49,15 @@
     return h('div', { class: 'lasterror' }, h('strong', { text: 'Last error' }), where, b.last_error);
   }
 
+  /** A bundle parked on a provider window: why, until when, and that it holds no worker meanwhile. */
+  function parked(b) {
+    if (!b.parked) return [];
+    return h('div', { class: 'parked' }, h('strong', { text: 'Parked' }),
+      ' until ', BF.time(b.parked.until), ': ', h('span', { class: 'reason', text: b.parked.reason }),
+      '. Waiting for this provider window since ', BF.time(b.parked.since || b.parked.until),
+      '; no worker is held and no failure is counted.');
+  }
+
   function renderActions(b) {
     ACTIONS.forEach(function (action) {
       document.getElementById(action).hidden = !BF.canAct(action, b);
@@ -64,6 +73,7 @@
     BF.renderInto(document.getElementById('state'), b.state, function (state) { return BF.badge(state); });
     renderActions(b);
     BF.renderInto(document.getElementById('summary'), b, summary);
+    BF.renderInto(document.getElementById('parked'), [b.state, b.parked && b.parked.until, b.parked && b.parked.reason], function () { return parked(b); });
     BF.renderInto(document.getElementById('last-error'), [b.state, b.last_error, b.last_error_class, b.last_error_step, b.history.length], function () { return lastError(b); });
     BF.renderInto(document.querySelector('#steps tbody'), b.steps, function (steps) {
       return steps.map(function (s, i) {
