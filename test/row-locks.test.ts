@@ -39,5 +39,11 @@ describe('a row lock held from outside', () => {
       const { rows } = await db.pool.query(`SELECT state FROM bundles WHERE id = $1`, [lockedId]);
       return rows[0].state === 'completed';
     }, 15_000);
+    // Finished alone (its row was busy), it still announced itself once, in the finishing transaction (invariant 6).
+    const { rows: events } = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pgboss.job WHERE name = 'VipBundleFinalized_v1' AND data->'header'->>'correlation_id' = $1`,
+      [lockedId],
+    );
+    expect(events[0].n).toBe(1);
   });
 });

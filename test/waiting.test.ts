@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { createTestDb } from './support/db.js';
+import { createTestDb, onCleanup } from './support/db.js';
+import { startHttpServer } from '../src/http/server.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { receiveSignal } from '../src/bundles/signals.js';
@@ -111,5 +112,21 @@ describe('waiting for external confirmations', () => {
     await expect(receiveSignal(db.pool, { bundleId: id!, name: 'Bad Name' })).rejects.toBeInstanceOf(BadInput);
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundle_signals');
     expect(rows[0].n).toBe(0);
+  });
+
+  it('takes signals over HTTP: 201 stored, 200 for a repeat, 400 naming an unknown field or a bad id, writing nothing', async () => {
+    const db = await createTestDb();
+    const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger() });
+    onCleanup(() => api.close(0));
+    const [id] = await enqueueV2(db.pool);
+    const post = (body: unknown) => fetch(`${api.url}/bundles/${id}/signals/inbound_ticketed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    for (const [body, field] of [[{ id: 'x', colour: 'red' }, /colour: unknown field/], [{ id: '' }, /id: /], [{ data: [1] }, /data: /]] as const) {
+      const res = await post(body);
+      expect(res.status).toBe(400);
+      expect(JSON.stringify(await res.json())).toMatch(field);
+    }
+    expect((await db.pool.query('SELECT count(*)::int AS n FROM bundle_signals')).rows[0].n).toBe(0);
+    expect((await post({ id: 'air-9', data: { ticket: '42' } })).status).toBe(201);
+    expect((await post({ id: 'air-9', data: { ticket: '42' } })).status).toBe(200);
   });
 });

@@ -13,7 +13,7 @@ import { withTransaction } from '../db/pool.js';
 import { BadInput, NotFound } from '../errors.js';
 import { DUE_CHANNEL } from './enqueue.js';
 import { bundleKind, signalNames, UnknownKindVersion } from './kinds.js';
-import { parseBundleId } from './input.js';
+import { describeIssues, parseBundleId } from './input.js';
 import { recordSignal } from './tracing.js';
 
 const signalSchema = z.strictObject({
@@ -46,7 +46,7 @@ export interface SignalResult {
 export function parseSignal(raw: unknown): { name: string; id?: string; data?: Record<string, unknown> } {
   const parsed = signalSchema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`);
+  const issues = describeIssues(parsed.error);
   throw new BadInput(issues.join('; '), issues);
 }
 

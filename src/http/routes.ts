@@ -20,7 +20,7 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { enqueueBundles } from '../bundles/enqueue.js';
 import { ackBundle, ActiveKeyTaken } from '../bundles/active-keys.js';
-import { receiveSignal } from '../bundles/signals.js';
+import { parseSignal, receiveSignal } from '../bundles/signals.js';
 import { parseBundleId, parseVipBundle } from '../bundles/input.js';
 import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, throughputByMinute } from '../bundles/read.js';
 import { BadInput, NotFound } from '../errors.js';
@@ -175,9 +175,9 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
         const hasBody = (req.headers['content-length'] && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'];
         const body = (hasBody ? await readJson(req) : {}) as Record<string, unknown>;
         if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BadInput('(body): must be a JSON object with optional "id" and "data"');
-        const unknownFields = Object.keys(body).filter((k) => k !== 'id' && k !== 'data');
-        if (unknownFields.length) throw new BadInput(`${unknownFields.join(', ')}: unknown field (a signal body has "id" and "data")`);
-        const result = await receiveSignal(pool, { bundleId: segment(params[0]!, 'id'), name: segment(params[1]!, 'name'), id: body.id as string | undefined, data: body.data as Record<string, unknown> | undefined, actor: 'http' });
+        // The signal schema names unknown fields and bad values (bundles/signals.ts).
+        const { id, data } = parseSignal({ ...body, name: segment(params[1]!, 'name') });
+        const result = await receiveSignal(pool, { bundleId: segment(params[0]!, 'id'), name: segment(params[1]!, 'name'), id, data, actor: 'http' });
         log.info({ bundleId: result.vip_bundle_id, signal: result.name, stored: result.stored, woke: result.woke }, result.stored ? 'signal received' : 'signal already received');
         sendJson(res, result.stored ? 201 : 200, result);
       },
