@@ -19,37 +19,32 @@ export interface OperatorResult {
 }
 
 /**
- * Runs a single-bundle action; when it changed nothing, says why — or runs it again when the
- * bundle's current state allows it after all: the statement lost a race (a claim moved the bundle
- * from pending to running while the action waited for the row; the UPDATE, matching on the state
- * it had read, then found nothing). Measured on the old code: such a cancel refused with "it is
- * running; only pending, running or failed bundles can be cancelled".
+ * Runs a single-bundle action; when it changed nothing, says why. `target` locks the row FOR UPDATE,
+ * which re-reads it if a concurrent transaction (a claim) changed it meanwhile and re-checks the
+ * allowed states; the UPDATE then applies to that locked row. (It used to compare the state it had
+ * read at statement start again, and so lost a race with a claim: "it is running; only pending,
+ * running or failed bundles can be cancelled".)
  */
 async function applyOne(db: Queryable, sql: string, id: string, actor: string, action: 'retry' | 'cancel', allowed: readonly string[]): Promise<OperatorResult> {
-  let state = '';
-  for (let tries = 0; tries < 3; tries++) {
-    const { rows } = await db.query<OperatorResult>(sql, [[id], actor]);
-    if (rows[0]) return rows[0];
-    const { rows: now } = await db.query<{ state: string; phase: string; active_key: string | null; key_holder: string | null }>(
-      `SELECT x.state, x.phase, x.active_key,
-              CASE WHEN x.failure_acked_at IS NOT NULL
-                   THEN (SELECT o.id FROM bundles o WHERE o.active_key = x.active_key AND o.id <> x.id AND ${HOLDS_ACTIVE_KEY}) END AS key_holder
-       FROM bundles x WHERE x.id = $1 OR x.booking_id = $1`,
-      [id],
-    );
-    if (!now[0]) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
-    state = now[0].state;
-    if (action === 'retry' && now[0].key_holder) {
-      throw new Conflict(`cannot retry bundle ${id}: its failure was acknowledged and its active key ${JSON.stringify(now[0].active_key)} is now held by bundle ${now[0].key_holder}`);
-    }
-    if (action === 'cancel' && state === 'running' && now[0].phase === 'undo') {
-      throw new Conflict(`cannot cancel bundle ${id}: it is already being undone`);
-    }
-    if (!allowed.includes(state)) {
-      throw new Conflict(`cannot ${action} bundle ${id}: it is ${state}; only ${allowed.join(', ')} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
-    }
+  const { rows } = await db.query<OperatorResult>(sql, [[id], actor]);
+  if (rows[0]) return rows[0];
+  const { rows: now } = await db.query<{ state: string; phase: string; active_key: string | null; key_holder: string | null }>(
+    `SELECT x.state, x.phase, x.active_key,
+            CASE WHEN x.failure_acked_at IS NOT NULL
+                 THEN (SELECT o.id FROM bundles o WHERE o.active_key = x.active_key AND o.id <> x.id AND ${HOLDS_ACTIVE_KEY}) END AS key_holder
+     FROM bundles x WHERE x.id = $1 OR x.booking_id = $1`,
+    [id],
+  );
+  const b = now[0];
+  if (!b) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+  if (action === 'retry' && b.key_holder) {
+    throw new Conflict(`cannot retry bundle ${id}: its failure was acknowledged and its active key ${JSON.stringify(b.active_key)} is now held by bundle ${b.key_holder}`);
   }
-  throw new Conflict(`could not ${action} bundle ${id}: its state kept changing (now ${state}); try again`);
+  if (action === 'cancel' && b.state === 'running' && b.phase === 'undo') throw new Conflict(`cannot cancel bundle ${id}: it is already being undone`);
+  if (!allowed.includes(b.state)) {
+    throw new Conflict(`cannot ${action} bundle ${id}: it is ${b.state}; only ${allowed.join(', ')} bundles can be ${action === 'retry' ? 'retried' : 'cancelled'}`);
+  }
+  throw new Conflict(`could not ${action} bundle ${id}: it changed while the ${action} ran (now ${b.state}); try again`);
 }
 
 // $1 is a uuid[] of vip_bundle_ids or booking_ids. Idle schedulers are woken once per statement
@@ -76,7 +71,7 @@ const RETRY_SQL = `WITH target AS (
        UPDATE bundles b SET state = CASE b.phase WHEN 'undo' THEN 'compensating' ELSE 'pending' END, failure_acked_at = NULL,
          failure_count = 0, undo_failure_count = 0, reset_count = 0, next_run_at = now(), finished_at = NULL,
          locked_by = NULL, locked_until = NULL, updated_at = now()
-       FROM target t WHERE b.id = t.id AND b.state = t.state
+       FROM target t WHERE b.id = t.id
        RETURNING b.id, b.booking_id, b.attempt, t.state AS from_state, b.state
      ), history AS (
        INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
@@ -96,7 +91,7 @@ const CANCEL_SQL = `WITH target AS (
      ), updated AS (
        UPDATE bundles b SET state = 'compensating', locked_by = NULL, locked_until = NULL, next_run_at = now(), updated_at = now(),
          waiting_for = NULL, wait_deadline = NULL
-       FROM target t WHERE b.id = t.id AND b.state = t.state
+       FROM target t WHERE b.id = t.id
        RETURNING b.id, b.booking_id, b.attempt, t.state AS from_state, b.state
      ), history AS (
        INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
