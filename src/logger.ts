@@ -115,7 +115,12 @@ function redactingChildren(logger: Logger): Logger {
 }
 
 let root: Logger | undefined;
-let rootStream: LogStream = 'stdout';
+/**
+ * stderr unless a long-running CLI command chooses stdout: a process that prints a document on
+ * stdout (the chaos runner, the bench, a library user) must never find a log line in it. A pool
+ * warning in the chaos runner once broke its JSON summary that way (CI, stop 15).
+ */
+let rootStream: LogStream = 'stderr';
 export function rootLogger(): Logger {
   root ??= createLogger({ stream: rootStream });
   return root;

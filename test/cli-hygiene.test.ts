@@ -5,6 +5,7 @@
  * short usage errors, examples in every command's help, and a README that lists every flag with
  * its variable.
  */
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -34,6 +35,18 @@ describe('stdout holds the output, stderr the logs', () => {
     // The logs went to stderr, as JSON lines.
     const logs = jsonLines(run.stderr);
     expect(logs.some((l) => String(l.msg).startsWith('alert:') && l.bundleId === b!.vip_bundle_id)).toBe(true);
+  });
+  it('a process that is not the CLI (the chaos runner, a library user) logs to stderr: its stdout stays one document', async () => {
+    // The chaos runner prints its summary on stdout; a pool warning from its own pool once landed
+    // there too (CI, stop 15) and made the summary unparseable. Only the CLI's long-running
+    // commands choose stdout for their logs.
+    const logger = fileURLToPath(new URL('../dist/logger.js', import.meta.url));
+    const script = `const { rootLogger } = await import(${JSON.stringify(logger)}); rootLogger().warn({ where: 'pool' }, 'waited 3.0 s for a database connection'); process.stdout.write('{"ok":true}\\n');`;
+    const run = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+      execFile(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info' } }, (err, stdout, stderr) => (err ? reject(err) : resolve({ stdout, stderr }))),
+    );
+    expect(JSON.parse(run.stdout)).toEqual({ ok: true });
+    expect(jsonLines(run.stderr).some((l) => l.where === 'pool')).toBe(true);
   });
 });
 

@@ -39,7 +39,7 @@ import { DEAD_ALLOWED_FROM_FAIL_RATE, type ChaosOptions, type ChaosSummary } fro
 import { summarize } from './summary.js';
 import { enqueueWorkload, retrying } from './workload.js';
 import { startHttpServer, type StartedHttpServer } from '../http/server.js';
-import { createLogger } from '../logger.js';
+import { createLogger, setRootLogStream } from '../logger.js';
 
 export { parseChaosArgs } from './cli.js';
 export { checkInvariants } from './invariants.js';
@@ -238,6 +238,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // stdout is the summary's alone; every log line of this process goes to stderr.
+  setRootLogStream('stderr');
   let opts: ChaosOptions;
   try {
     opts = parseChaosArgs(argv);
