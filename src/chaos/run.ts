@@ -103,7 +103,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       say(`starting a dedicated PostgreSQL under ${home}`);
       url = await ensureEmbeddedPostgres({ home, settings: SERVER_SETTINGS });
     }
-    pool = createPool(url, { max: 4, applicationName: 'bundlefleet chaos' });
+    // The runner's own work (enqueue pacing, the ticketing-callback API, operator cancels, row
+    // locks, checks) shares this pool: 4 connections made callbacks queue behind the row-locks
+    // fault for seconds (27 waiting in CI, stop 15).
+    pool = createPool(url, { max: 10, applicationName: 'bundlefleet chaos' });
     await migrate(pool, url);
     const postgres = (await pool.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]!.v;
 
