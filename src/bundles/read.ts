@@ -52,6 +52,7 @@ export interface BundleView {
   /** Set while the bundle waits for a provider window (parked: no worker held, no failure counted). */
   parked: { until: string; since: string | null; provider: string | null; reason: string } | null;
   created_at: string;
+  /** The last change of the bundle's state, attempt or phase (a step's progress updates only its step). */
   updated_at: string;
   /** At most one unfinished (or failed and unacknowledged) bundle holds an active key: bundles/active-keys.ts. */
   active_key: string | null;
@@ -165,6 +166,7 @@ export interface ListedBundle {
   failure_count: number;
   last_error: string | null;
   created_at: string;
+  /** The last change of the bundle's state, attempt or phase (a step's progress updates only its step). */
   updated_at: string;
 }
 

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { rootLogger } from '../logger.js';
-import { runOnce, settleAlertDeliveries, type SupervisorOptions } from '../supervisor/supervisor.js';
+import { resetOrphans, runOnce, settleAlertDeliveries, type SupervisorOptions } from '../supervisor/supervisor.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
 import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
 import { onShutdown } from './signals.js';
@@ -52,26 +52,41 @@ export function parseSupervisorOptions(flags: Record<string, unknown>): Supervis
   };
 }
 
-/** Runs supervisor passes every `intervalMs` until stopped; one failing pass is logged, not fatal. */
-export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, intervalMs: number): { stop(): Promise<void> } {
+/** Between passes, `--loop` looks for orphans this often (ms); 0 turns the watch off. */
+export const DEFAULT_ORPHAN_CHECK_MS = 250;
+
+/**
+ * Runs supervisor passes every `intervalMs` until stopped, and the orphan watch (resetOrphans)
+ * every `orphanCheckMs` between them; one failing pass is logged, not fatal.
+ */
+export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, intervalMs: number, orphanCheckMs = DEFAULT_ORPHAN_CHECK_MS): { stop(): Promise<void> } {
   const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
   let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let current: Promise<unknown> = Promise.resolve();
-  const tick = () => {
-    // Alerts are posted beside the next passes, so a slow webhook never delays recovery.
-    current = runOnce(pool, { ...opts, alertDelivery: 'background' })
-      .catch((err) => log.error({ err: (err as Error).message }, 'supervisor pass failed; retrying next interval'))
-      .finally(() => {
-        if (!stopped) timer = setTimeout(tick, intervalMs);
-      });
+  const timers = new Set<NodeJS.Timeout>();
+  const running = new Set<Promise<unknown>>();
+  const repeat = (everyMs: number, run: () => Promise<unknown>, what: string) => {
+    const tick = () => {
+      const current = run()
+        .catch((err) => log.error({ err: (err as Error).message }, `${what} failed; retrying next interval`))
+        .finally(() => {
+          running.delete(current);
+          if (!stopped) {
+            const timer = setTimeout(() => (timers.delete(timer), tick()), everyMs);
+            timers.add(timer);
+          }
+        });
+      running.add(current);
+    };
+    tick();
   };
-  tick();
+  // Alerts are posted beside the next passes, so a slow webhook never delays recovery.
+  repeat(intervalMs, () => runOnce(pool, { ...opts, alertDelivery: 'background' }), 'supervisor pass');
+  if (orphanCheckMs > 0) repeat(orphanCheckMs, () => resetOrphans(pool, opts), 'orphan check');
   return {
     async stop() {
       stopped = true;
-      clearTimeout(timer);
-      await current;
+      for (const timer of timers) clearTimeout(timer);
+      await Promise.all(running);
       await settleAlertDeliveries(pool);
     },
   };
@@ -81,6 +96,7 @@ export function registerSuperviseCommands(program: Command): void {
   addSupervisorOptions(program.command('supervise').description('one supervisor pass (for cron): reset orphans and expired leases, retry or compensate failures, alert, prune'))
     .option('--loop', 'repeat passes until SIGTERM')
     .addOption(new Option('--interval-seconds <s>', 'seconds between passes with --loop').env('BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS').default('15'))
+    .addOption(new Option('--orphan-check-ms <ms>', "with --loop, between passes: look this often for bundles whose worker is gone and reset them at once (0: only in passes)").env('BUNDLEFLEET_ORPHAN_CHECK_MS').default(String(DEFAULT_ORPHAN_CHECK_MS)))
     .option('--fail-on-alert', 'exit 3 while unacknowledged alerts exist (for cron and monitoring)')
     .option('--json', 'print the pass report as JSON')
     .addHelpText('after', `
@@ -90,10 +106,14 @@ Examples:
   * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron`)
     .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }) => {
       const opts = parseSupervisorOptions(flags);
-      const interval = parseOptions(z.object({ intervalSeconds: seconds }), flags, { intervalSeconds: '--interval-seconds' }).intervalSeconds;
+      const { intervalSeconds: interval, orphanCheckMs } = parseOptions(
+        z.object({ intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) }),
+        flags,
+        { intervalSeconds: '--interval-seconds', orphanCheckMs: '--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS)' },
+      );
       if (flags.loop) {
         const db = await openDb({ max: 3, waitSeconds: 60 });
-        const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000);
+        const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000, orphanCheckMs);
         onShutdown(async () => {
           await loop.stop();
           await db.close();

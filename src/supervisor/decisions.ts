@@ -130,6 +130,16 @@ export async function decideBatch(db: Queryable, selection: Selection, limits: D
 export type { Selection };
 
 /**
+ * Whether any running bundle's owner is gone: a read, no lock taken. The orphan watch asks it
+ * every few hundred milliseconds between passes, and takes the lease only when it says yes.
+ */
+export async function anyOrphans(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ any: boolean }>(`WITH ${liveWorkersCte}
+SELECT EXISTS (SELECT 1 FROM bundles b WHERE ${selections.orphans.where}) AS any`);
+  return rows[0]!.any;
+}
+
+/**
  * Waits past their deadline → compensating: the confirmations a `waiting` bundle needed did not
  * all arrive in time, so what it booked is undone. Conditional on the bundle still waiting (a
  * signal that wins the race wakes it instead) and on the pass's lease, like every decision.
