@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { createTestDb } from './support/db.js';
 import { agentDeps, enqueueVip, startSimulator, waitFor, claimAs } from './support/fleet.js';
 import type { ClaimedBundle } from '../src/scheduler/claim.js';
-import { recordBooked, recordCancelled, recordFailure, recordIntent, writeSteps, type Fence } from '../src/agents/fenced-writes.js';
+import { recordBooked, recordCancelled, recordFailure, recordIntent, writeSteps, writtenKey, type Fence } from '../src/agents/fenced-writes.js';
 import { StepWriter } from '../src/agents/step-writer.js';
 import { finishBundles, Finisher } from '../src/agents/finisher.js';
 import { runAgent } from '../src/agents/agent.js';
@@ -52,19 +52,55 @@ describe('fencing on attempt', () => {
       { fence: staleFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(first.id, 'show_tickets'), status: 'booking', reference: null },
       { fence: liveFence, position: 0, name: 'show_tickets', key: stepIdempotencyKey(second.id, 'show_tickets'), status: 'booking', reference: null },
     ]);
-    expect([...written.written.keys()]).toEqual([second.id]);
+    expect([...written.written.keys()]).toEqual([writtenKey(second.id, 0)]);
     expect(await snapshot(db.pool, first.id)).toEqual(before);
     // The same through the group-commit writer the worker uses.
     const writer = new StepWriter(db.pool);
     const [stale, live] = await Promise.all([
-      writer.booked(staleFence, 0, 'show_tickets', stepIdempotencyKey(first.id, 'show_tickets'), 'TKT-STALE'),
-      writer.booked(liveFence, 0, 'show_tickets', stepIdempotencyKey(second.id, 'show_tickets'), 'TKT-LIVE'),
+      writer.booked(staleFence, { position: 0, name: 'show_tickets', key: stepIdempotencyKey(first.id, 'show_tickets'), reference: 'TKT-STALE' }),
+      writer.booked(liveFence, { position: 0, name: 'show_tickets', key: stepIdempotencyKey(second.id, 'show_tickets'), reference: 'TKT-LIVE' }),
     ]);
     expect([stale, live]).toEqual([false, true]);
     expect(await snapshot(db.pool, first.id)).toEqual(before);
     const { rows } = await db.pool.query('SELECT status, reference FROM steps WHERE bundle_id = $1', [second.id]);
     expect(rows).toEqual([{ status: 'booked', reference: 'TKT-LIVE' }]);
     expect([a!.vip_bundle_id, b!.vip_bundle_id].sort()).toEqual([first.id, second.id].sort());
+  });
+
+  it("writes a step's outcome and the next step's intent together: both or neither, the outcome first in the timeline", async () => {
+    const db = await createTestDb();
+    await enqueueVip(db.pool, 2);
+    const live = await claimOne(db.pool, 'w');
+    const stale = await claimOne(db.pool, 'w');
+    const fenceOf = (b: { id: string; attempt: number }): Fence => ({ bundleId: b.id, attempt: b.attempt, actor: 'w', leaseSeconds: 60 });
+    const key = (id: string, step: string) => stepIdempotencyKey(id, step);
+    const writer = new StepWriter(db.pool);
+    for (const b of [live, stale]) expect(await writer.intent(fenceOf(b), 0, 'show_tickets', key(b.id, 'show_tickets'))).toBe(key(b.id, 'show_tickets'));
+    await supersede(db.pool, stale.id, 'other');
+    const before = await snapshot(db.pool, stale.id);
+
+    const booked = (id: string) => ({ position: 0, name: 'show_tickets', key: key(id, 'show_tickets'), reference: `TKT-${id.slice(0, 4)}`, local: 'tickets' as const });
+    const [liveKey, staleKey] = await Promise.all([
+      writer.intent(fenceOf(live), 1, 'inbound_flight', key(live.id, 'inbound_flight'), booked(live.id)),
+      writer.intent(fenceOf(stale), 1, 'inbound_flight', key(stale.id, 'inbound_flight'), booked(stale.id)),
+    ]);
+    expect(liveKey).toBe(key(live.id, 'inbound_flight'));
+    expect(staleKey).toBeNull();
+    expect(await snapshot(db.pool, stale.id)).toEqual(before);
+
+    const { rows: steps } = await db.pool.query('SELECT position, status, reference FROM steps WHERE bundle_id = $1 ORDER BY position', [live.id]);
+    expect(steps).toEqual([
+      { position: 0, status: 'booked', reference: booked(live.id).reference },
+      { position: 1, status: 'booking', reference: null },
+    ]);
+    const { rows: tickets } = await db.pool.query('SELECT reference FROM tickets WHERE bundle_id = $1', [live.id]);
+    expect(tickets).toEqual([{ reference: booked(live.id).reference }]);
+    const { rows: timeline } = await db.pool.query(`SELECT step, reason FROM bundle_history WHERE bundle_id = $1 AND from_state = 'running' AND to_state = 'running' ORDER BY id`, [live.id]);
+    expect(timeline).toEqual([
+      { step: 'show_tickets', reason: 'booking' },
+      { step: 'show_tickets', reason: `booked ${booked(live.id).reference}` },
+      { step: 'inbound_flight', reason: 'booking' },
+    ]);
   });
 
   it('turns every write of a superseded attempt into a no-op', async () => {

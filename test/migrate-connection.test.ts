@@ -4,7 +4,8 @@
  * process with an uncaught 'error' event.
  */
 import { describe, expect, it } from 'vitest';
-import { createTestDb } from './support/db.js';
+import pg from 'pg';
+import { createTestDb, onCleanup, urlFor } from './support/db.js';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
 
@@ -33,5 +34,22 @@ describe('migrate', () => {
     expect(terminated).toBe(true);
     expect(['finished', 'failed']).toContain(outcome);
     await pool.end().catch(() => {});
+  });
+
+  it('on a fresh database, several migrators at once all succeed (the first table is made under the lock too)', async () => {
+    // Seen in a full run: "type schema_migrations already exists" from two migrators racing on
+    // CREATE TABLE IF NOT EXISTS, an error code the old catch did not list.
+    const admin = new pg.Client({ connectionString: urlFor('postgres') });
+    await admin.connect();
+    onCleanup(() => admin.end());
+    for (let round = 0; round < 10; round++) {
+      const name = `race_migrate_${process.pid}_${Date.now()}_${round}`;
+      await admin.query(`CREATE DATABASE ${name}`);
+      onCleanup(() => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+      const pools = Array.from({ length: 6 }, () => createPool(urlFor(name), { max: 2 }));
+      const results = await Promise.allSettled(pools.map((p) => migrate(p, urlFor(name))));
+      await Promise.all(pools.map((p) => p.end().catch(() => {})));
+      expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    }
   });
 });

@@ -9,6 +9,7 @@ import { migrate } from '../../src/db/migrate.js';
 import { enqueueBundles, type EnqueueItem } from '../../src/bundles/enqueue.js';
 import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
 import { claimBundles } from '../../src/scheduler/claim.js';
+import { WORKER_LOCK_KEY_SQL } from '../../src/scheduler/liveness.js';
 import type { ProviderUrls } from '../../src/providers/client.js';
 import { now, percentile, preSampleSleep, waitFor } from '../lib/util.js';
 
@@ -117,6 +118,10 @@ export async function latency(pool: pg.Pool, url: string, samples: number, warmu
 export async function claimLatency(pools: pg.Pool[], samples: number, limit = 1, warmups = 20): Promise<number[][]> {
   const out = pools.map(() => [] as number[]);
   const clients = await Promise.all(pools.map((p) => p.connect()));
+  // A claim succeeds only while its claimer holds its liveness lock, on a session of its own (as
+  // a worker's liveness connection does).
+  const lockHolders = await Promise.all(pools.map((p) => p.connect()));
+  for (const h of lockHolders) await h.query(`SELECT pg_advisory_lock(${WORKER_LOCK_KEY_SQL})`, ['bench-claim']);
   try {
     for (let i = 0; i < warmups + samples; i++) {
       for (let d = 0; d < clients.length; d++) {
@@ -129,6 +134,7 @@ export async function claimLatency(pools: pg.Pool[], samples: number, limit = 1,
     }
   } finally {
     for (const c of clients) c.release();
+    for (const h of lockHolders) h.release(true);
   }
   return out;
 }

@@ -18,7 +18,7 @@ import type { ClaimedBundle } from '../scheduler/claim.js';
 import { scrubText, type Logger } from '../logger.js';
 import { enterWait, loadSteps, recordCancelled, recordFailure, recordNote, type Fence, type StepRow } from './fenced-writes.js';
 import type { Finisher, FinishRequest } from './finisher.js';
-import type { StepWriter } from './step-writer.js';
+import type { BookedStep, StepWriter } from './step-writer.js';
 import { LeaseDeadline, LeaseExpired } from './lease-deadline.js';
 import type { FlowControl } from './flow-control.js';
 import { parkBundle, parkRequest } from './park.js';
@@ -194,13 +194,27 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
   const byPosition = new Map(rows.map((r) => [r.position, r]));
   // The last step's outcome is written with the completion, in the same statement.
   let lastStep: FinishRequest['lastStep'];
+  // A booked step not yet written: it goes with the next step's intent, in one statement, or
+  // alone (flushBooked) before anything else happens. Nothing runs between the two writes, so
+  // the recovery point is the same as writing them one after the other.
+  let booked: BookedStep | undefined;
+  const flushBooked = async () => {
+    if (!booked) return;
+    const step = booked;
+    booked = undefined;
+    await fenced(run, () => deps.steps.booked(fence, step));
+  };
   for (let position = 0; position < defs.length; position++) {
     const row = byPosition.get(position);
-    if (row?.status === 'booked') continue;
+    if (row?.status === 'booked') {
+      await flushBooked();
+      continue;
+    }
     const step = defs[position]!;
     run.current = { step, position };
     let key = row?.idempotency_key ?? stepIdempotencyKey(bundle.id, step.name);
     if (step.wait) {
+      await flushBooked();
       const timeout = deps.waitTimeoutSeconds?.[bundle.kind] ?? step.wait.timeoutSeconds;
       const outcome = await enterWait(deps.pool, fence, position, step.name, key, step.wait.signals, timeout);
       if (outcome === 'fenced') throw new Fenced();
@@ -213,11 +227,12 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     }
     if (step.provider) {
       const sentAt = performance.now();
-      const recorded = await deps.steps.intent(fence, position, step.name, key);
+      const recorded = await deps.steps.intent(fence, position, step.name, key, booked);
+      booked = undefined;
       if (!recorded) throw new Fenced();
       run.lease.extendFrom(sentAt);
       key = recorded;
-    }
+    } else await flushBooked();
     const started = performance.now();
     let reference: string;
     try {
@@ -232,9 +247,10 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
     if (position === defs.length - 1 && !step.localRecord) {
       lastStep = step.provider ? { position, name: step.name, key, reference } : undefined;
     } else {
-      await fenced(run, () => deps.steps.booked(fence, position, step.name, key, reference, step.localRecord));
+      booked = { position, name: step.name, key, reference, local: step.localRecord };
     }
   }
+  await flushBooked();
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'completed', lastStep, traceparent: traceparentOf() }))) throw new Fenced();
   const ms = performance.now() - run.started;
   run.log.info({ ms: Math.round(ms) }, `bundle completed in ${formatDuration(ms)}`);

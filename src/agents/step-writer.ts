@@ -12,39 +12,60 @@
  */
 import type pg from 'pg';
 import type { LocalRecord } from '../bundles/kinds.js';
-import { writeStepAlone, writeSteps, type Fence, type StepWrite } from './fenced-writes.js';
+import { writeStepAlone, writeSteps, writtenKey, type Fence, type StepWrite } from './fenced-writes.js';
 import { GroupCommit } from './group-commit.js';
 
 const BUSY = Symbol('busy');
 
+/** A step's outcome that is written with the next step's intent, in one statement (see `intent`). */
+export interface BookedStep {
+  position: number;
+  name: string;
+  key: string;
+  reference: string;
+  local?: LocalRecord;
+}
+
 export class StepWriter {
-  private readonly group: GroupCommit<StepWrite, string | null | typeof BUSY>;
+  /** Each item is one bundle's rows: one write, or an outcome and the next intent. */
+  private readonly group: GroupCommit<StepWrite[], string | null | typeof BUSY>;
 
   constructor(private readonly pool: pg.Pool, maxBatch = 500) {
     this.group = new GroupCommit({
       maxBatch,
       // An agent waits for each of its writes, so one per bundle per statement only guards against misuse.
-      key: (w) => w.fence.bundleId,
+      key: (rows) => rows[0]!.fence.bundleId,
       retrySingly: true,
       write: async (batch) => {
-        const { written, busy } = await writeSteps(pool, batch);
-        return batch.map((w) => (busy.has(w.fence.bundleId) ? BUSY : written.get(w.fence.bundleId) ?? null));
+        const { written, busy } = await writeSteps(pool, batch.flat());
+        return batch.map((rows) => {
+          const last = rows[rows.length - 1]!;
+          return busy.has(last.fence.bundleId) ? BUSY : written.get(writtenKey(last.fence.bundleId, last.position)) ?? null;
+        });
       },
     });
   }
 
-  private async write(w: StepWrite): Promise<string | null> {
-    const result = await this.group.submit(w);
-    return result === BUSY ? writeStepAlone(this.pool, w) : result;
+  /** The stored key of the last row, or null when fenced out. */
+  private async write(rows: StepWrite[]): Promise<string | null> {
+    const result = await this.group.submit(rows);
+    return result === BUSY ? writeStepAlone(this.pool, ...rows) : result;
   }
 
-  /** Like recordIntent: the step's stable key, or null when a newer attempt owns the bundle. */
-  intent(fence: Fence, position: number, name: string, key: string): Promise<string | null> {
-    return this.write({ fence, position, name, key, status: 'booking', reference: null });
+  /**
+   * Like recordIntent: the step's stable key, or null when a newer attempt owns the bundle. With
+   * `previous`, the step before it is recorded booked in the same statement: nothing happens
+   * between the two writes, so they need not wait for each other (measured on 5a: 7 step writes
+   * per bundle became 4).
+   */
+  intent(fence: Fence, position: number, name: string, key: string, previous?: BookedStep): Promise<string | null> {
+    const rows: StepWrite[] = previous ? [{ fence, ...previous, status: 'booked' }] : [];
+    rows.push({ fence, position, name, key, status: 'booking', reference: null });
+    return this.write(rows);
   }
 
   /** Like recordBooked: false when a newer attempt owns the bundle. */
-  async booked(fence: Fence, position: number, name: string, key: string, reference: string, local?: LocalRecord): Promise<boolean> {
-    return (await this.write({ fence, position, name, key, status: 'booked', reference, local })) !== null;
+  async booked(fence: Fence, step: BookedStep): Promise<boolean> {
+    return (await this.write([{ fence, ...step, status: 'booked' }])) !== null;
   }
 }

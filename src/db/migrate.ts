@@ -41,11 +41,19 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
   client.on('error', onError);
   let released = false;
   try {
-    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`).catch((err) => {
-      // Two migrators racing on CREATE TABLE IF NOT EXISTS can collide on the catalog; the loser's table exists now.
-      if (err.code !== '23505' && err.code !== '42P07') throw err;
-    });
+    // Under the migration lock too: two migrators racing on CREATE TABLE IF NOT EXISTS collide on
+    // the catalog, with 23505, 42P07 or 42710 ("type schema_migrations already exists", seen in a
+    // full test run); catching codes missed the last one.
+    await client.query('BEGIN');
+    try {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('bundlefleet.migrate', 0))`);
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
     for (const m of migrations) {
       await client.query('BEGIN');
       try {
