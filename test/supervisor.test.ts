@@ -15,6 +15,7 @@ import { soldOutId } from '../src/providers/simulator.js';
 import { Conflict, NotFound, BadInput } from '../src/errors.js';
 import { createPool } from '../src/db/pool.js';
 import { WORKER_LOCK_KEY_SQL } from '../src/scheduler/liveness.js';
+import { claimBundles } from '../src/scheduler/claim.js';
 
 const fast: SupervisorOptions = { backoffBaseSeconds: 0.01, backoffMaxSeconds: 0.05, logger: quietLogger() };
 
@@ -58,6 +59,26 @@ describe('supervisor: resets', () => {
     expect(orphan).toMatchObject({ state: 'pending', failure_count: 1, reset_count: 1, locked_by: null });
     expect(orphan.next_run_at.getTime()).toBeLessThanOrEqual(Date.now() + 50);
     expect(await bundle(db, b.id)).toMatchObject({ state: 'running', locked_by: 'alive-worker', failure_count: 0 });
+  });
+
+  it("still resets a gone worker's bundles while a claim under its id probes its lock (the probe's shared lock is not liveness)", async () => {
+    const db = await createTestDb();
+    await enqueueVip(db.pool, 2);
+    const claimed = await claimOne(db, 'probed-worker');
+    await workerGone('probed-worker');
+    // A claim sent under the gone id takes no bundle, and its probe holds a shared lock on the
+    // key for the rest of its transaction: kept open here while the supervisor looks.
+    const prober = new pg.Client({ connectionString: db.url });
+    await prober.connect();
+    onCleanup(() => prober.end());
+    await prober.query('BEGIN');
+    expect(await claimBundles(prober, { workerId: 'probed-worker', limit: 1, leaseSeconds: 60 })).toEqual([]);
+    const { rows: held } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted`);
+    expect(held[0].n).toBeGreaterThanOrEqual(1);
+    const report = await runOnce(db.pool, fast);
+    expect(report.orphans).toBe(1);
+    expect(await bundle(db, claimed.id)).toMatchObject({ state: 'pending', locked_by: null });
+    await prober.query('ROLLBACK');
   });
 
   it('resets an expired lease with backoff and fences the old attempt out', async () => {

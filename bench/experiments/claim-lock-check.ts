@@ -2,10 +2,10 @@
  * What the claim's liveness check costs (issue 12; issue 9 made the claim check that its worker
  * holds its liveness lock). Times the claim statement, limit 1 and 100, on a held connection with
  * 5,000 pending bundles, alternating between:
- *   current   the claim as src/scheduler/claim.ts sends it (EXISTS over pg_locks)
- *   shared    the same with the check as `NOT pg_try_advisory_xact_lock_shared(key)`: true exactly
- *             when another session holds the key exclusively — one lock-table probe instead of
- *             pg_lock_status(), which copies every lock and every backend's fast-path slots
+ *   pg_locks  the check as it was first written (EXISTS over pg_locks), which copies every lock
+ *             and every backend's fast-path slots
+ *   shared    the claim as src/scheduler/claim.ts sends it: `NOT pg_try_advisory_xact_lock_shared(key)`,
+ *             true exactly when another session holds the key exclusively — one lock-table probe
  *   none      no check (reference only: not a proposal)
  * Each claim runs in a transaction that is rolled back, so every sample sees the same table.
  *   node --import tsx bench/experiments/claim-lock-check.ts [--samples 300]
@@ -14,7 +14,7 @@
 import { parseArgs } from 'node:util';
 import type pg from 'pg';
 import { claimBundles } from '../../src/scheduler/claim.js';
-import { workerLockHeld, workerLockKey } from '../../src/bundles/worker-locks.js';
+import { workerLockHeld, workerLockHeldElsewhere, workerLockKey } from '../../src/bundles/worker-locks.js';
 import { startServer } from '../lib/server.js';
 import * as bf from '../systems/bundlefleet.js';
 import { load, now, percentile } from '../lib/util.js';
@@ -35,11 +35,11 @@ async function main(): Promise<void> {
     // The claim's own text, as claimBundles sends it.
     let current = '';
     await claimBundles({ query: async (sql: string) => ((current = sql), { rows: [] }) } as unknown as pg.Pool, { workerId, limit: 1, leaseSeconds: 60 });
-    const check = workerLockHeld('$2');
+    const check = workerLockHeldElsewhere('$2');
     if (!current.includes(check)) throw new Error('the claim no longer contains the liveness check this experiment replaces');
     const variants: Record<string, string> = {
-      current,
-      shared: current.replace(check, `NOT pg_try_advisory_xact_lock_shared(${workerLockKey('$2')})`),
+      pg_locks: current.replace(check, workerLockHeld('$2')),
+      shared: current,
       none: current.replace(check, 'true'),
     };
     const client = await pool.connect();
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
         for (const [name, sql] of Object.entries(variants)) {
           await client.query('BEGIN');
           const t0 = now();
-          const { rows } = await client.query(sql, [limit, workerId, 60]);
+          const { rows } = await client.query(sql, [limit, workerId, 60, ['noop'], [1]]);
           const ms = now() - t0;
           await client.query('ROLLBACK');
           if (rows.length !== limit) throw new Error(`${name}: claimed ${rows.length}, expected ${limit}`);
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
       for (const [name, sql] of Object.entries(variants)) {
         if (name === 'none') continue;
         await client.query('BEGIN');
-        const { rows } = await client.query(sql, [limit, 'claimcheck.gone', 60]);
+        const { rows } = await client.query(sql, [limit, 'claimcheck.gone', 60, ['noop'], [1]]);
         await client.query('ROLLBACK');
         if (rows.length !== 0) throw new Error(`${name}: claimed for a worker without its lock`);
       }

@@ -5,7 +5,7 @@
  * history — and then the transaction ends. No transaction is ever held across a provider call.
  */
 import type { Queryable } from '../db/pool.js';
-import { workerLockHeld } from '../bundles/worker-locks.js';
+import { workerLockHeldElsewhere } from '../bundles/worker-locks.js';
 import { carriedKindVersions } from '../bundles/kinds.js';
 
 export interface ClaimedBundle {
@@ -49,7 +49,7 @@ WITH due AS (
   WHERE state IN ('pending', 'compensating') AND next_run_at <= now()
     -- Claim only while the claimer holds its liveness lock (one InitPlan per statement): a worker
     -- whose lock went with a dead connection must not take bundles the supervisor would reset at once.
-    AND ${workerLockHeld('$2')}
+    AND ${workerLockHeldElsewhere('$2')}
     AND (kind, kind_version) IN (SELECT * FROM unnest($4::text[], $5::int[]))
   ORDER BY next_run_at
   LIMIT $1
@@ -103,7 +103,7 @@ export async function claimReconciliations(db: Queryable, opts: ClaimOptions): P
      WHERE b.id IN (
        SELECT id FROM bundles
        WHERE reconcile_at IS NOT NULL AND reconcile_at <= now() AND state IN ('compensated', 'dead')
-         AND ${workerLockHeld('$2')}
+         AND ${workerLockHeldElsewhere('$2')}
          AND (kind, kind_version) IN (SELECT * FROM unnest($4::text[], $5::int[]))
        ORDER BY reconcile_at LIMIT $1
        FOR UPDATE SKIP LOCKED
