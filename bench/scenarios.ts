@@ -178,7 +178,10 @@ export function scenario1(runs: ThroughputRuns, cfg: Config): ScenarioResult {
   const pb100 = m('pg-boss b100');
   const pb1000 = m('pg-boss b1000');
   const gwBest = Math.max(gw10, gw32);
-  const met = bfv >= 2 * gwBest && bfv >= pb1000;
+  // Issue 12's target: ≥ 1.25× pg-boss's best mode (its fetch/complete loop at b1000 or b100). The
+  // second half of that target, CPU per 1,000 jobs ≤ 0.7× pg-boss's, is not measured yet.
+  const pbBest = Math.max(pb100, pb1000);
+  const met = bfv >= 1.25 * pbBest;
   return {
     id: '1',
     name: `No-op throughput (${fmt(cfg.jobs)} jobs, median of ${cfg.reps})`,
@@ -187,10 +190,10 @@ export function scenario1(runs: ThroughputRuns, cfg: Config): ScenarioResult {
     bundlefleet: measured(bfv, `${fmt(bfv)}/s`, { runs: runs.process.bundlefleet }),
     pgboss: measured(pb1000, `b100 ${fmt(pb100)}/s; b1000 ${fmt(pb1000)}/s (fetch/complete loop); work() b1000 ${fmt(m('pg-boss work() b1000'))}/s`, { b100: runs.process['pg-boss b100'], b1000: runs.process['pg-boss b1000'], work_b1000: runs.process['pg-boss work() b1000'] }),
     graphile: measured(gwBest, `c10 ${fmt(gw10)}/s; c32 ${fmt(gw32)}/s`, { c10: runs.process['graphile-worker c10'], c32: runs.process['graphile-worker c32'] }),
-    ratio: bfv / gwBest,
-    ratioNote: `×gw best; ${round(bfv / pb1000, 2)}× pg-boss b1000`,
-    target: '≥ 2× graphile-worker best and ≥ pg-boss b1000',
-    targetValue: Math.max(2 * gwBest, pb1000),
+    ratio: bfv / pbBest,
+    ratioNote: `× pg-boss best mode; ${round(bfv / gwBest, 2)}× graphile-worker best`,
+    target: '≥ 1.25× pg-boss best mode (CPU per 1,000 jobs ≤ 0.7× pg-boss: not measured yet)',
+    targetValue: 1.25 * pbBest,
     met,
     settings: {
       bundlefleet: { concurrency: cfg.noopConcurrency, claimBatchSize: cfg.noopClaimBatch, claim: 'one statement per claim of up to claimBatchSize free slots', finish: 'group commit (Finisher, ≤ 1000 rows per statement)', enqueueBatch: cfg.enqueueBatch },
@@ -223,10 +226,10 @@ export function scenario3(runs: ThroughputRuns, cfg: Config, vipEnqueue: number[
     pgboss: measured(pbv, `${fmt(pbv)}/s (insert)`, { runs: runs.enqueue['pg-boss'] }),
     graphile: measured(gwv, `${fmt(gwv)}/s (add_jobs)`, { runs: runs.enqueue['graphile-worker'] }),
     ratio: bfv / gwv,
-    ratioNote: '×graphile-worker add_jobs',
-    target: '≥ graphile-worker add_jobs',
-    targetValue: gwv,
-    met: bfv >= gwv,
+    ratioNote: `×graphile-worker add_jobs${vipEnqueue.length ? `; vip with events ${fmt(vip)}/s` : ''}`,
+    target: '≥ 1.2× graphile-worker add_jobs (noop); VIP with events ≥ 50,000/s',
+    targetValue: 1.2 * gwv,
+    met: bfv >= 1.2 * gwv && vipEnqueue.length > 0 && vip >= 50_000,
     settings: {
       bundlefleet: `enqueueBundles(pool, items, { kind: 'noop', batchSize: ${cfg.enqueueBatch} }): one INSERT … unnest per batch with its history rows, in one transaction, plus NOTIFY; vip adds a VipBundleInitialized_v1 event per bundle (pg-boss insert in the same transaction)`,
       'graphile-worker': 'graphile_worker.add_jobs(job_spec[]) with every job in one call',
@@ -337,7 +340,8 @@ export async function scenario2(server: BenchServer, cfg: Config): Promise<Scena
 export async function scenario4(server: BenchServer, cfg: Config): Promise<ScenarioResult> {
   const K = cfg.recoveryBundles;
   // Provider calls answer after 10 minutes: the bundles stay in flight until the kill. The agents'
-  // request timeout (30 s) must fit in the lease (60 s): an agent calls only when it does (issue 9).
+  // worst case per step (3 tries × the 15 s request timeout) must fit in the 60 s lease: the
+  // worker refuses to start otherwise (issue 9), which once made this scenario time out.
   const sim = await startSimulator(600_000);
   const all: number[] = [];
   const first: number[] = [];
@@ -350,7 +354,7 @@ export async function scenario4(server: BenchServer, cfg: Config): Promise<Scena
       try {
         await bf.enqueue(pool, bf.vipItems(K), 'vip', 1000);
         const env = { DATABASE_URL: url, PROVIDERS_URL: sim.url };
-        const common = ['--lease-seconds', '60', '--provider-timeout-ms', '30000', '--concurrency', String(Math.max(K, 10))];
+        const common = ['--lease-seconds', '60', '--provider-timeout-ms', '15000', '--concurrency', String(Math.max(K, 10))];
         const a = spawnCli(`recovery-workerA-${rep}`, ['worker', ...common, '--name', `benchA-${rep}`], env);
         children.push(a);
         // Every bundle claimed by A and waiting on its first provider call.
