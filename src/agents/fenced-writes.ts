@@ -102,7 +102,8 @@ WITH input AS (
 SELECT step.bundle_id AS id, step.position, step.idempotency_key, false AS busy FROM step
 UNION ALL
 SELECT i.id, i.position, NULL, true FROM input i JOIN bundles b ON b.id = i.id AND b.attempt = i.attempt AND b.state = 'running'
-WHERE NOT EXISTS (SELECT 1 FROM fence f WHERE f.id = i.id)`;
+-- NOT IN over the CTE is a hashed subplan, not a nested loop (see finisher.ts).
+WHERE i.id NOT IN (SELECT f.id FROM fence f)`;
 
 const stepWritesSkipLocked = stepWritesSql(true);
 const stepWritesWaiting = stepWritesSql(false);
