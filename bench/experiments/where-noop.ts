@@ -5,6 +5,7 @@
  * writes per table (inserts, updates, HOT updates).
  *
  *   node --import tsx bench/experiments/where-noop.ts [--jobs 20000] [--reps 2]
+ *   node --import tsx bench/experiments/where-noop.ts --sql 'DROP INDEX …'   (a schema change to try, run after migrate)
  *   node --cpu-prof --cpu-prof-dir=bench/results/tmp/prof --import tsx bench/experiments/where-noop.ts
  */
 import { parseArgs } from 'node:util';
@@ -13,7 +14,7 @@ import { findPostmaster, serverCpuSeconds } from '../lib/server-cpu.js';
 import { load, log, now, ownCpuSeconds } from '../lib/util.js';
 import * as bf from '../systems/bundlefleet.js';
 
-const { values: args } = parseArgs({ options: { jobs: { type: 'string', default: '20000' }, reps: { type: 'string', default: '2' } } });
+const { values: args } = parseArgs({ options: { jobs: { type: 'string', default: '20000' }, reps: { type: 'string', default: '2' }, sql: { type: 'string' } } });
 const N = Number(args.jobs);
 
 async function main(): Promise<void> {
@@ -23,6 +24,7 @@ async function main(): Promise<void> {
       const url = await server.createDatabase('where_noop');
       const pool = await bf.setup(url);
       try {
+        if (args.sql) await pool.query(args.sql);
         const t0 = now();
         await bf.enqueue(pool, bf.noopItems(N), 'noop', 5000);
         const enqueueRate = N / ((now() - t0) / 1000);
