@@ -156,7 +156,7 @@ export async function runAgent(bundle: ClaimedBundle, deps: AgentDeps): Promise<
 
 function stepContext(run: Run, idempotencyKey: string): StepContext {
   const { bundle, deps } = run;
-  return { bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey, providers: deps.providers, signal: deps.signal };
+  return { bundleId: bundle.id, bookingId: bundle.booking_id, payload: bundle.payload, idempotencyKey, providers: deps.providers, signal: deps.signal, exchange: { attempt: bundle.attempt, workerId: deps.workerId } };
 }
 
 function describeHolding(held: ProviderHolding): string {

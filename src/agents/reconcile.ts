@@ -45,7 +45,7 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
   for (const row of rows) {
     const step = kind.steps[row.position];
     if (!step?.lookup || !step.cancel) continue;
-    const ctx = { bundleId: claim.id, bookingId: claim.booking_id, payload: {}, idempotencyKey: row.idempotency_key, providers: deps.providers, signal: deps.signal };
+    const ctx = { bundleId: claim.id, bookingId: claim.booking_id, payload: {}, idempotencyKey: row.idempotency_key, providers: deps.providers, signal: deps.signal, exchange: { workerId: deps.workerId } };
     try {
       const held = await pRetry(() => step.lookup!(ctx), { retries: 2, minTimeout: 100, signal: deps.signal });
       if (held.status === 'booked') {

@@ -9,13 +9,13 @@
  * supervisor, which record every attempt.
  *
  * Every exchange, a failed or timed-out one too, is reported to the optional `onExchange` hook
- * with its context (the caller's, merged over `exchangeScope`'s) and redacted, bounded bodies.
+ * with the caller's context (bundle, step, attempt, worker: StepContext.exchange) and redacted, bounded bodies.
  */
 import http from 'node:http';
 import https from 'node:https';
 import { BadInput, ProviderError } from '../errors.js';
 import { injectHeaders, inSpan, SpanKind } from '../tracing.js';
-import { exchangeScope, keptRequestBody, keptResponseBody, personalValues, redactValue, type ExchangeContext, type ExchangeOperation, type ProviderExchange } from './exchange.js';
+import { keptRequestBody, keptResponseBody, personalValues, redactValue, type ExchangeContext, type ExchangeOperation, type ProviderExchange } from './exchange.js';
 
 export type ProviderKind = 'tickets' | 'flights' | 'taxis';
 export const providerKinds: readonly ProviderKind[] = ['tickets', 'flights', 'taxis'];
@@ -207,7 +207,7 @@ export class ProviderClient {
       const known = personalValues(x.body);
       const target = new URL(x.url);
       this.onExchange({
-        context: { ...exchangeScope.getStore(), ...call.context },
+        context: { ...call.context },
         provider: call.provider,
         operation: call.operation,
         method: x.method,

@@ -4,7 +4,6 @@
  * personal fields, `scrubText` for email addresses in free text), plus every personal value the
  * request carried, wherever the reply repeats it. Bodies are then bounded.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { redactPersonal, scrubText } from '../logger.js';
 
 /** Which unit of work an exchange belongs to. */
@@ -14,12 +13,6 @@ export interface ExchangeContext {
   attempt?: number;
   workerId?: string;
 }
-
-/**
- * The context of the agent running in this async scope: a worker runs each agent inside it
- * (bundle, attempt, worker id), and the step actions add the step name per call.
- */
-export const exchangeScope = new AsyncLocalStorage<ExchangeContext>();
 
 export type ExchangeOperation = 'book' | 'cancel' | 'lookup';
 

@@ -21,7 +21,6 @@ import { LeaseDeadline } from '../agents/lease-deadline.js';
 import { FlowControl } from '../agents/flow-control.js';
 import { attemptSpan, reconcileSpan } from '../bundles/tracing.js';
 import { ExchangeRecorder } from '../agents/exchange-recorder.js';
-import { exchangeScope } from '../providers/exchange.js';
 import type { WorkerOptions } from './worker-options.js';
 
 export type { WorkerOptions } from './worker-options.js';
@@ -185,7 +184,7 @@ export class Worker {
     for (const claim of due) {
       const abort = new AbortController();
       const key = `reconcile:${claim.id}`;
-      const done = reconcileSpan(claim, workerId, () => exchangeScope.run({ bundleId: claim.id, workerId }, reconcileBundle, claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
+      const done = reconcileSpan(claim, workerId, () => reconcileBundle(claim, { pool: this.pool, providers: this.providers, workerId, logger: this.log, signal: abort.signal }))
         .then(() => undefined)
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
@@ -201,7 +200,7 @@ export class Worker {
     const abort = new AbortController();
     const key = inFlightKey(bundle);
     // The attempt is a span in the bundle's trace (stored at enqueue), begun at the claim.
-    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => exchangeScope.run({ bundleId: bundle.id, attempt: bundle.attempt, workerId }, runAgent, bundle, {
+    const done = attemptSpan(bundle, workerId, performance.timeOrigin + claimSentAt, () => runAgent(bundle, {
       pool: this.pool,
       providers: this.providers,
       finisher: this.finisher,
