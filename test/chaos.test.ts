@@ -88,8 +88,12 @@ describe('chaos', () => {
   }, 240_000);
 
   it('with a rate-limited provider (429 with Retry-After), parks bundles and counts not one 429 as a failed attempt', async () => {
+    // A 15 s lease, not --classic's 60 s: an undone bundle's reconciliation pass is due a lease
+    // plus the calls' timeouts plus 5 s after its undo (68 s with 60), and the settle must see it.
+    // With 60 s this test ran 94–101 s against a 90 s settle and failed once when the last undo
+    // came late (CI, stop 17).
     const { code, stdout, stderr } = await runChaos([
-      '--bundles', '60', '--workers', '3', '--seconds', '10', '--classic', '--rate-limit', '15/s',
+      '--bundles', '60', '--workers', '3', '--seconds', '10', '--classic', '--rate-limit', '15/s', '--lease-seconds', '15',
       '--fail-rate', '0.05', '--late-rate', '0.03', '--seed', '11', '--settle-seconds', '90', '--json',
     ]);
     let summary: ChaosSummary;
