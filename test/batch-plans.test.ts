@@ -16,8 +16,10 @@ import { stepIdempotencyKey } from '../src/bundles/kinds.js';
 /** A Queryable that EXPLAINs (ANALYZE) what it is sent and keeps the plan; the caller rolls back. */
 function explaining(client: pg.PoolClient, plan: string[]) {
   return {
-    async query(sql: string, params?: unknown[]) {
-      const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, COSTS OFF) ${sql}`, params);
+    async query(sqlOrConfig: string | pg.QueryConfig, params?: unknown[]) {
+      // Sent as text and values: a named statement's EXPLAIN would need its own name.
+      const { text, values } = typeof sqlOrConfig === 'string' ? { text: sqlOrConfig, values: params } : sqlOrConfig;
+      const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, COSTS OFF) ${text}`, values);
       plan.push(...r.rows.map((row) => row['QUERY PLAN']));
       return { rows: [] };
     },

@@ -198,7 +198,7 @@ describe('a fleet with DATABASE_URL on a transaction pooler and the session URL 
 });
 
 describe('what needs no session', () => {
-  it('no query in src/ is a named prepared statement (they break behind a transaction pooler)', async () => {
+  it('no query in src/ names a prepared statement itself (they break behind a transaction pooler); only db/statements.ts does, on a session', async () => {
     const { readdir, readFile } = await import('node:fs/promises');
     const src = fileURLToPath(new URL('../src/', import.meta.url));
     const files = (await readdir(src, { recursive: true })).filter((f) => f.endsWith('.ts'));

@@ -9,6 +9,7 @@ import type { Queryable } from '../db/pool.js';
 import { scrubText, type Logger } from '../logger.js';
 import type { ProviderExchange } from '../providers/exchange.js';
 import { GroupCommit } from './group-commit.js';
+import { statement } from '../db/statements.js';
 
 const INSERT_SQL = `INSERT INTO provider_exchanges
   (bundle_id, attempt, worker_id, step, provider, operation, method, path, status, outcome, error, duration_ms, request_body, response_body, at)
@@ -48,8 +49,8 @@ export class ExchangeRecorder {
     this.group = new GroupCommit<ProviderExchange, void>({
       maxBatch: 500,
       write: async (batch) => {
-        // Unnamed: a named prepared statement breaks behind a transaction-mode pooler (PgBouncer < 1.21).
-        await db.query(INSERT_SQL, columns(batch));
+        // Named only on a session and for small batches (db/statements.ts).
+        await db.query(statement(db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length));
         return batch.map(() => undefined);
       },
     });

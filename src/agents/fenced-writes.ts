@@ -14,6 +14,7 @@
  */
 import type pg from 'pg';
 import { withTransaction, type Queryable } from '../db/pool.js';
+import { statement } from '../db/statements.js';
 import type { LocalRecord } from '../bundles/kinds.js';
 
 export interface Fence {
@@ -124,7 +125,7 @@ export const writtenKey = (bundleId: string, position: number) => `${bundleId}/$
  * neither `written` nor `busy` was fenced out; a bundle's rows are written all or none.
  */
 export async function writeSteps(db: Queryable, writes: StepWrite[], opts: { wait?: boolean } = {}): Promise<StepWriteResult> {
-  const { rows } = await db.query<{ id: string; position: number; idempotency_key: string | null; busy: boolean }>(opts.wait ? stepWritesWaiting : stepWritesSkipLocked, [
+  const { rows } = await db.query<{ id: string; position: number; idempotency_key: string | null; busy: boolean }>(statement(db, opts.wait ? 'bundlefleet_steps_waiting' : 'bundlefleet_steps', opts.wait ? stepWritesWaiting : stepWritesSkipLocked, [
     writes.map((w) => w.fence.bundleId),
     writes.map((w) => w.fence.attempt),
     writes.map((w) => w.fence.actor),
@@ -135,7 +136,7 @@ export async function writeSteps(db: Queryable, writes: StepWrite[], opts: { wai
     writes.map((w) => w.key),
     writes.map((w) => w.reference),
     writes.map((w) => w.local ?? null),
-  ]);
+  ], writes.length));
   const result: StepWriteResult = { written: new Map(), busy: new Set() };
   for (const r of rows) {
     if (r.busy) result.busy.add(r.id);

@@ -10,6 +10,7 @@ import { publishEvents, type PendingEvent } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
 import { GroupCommit } from './group-commit.js';
 import { withAgentTimeouts } from './fenced-writes.js';
+import { statement } from '../db/statements.js';
 
 export interface FinishRequest {
   bundleId: string;
@@ -77,7 +78,7 @@ export interface FinishResult {
 }
 
 export async function finishBundles(db: Queryable, items: FinishRequest[], opts: { wait?: boolean } = {}): Promise<FinishResult> {
-  const { rows: all } = await db.query<{ id: string; attempt: number; booking_id: string; kind: string; outcome: FinishRequest['outcome']; busy: boolean }>(opts.wait ? finishWaiting : finishSkipLocked, [
+  const { rows: all } = await db.query<{ id: string; attempt: number; booking_id: string; kind: string; outcome: FinishRequest['outcome']; busy: boolean }>(statement(db, opts.wait ? 'bundlefleet_finish_waiting' : 'bundlefleet_finish', opts.wait ? finishWaiting : finishSkipLocked, [
     items.map((i) => i.bundleId),
     items.map((i) => i.attempt),
     items.map((i) => i.actor),
@@ -87,7 +88,7 @@ export async function finishBundles(db: Queryable, items: FinishRequest[], opts:
     items.map((i) => i.lastStep?.key ?? null),
     items.map((i) => i.lastStep?.reference ?? null),
     items.map((i) => i.reconcileAfterSeconds ?? null),
-  ]);
+  ], items.length));
   const rows = all.filter((r) => !r.busy);
   const events: PendingEvent[] = [];
   const traced = items.some((i) => i.traceparent) ? new Map(items.map((i) => [finishKey(i.bundleId, i.attempt), i.traceparent])) : undefined;

@@ -7,6 +7,7 @@
 import type { Queryable } from '../db/pool.js';
 import { workerLockHeldElsewhere } from '../bundles/worker-locks.js';
 import { carriedKindVersions } from '../bundles/kinds.js';
+import { statement } from '../db/statements.js';
 
 export interface ClaimedBundle {
   id: string;
@@ -74,7 +75,7 @@ SELECT * FROM claimed`;
 
 export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<ClaimedBundle[]> {
   if (opts.limit <= 0) return [];
-  const { rows } = await db.query<ClaimedBundle>(claimSql, [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)]);
+  const { rows } = await db.query<ClaimedBundle>(statement(db, 'bundlefleet_claim', claimSql, [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)], opts.limit));
   return rows;
 }
 

@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { createPool } from '../db/pool.js';
+import { allowNamedStatements } from '../db/statements.js';
 import { runAgent } from '../agents/agent.js';
 import { Finisher } from '../agents/finisher.js';
 import { StepWriter } from '../agents/step-writer.js';
@@ -78,6 +79,9 @@ export class Worker {
       // (the chaos run's half-open mode stalled re-claims for 27 s with a 30 s bound).
       queryTimeoutMs: 10_000,
     });
+    // Without a session-URL split the pool's URL is a session (the liveness connection proves it),
+    // so small batches may go as named statements (db/statements.ts: 5b 1.10× measured).
+    if (!options.sessionDatabaseUrl || options.sessionDatabaseUrl === options.databaseUrl) allowNamedStatements(this.pool);
     this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.wake?.());
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
