@@ -67,8 +67,10 @@ async function tables(pool: pg.Pool): Promise<void> {
 /** A Queryable that runs EXPLAIN (ANALYZE, BUFFERS) of whatever the worker's function sends, inside a rolled-back transaction. */
 function explaining(client: pg.PoolClient, sink: string[]) {
   return {
-    async query(sql: string, params?: unknown[]) {
-      const r = await client.query(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${sql}`, params);
+    async query(sqlOrConfig: string | pg.QueryConfig, params?: unknown[]) {
+      // The worker's functions send a query config (db/statements.ts); EXPLAIN takes its text and values.
+      const { text, values } = typeof sqlOrConfig === 'string' ? { text: sqlOrConfig, values: params } : sqlOrConfig;
+      const r = await client.query(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${text}`, values);
       sink.push(...r.rows.map((x: Record<string, string>) => x['QUERY PLAN']!));
       return { rows: [] as never[] };
     },
