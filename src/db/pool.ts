@@ -150,9 +150,14 @@ function watchAcquireTime(pool: pg.Pool, max: number, onSlow: (wait: SlowAcquire
       if (!fresh.has(client)) return cb(undefined, client, release);
       fresh.delete(client);
       const probed = performance.now();
+      // Checked out, the client has no pool 'error' listener: a connection lost during the probe
+      // (PostgreSQL restarting) would be an uncaught 'error' event and kill the process
+      // (test/pool-probe.test.ts). The probe's rejection reports it to the caller.
+      const onError = () => {};
+      client.on('error', onError);
       client.query('SELECT 1').then(
-        () => (report(probed, 'server'), cb(undefined, client, release)),
-        (probeErr: Error) => (client.release(probeErr), cb(probeErr)),
+        () => (client.removeListener('error', onError), report(probed, 'server'), cb(undefined, client, release)),
+        (probeErr: Error) => (client.removeListener('error', onError), client.release(probeErr), cb(probeErr)),
       );
     });
   };
