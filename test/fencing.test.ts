@@ -75,8 +75,7 @@ describe('fencing on attempt', () => {
     const fenceOf = (b: { id: string; attempt: number }): Fence => ({ bundleId: b.id, attempt: b.attempt, actor: 'w', leaseSeconds: 60 });
     const key = (id: string, step: string) => stepIdempotencyKey(id, step);
     const writer = new StepWriter(db.pool);
-    // Each claim recorded its bundle's first intent (scheduler/claim.ts), as an agent's first write would.
-    for (const b of [live, stale]) expect(b.first_intent_key).toBe(key(b.id, 'show_tickets'));
+    for (const b of [live, stale]) expect(await writer.intent(fenceOf(b), 0, 'show_tickets', key(b.id, 'show_tickets'))).toBe(key(b.id, 'show_tickets'));
     await supersede(db.pool, stale.id, 'other');
     const before = await snapshot(db.pool, stale.id);
 

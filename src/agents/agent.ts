@@ -225,10 +225,7 @@ async function book(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       run.log.info({ step: step.name }, 'signals already in; going on');
       continue;
     }
-    if (step.provider && position === 0 && !row && bundle.first_intent_key) {
-      // The claim recorded this intent (scheduler/claim.ts): nothing to write before the call.
-      key = bundle.first_intent_key;
-    } else if (step.provider) {
+    if (step.provider) {
       const sentAt = performance.now();
       const recorded = await deps.steps.intent(fence, position, step.name, key, booked);
       booked = undefined;

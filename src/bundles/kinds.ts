@@ -159,11 +159,7 @@ export function signalNames(kind: BundleKind): string[] {
   return kind.steps.flatMap((s) => s.wait?.signals ?? []);
 }
 
-/**
- * The idempotency key of a step: derived from the bundle id once and identical on every retry,
- * reset and undo. The claim builds the first step's key in SQL the same way (scheduler/claim.ts,
- * first_intent; test/first-intent.test.ts holds the two together).
- */
+/** The idempotency key of a step: derived from the bundle id once and identical on every retry, reset and undo. */
 export function stepIdempotencyKey(bundleId: string, stepName: string): string {
   return `${bundleId}:${stepName}`;
 }

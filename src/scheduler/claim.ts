@@ -6,7 +6,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { workerLockHeldElsewhere } from '../bundles/worker-locks.js';
-import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
+import { carriedKindVersions } from '../bundles/kinds.js';
 import { statement } from '../db/statements.js';
 
 export interface ClaimedBundle {
@@ -21,11 +21,6 @@ export interface ClaimedBundle {
   from_state: 'pending' | 'compensating';
   /** W3C traceparent of the bundle's root span (tracing.ts), null when it was enqueued without tracing. */
   trace_context: string | null;
-  /**
-   * The key of the first step's intent when the claim recorded it (a first attempt at booking a
-   * kind whose first step calls a provider): the agent calls that provider next without writing it.
-   */
-  first_intent_key: string | null;
 }
 
 export interface ClaimOptions {
@@ -39,21 +34,6 @@ export interface ClaimOptions {
 function kindParams(opts: ClaimOptions): [string[], number[]] {
   const kinds = opts.kinds ?? carriedKindVersions();
   return [kinds.map((k) => k.kind), kinds.map((k) => k.version)];
-}
-
-/** Per carried kind version (kindParams' order), its first step's name when that step calls a provider. */
-function firstIntentParam(opts: ClaimOptions): Array<string | null> {
-  return (opts.kinds ?? carriedKindVersions()).map((k) => firstProviderStep(k.kind, k.version));
-}
-
-function firstProviderStep(kind: string, version: number): string | null {
-  let first;
-  try {
-    first = bundleKind(kind, version).steps[0];
-  } catch {
-    return null; // not carried by this build: its bundles are never claimed here anyway
-  }
-  return first?.provider && !first.wait ? first.name : null;
 }
 
 // The advisory lock names due.id, not b.id: a condition on `due` alone is applied to the (at
@@ -87,29 +67,15 @@ WITH due AS (
   WHERE b.id = due.id
     AND pg_try_advisory_xact_lock(hashtextextended('bundlefleet.bundle.' || due.id::text, 0))
   RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.phase, b.payload, b.attempt, b.failure_count, due.state AS from_state, b.trace_context
-), first_intent AS (
-  -- A first attempt at booking records its first step's intent in the claim: the agent calls that
-  -- provider next, so this is the fenced write it would send at once (one statement and one commit
-  -- per bundle fewer; bench/README.md, "The first intent in the claim"). The key is
-  -- stepIdempotencyKey's (kinds.ts). A bundle found with a step row already keeps the agent's path.
-  INSERT INTO steps (bundle_id, position, name, status, idempotency_key, attempt)
-  SELECT c.id, 0, k.step, 'booking', c.id::text || ':' || k.step, c.attempt
-  FROM claimed c JOIN unnest($4::text[], $5::int[], $6::text[]) AS k(kind, version, step) ON k.kind = c.kind AND k.version = c.kind_version
-  WHERE c.phase = 'book' AND c.attempt = 1 AND k.step IS NOT NULL
-  ON CONFLICT DO NOTHING
-  RETURNING bundle_id, name, idempotency_key
 ), history AS (
-  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
-  SELECT id, $2, attempt, from_state, 'running', NULL, CASE WHEN phase = 'undo' THEN 'claimed to undo' ELSE 'claimed' END FROM claimed
-  -- Appended after the claims, so each bundle's intent follows its claim in its timeline.
-  UNION ALL
-  SELECT bundle_id, $2, 1, 'running', 'running', name, 'booking' FROM first_intent
+  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
+  SELECT id, $2, attempt, from_state, 'running', CASE WHEN phase = 'undo' THEN 'claimed to undo' ELSE 'claimed' END FROM claimed
 )
-SELECT c.*, f.idempotency_key AS first_intent_key FROM claimed c LEFT JOIN first_intent f ON f.bundle_id = c.id`;
+SELECT * FROM claimed`;
 
 export async function claimBundles(db: Queryable, opts: ClaimOptions): Promise<ClaimedBundle[]> {
   if (opts.limit <= 0) return [];
-  const { rows } = await db.query<ClaimedBundle>(statement(db, 'bundlefleet_claim', claimSql, [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts), firstIntentParam(opts)], opts.limit));
+  const { rows } = await db.query<ClaimedBundle>(statement(db, 'bundlefleet_claim', claimSql, [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)], opts.limit));
   return rows;
 }
 
