@@ -10,11 +10,9 @@
  *
  * Prints each run and, per variant, the median bundles/s and its ratio to the first variant.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startServer } from './lib/server.js';
+import { bundlefleetAt, parseVariants } from './lib/variants.js';
 import { startSimulator } from './lib/procs.js';
 import { load, log, median, ownCpuSeconds } from './lib/util.js';
 
@@ -33,18 +31,7 @@ const sc = scenarios[args.scenario!];
 if (!sc) throw new Error(`--scenario: one of ${Object.keys(scenarios).join(', ')}`);
 const concurrency = Number(args.concurrency ?? sc.concurrency);
 const N = Number(args.bundles);
-const variants = (args.variant ?? ['current=.']).map((v) => {
-  const [name, rest] = v.split(/=(.*)/s) as [string, string];
-  const [root, sql] = rest.split(':');
-  return { name, root: resolve(root!), sql: sql ? readFileSync(sql, 'utf8') : undefined };
-});
-
-type Bf = typeof import('./systems/bundlefleet.js');
-const systems = new Map<string, Bf>();
-async function system(root: string): Promise<Bf> {
-  if (!systems.has(root)) systems.set(root, (await import(pathToFileURL(`${root}/bench/systems/bundlefleet.ts`).href)) as Bf);
-  return systems.get(root)!;
-}
+const variants = parseVariants(args.variant, 'current=.');
 
 async function main(): Promise<void> {
   const loadStart = load();
@@ -59,7 +46,7 @@ async function main(): Promise<void> {
       // Rotate the order so that no variant always runs first (or last) in a repetition.
       const order = variants.map((_, i) => variants[(i + rep) % variants.length]!);
       for (const v of order) {
-        const bf = await system(v.root);
+        const bf = await bundlefleetAt(v.root);
         const url = await server.createDatabase(`ab_${v.name}`);
         const pool = await bf.setup(url);
         try {

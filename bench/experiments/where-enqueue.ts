@@ -9,13 +9,10 @@
  *     [--variant 'name=ROOT[:SQL]' ...]   (e.g. --variant 'no-updated-idx=.:DROP INDEX bundles_updated_idx',
  *                                          --variant before=/tmp/base --variant after=.)
  */
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startServer } from '../lib/server.js';
 import { load, now } from '../lib/util.js';
-
-type Bf = typeof import('../systems/bundlefleet.js');
+import { bundlefleetAt, parseVariants } from '../lib/variants.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -28,16 +25,7 @@ const { values: args } = parseArgs({
 });
 const N = Number(args.jobs);
 const kind = args.kind as 'noop' | 'vip';
-const variants = (args.variant!.length ? args.variant! : ['as-is=.']).map((v) => {
-  const [name, rest] = v.split(/=(.*)/s) as [string, string];
-  const [root, sql] = rest.split(/:(.*)/s) as [string, string | undefined];
-  return { name, root: resolve(root), sql };
-});
-const systems = new Map<string, Bf>();
-async function system(root: string): Promise<Bf> {
-  if (!systems.has(root)) systems.set(root, (await import(pathToFileURL(`${root}/bench/systems/bundlefleet.ts`).href)) as Bf);
-  return systems.get(root)!;
-}
+const variants = parseVariants(args.variant, 'as-is=.');
 
 async function main(): Promise<void> {
   const server = await startServer({ statements: true });
@@ -45,7 +33,7 @@ async function main(): Promise<void> {
   try {
     for (let rep = 1; rep <= Number(args.reps); rep++) {
       for (const { name, root, sql } of variants) {
-        const bf = await system(root);
+        const bf = await bundlefleetAt(root);
         const url = await server.createDatabase('where_enqueue');
         const pool = await bf.setup(url);
         try {

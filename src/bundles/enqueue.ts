@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { publishEvents } from './events.js';
-import { bundleKind } from './kinds.js';
+import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
 import { startEnqueueSpans } from '../tracing.js';
 
@@ -166,7 +166,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
 const isUnkeyed = (item: EnqueueItem): boolean => item.idempotencyKey == null && item.activeKey == null;
 
 /** One batch, committed on its own. `before`: what earlier batches enqueued, for a refusal to name. */
-async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: ReturnType<typeof bundleKind>, actor: string, before: EnqueueResult[]): Promise<Row[]> {
+async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind, actor: string, before: EnqueueResult[]): Promise<Row[]> {
   const ids = batch.map(() => randomUUID());
   const bookingIds = batch.map(() => randomUUID());
   const payloads = batch.map((b) => JSON.stringify(b.payload));

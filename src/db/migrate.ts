@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { SchemaMissing } from '../errors.js';
 import { installEventQueues } from '../bundles/events.js';
+import { muteClientErrors } from './pool.js';
 
 export const SQL_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'sql');
 
@@ -35,10 +36,8 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
   const migrations = await loadMigrations();
   const applied: string[] = [];
   const client = await pool.connect();
-  // Checked out for the whole run: losing its connection (PostgreSQL restarting) would otherwise
-  // be an uncaught 'error' event; the failing query rejects and the migration reports it.
-  const onError = () => {};
-  client.on('error', onError);
+  // Checked out for the whole run: the failing query reports a lost connection.
+  const unmute = muteClientErrors(client);
   let released = false;
   try {
     // Under the migration lock too: two migrators racing on CREATE TABLE IF NOT EXISTS collide on
@@ -91,7 +90,7 @@ export async function migrate(pool: pg.Pool, url: string): Promise<string[]> {
       });
     }
   } finally {
-    client.removeListener('error', onError);
+    unmute();
     if (!released) client.release();
   }
   return applied;

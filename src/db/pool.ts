@@ -127,6 +127,18 @@ function slowAcquireWarner(): (wait: SlowAcquire) => void {
   };
 }
 
+/**
+ * While a client is checked out, pg-pool takes its own 'error' listener off it: a connection lost
+ * then (PostgreSQL restarting) would be an uncaught 'error' event and kill the process. Whoever
+ * holds a client across awaits mutes it (the failing query reports the loss) and calls the
+ * returned function before handing it back.
+ */
+export function muteClientErrors(client: pg.ClientBase): () => void {
+  const ignore = () => {};
+  client.on('error', ignore);
+  return () => void client.removeListener('error', ignore);
+}
+
 type ConnectCallback = (err: Error | undefined, client?: pg.PoolClient, release?: (discard?: boolean) => void) => void;
 
 /**
@@ -150,14 +162,11 @@ function watchAcquireTime(pool: pg.Pool, max: number, onSlow: (wait: SlowAcquire
       if (!fresh.has(client)) return cb(undefined, client, release);
       fresh.delete(client);
       const probed = performance.now();
-      // Checked out, the client has no pool 'error' listener: a connection lost during the probe
-      // (PostgreSQL restarting) would be an uncaught 'error' event and kill the process
-      // (test/pool-probe.test.ts). The probe's rejection reports it to the caller.
-      const onError = () => {};
-      client.on('error', onError);
+      // The probe's rejection reports a lost connection to the caller (test/pool-probe.test.ts).
+      const unmute = muteClientErrors(client);
       client.query('SELECT 1').then(
-        () => (client.removeListener('error', onError), report(probed, 'server'), cb(undefined, client, release)),
-        (probeErr: Error) => (client.removeListener('error', onError), client.release(probeErr), cb(probeErr)),
+        () => (unmute(), report(probed, 'server'), cb(undefined, client, release)),
+        (probeErr: Error) => (unmute(), client.release(probeErr), cb(probeErr)),
       );
     });
   };
@@ -203,10 +212,8 @@ export type Queryable = Pick<pg.Pool | pg.PoolClient | pg.Client, 'query'>;
  */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, settings: Record<string, number> = {}): Promise<T> {
   const client = await pool.connect();
-  // A checked-out client has no pool 'error' listener: a connection lost mid-transaction (PostgreSQL
-  // restarting) would be an uncaught 'error' event and kill the process. The failed query rejects anyway.
-  const onError = () => {};
-  client.on('error', onError);
+  // A connection lost mid-transaction fails the transaction's query; it must not also kill the process.
+  const unmute = muteClientErrors(client);
   let discard = false;
   try {
     // Names are ours (not input) and values numbers: one round trip for BEGIN and the settings.
@@ -219,7 +226,7 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     discard = isConnectionError(err);
     throw err;
   } finally {
-    client.removeListener('error', onError);
+    unmute();
     // A connection that failed or timed out (it may be half-open) is discarded, never reused.
     client.release(discard || undefined);
   }
