@@ -7,7 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createTestDb } from './support/db.js';
-import { enqueueVip, holdWorkerLock } from './support/fleet.js';
+import { enqueueVip, holdWorkerLock, vipPayload } from './support/fleet.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { allowNamedStatementsOnSession } from '../src/db/session-probe.js';
 import { createPool } from '../src/db/pool.js';
 import { allowNamedStatements, GENERIC_PLAN_MAX_ROWS, statement } from '../src/db/statements.js';
 import { claimBundles } from '../src/scheduler/claim.js';
@@ -51,6 +53,36 @@ describe('named statements', () => {
     } finally {
       await session.end();
       await other.end();
+    }
+  });
+
+  it('a small enqueue, keyed or not, is prepared on a pool whose URL proved a session (as `serve` allows it); a large one is not', async () => {
+    const db = await createTestDb();
+    const prepared = async (pool: typeof db.pool) =>
+      (await pool.query<{ name: string }>('SELECT name FROM pg_prepared_statements ORDER BY name')).rows.map((r) => r.name);
+    const session = createPool(db.url, { max: 1 });
+    try {
+      expect(await allowNamedStatementsOnSession(session, db.url)).toBe(true);
+      await enqueueBundles(session, [{ payload: { i: 1 } }], { kind: 'noop' });
+      expect(await prepared(session)).toEqual(['bundlefleet_enqueue_unkeyed']);
+      // Keyed, with the kind's event, in a transaction on a connection of that pool; a replay
+      // through the prepared statement finds the first bundle.
+      const first = await enqueueBundles(session, [{ payload: vipPayload(1), idempotencyKey: 'named-1' }], { kindVersion: 1 });
+      const again = await enqueueBundles(session, [{ payload: vipPayload(1), idempotencyKey: 'named-1' }], { kindVersion: 1 });
+      expect(again).toEqual([{ ...first[0], created: false }]);
+      expect(await prepared(session)).toEqual(['bundlefleet_enqueue', 'bundlefleet_enqueue_unkeyed']);
+      const large = createPool(db.url, { max: 1 });
+      expect(await allowNamedStatementsOnSession(large, db.url)).toBe(true);
+      const rows = await enqueueBundles(large, Array.from({ length: 40 }, (_, i) => ({ payload: { i } })), { kind: 'noop' });
+      expect(rows).toHaveLength(40);
+      expect(await prepared(large)).toEqual([]);
+      await large.end();
+      const { rows: counts } = await db.pool.query<{ bundles: number; history: number }>(
+        `SELECT (SELECT count(*)::int FROM bundles) AS bundles, (SELECT count(*)::int FROM bundle_history WHERE reason = 'enqueued') AS history`,
+      );
+      expect(counts[0]).toEqual({ bundles: 42, history: 42 });
+    } finally {
+      await session.end();
     }
   });
 });

@@ -25,7 +25,7 @@ import { createTestDb, onCleanup, urlFor } from './support/db.js';
 import { countByState, quietLogger, startSimulator, startWorker, waitFor } from './support/fleet.js';
 import { startTxnPooler, type TxnPooler, type TxnPoolerOptions } from './support/txn-pooler.js';
 import { createPool, POOL_SIZING_RULE, resolveSessionDatabaseUrl, type SlowAcquire } from '../src/db/pool.js';
-import { assertSessionConnection, probeSession } from '../src/db/session-probe.js';
+import { allowNamedStatementsOnSession, assertSessionConnection, probeSession } from '../src/db/session-probe.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { migrate } from '../src/db/migrate.js';
 import { SessionRequired, BadInput } from '../src/errors.js';
@@ -222,6 +222,20 @@ describe('what needs no session', () => {
       await enqueueBundles(a, [{ payload: vip(i) }], { kindVersion: 1 });
     }
     expect((await countByState(db.pool)).pending).toBe(12);
+  });
+
+  it('`serve` behind a transaction pooler names no statement: its start-up probe finds no session, and enqueue still works from two pools', async () => {
+    const db = await createTestDb();
+    const txn = await pooler(db.url);
+    const a = pooledPool(txn.url(db.url), 1);
+    const b = pooledPool(txn.url(db.url), 1);
+    expect(await allowNamedStatementsOnSession(a, txn.url(db.url))).toBe(false);
+    expect(await allowNamedStatementsOnSession(b, txn.url(db.url))).toBe(false);
+    for (let i = 0; i < 4; i++) {
+      await enqueueBundles(a, [{ payload: { i } }], { kind: 'noop' });
+      await enqueueBundles(b, [{ payload: vip(i), idempotencyKey: `pooled-${i}` }], { kindVersion: 1 });
+    }
+    expect((await countByState(db.pool)).pending).toBe(8);
   });
 
   it('migrate through a transaction pooler, twice at once, leaving no advisory lock behind', async () => {

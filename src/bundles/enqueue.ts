@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
+import { statement } from '../db/statements.js';
 import { publishEvents } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
@@ -179,19 +180,20 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
   let rows: Row[];
   if (unkeyed && !kind.events.initialized) {
     // Rows, history and NOTIFY in one statement: atomic on its own, no transaction needed.
-    // Unnamed: a named prepared statement breaks behind a transaction-mode pooler (PgBouncer < 1.21).
-    await pool.query(insertUnkeyedBatchSql, unkeyedParams);
+    // Named only on a pool proven to be a session (db/statements.ts): parsing and planning this
+    // statement was 0.3 ms of a single enqueue's 2.2 ms on an idle server (bench/README.md, "Scenario 2").
+    await pool.query(statement(pool, 'bundlefleet_enqueue_unkeyed', insertUnkeyedBatchSql, unkeyedParams, batch.length));
     rows = unkeyedRows();
   } else {
     rows = await withTransaction(pool, async (client) => {
       let rows: Row[];
       if (unkeyed) {
-        await client.query(insertUnkeyedBatchSql, unkeyedParams);
+        await client.query(statement(client, 'bundlefleet_enqueue_unkeyed', insertUnkeyedBatchSql, unkeyedParams, batch.length));
         rows = unkeyedRows();
       } else {
         const insert = async (at: number[]) =>
           (
-            await client.query<Row>(insertBatchSql, [
+            await client.query<Row>(statement(client, 'bundlefleet_enqueue', insertBatchSql, [
               uuidArray(at.map((i) => ids[i]!)),
               uuidArray(at.map((i) => bookingIds[i]!)),
               jsonArray(at.map((i) => payloads[i]!)),
@@ -201,7 +203,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
               kind.version,
               at.map((i) => batch[i]!.activeKey ?? null),
               traceparents && at.map((i) => traceparents[i]),
-            ])
+            ], at.length))
           ).rows;
         rows = await insert(batch.map((_, i) => i));
         await resolveLateDuplicates(client, batch, rows);

@@ -22,7 +22,7 @@ import { providerUrlsFromEnv } from '../providers/client.js';
 import { Worker } from '../scheduler/worker.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
-import { assertSessionConnection } from '../db/session-probe.js';
+import { allowNamedStatementsOnSession, assertSessionConnection } from '../db/session-probe.js';
 import { alreadyRunningMessage, removeDevRecord, runningDev, writeDevRecord } from './dev-record.js';
 import { onShutdown } from './signals.js';
 import { apiTokenFromEnv, listenHttp } from './serve-command.js';
@@ -94,6 +94,8 @@ Examples:
         await db.close();
         throw err;
       });
+      // The HTTP side's pool names its small statements on a session (db/statements.ts), as the worker's does.
+      await allowNamedStatementsOnSession(db.pool, db.url);
       let simulator: ProviderSimulator | undefined;
       let draining = false;
       const metrics = createMetrics({ logger: log });

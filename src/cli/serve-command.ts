@@ -9,6 +9,7 @@ import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { AddressInUse, BadInput } from '../errors.js';
 import { startHttpServer, type HttpServerOptions, type StartedHttpServer } from '../http/server.js';
+import { allowNamedStatementsOnSession } from '../db/session-probe.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
 import { onShutdown } from './signals.js';
@@ -91,12 +92,13 @@ Examples:
       }
       const log = rootLogger();
       const db = await openDb({ max: 10 });
+      const namedStatements = await allowNamedStatementsOnSession(db.pool, db.url);
       let draining = false;
       const http = await listenHttp({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: unknown) => {
         await db.close();
         throw err;
       });
-      log.info({ url: http.url, auth: apiToken ? 'bearer token' : 'none' }, 'http server listening');
+      log.info({ url: http.url, auth: apiToken ? 'bearer token' : 'none', namedStatements }, 'http server listening');
       process.stderr.write(`bundlefleet serve: listening on ${http.url} (status page at ${http.url}/)\n`);
       onShutdown(async () => {
         draining = true;

@@ -16,6 +16,7 @@
 import pg from 'pg';
 import { SessionRequired } from '../errors.js';
 import { DatabaseUnavailable } from './pool.js';
+import { allowNamedStatements } from './statements.js';
 
 export interface SessionProbe {
   /** Backend pid of the probing connection's first and second statement, and of the other connection's open transaction. */
@@ -51,4 +52,16 @@ export async function probeSession(url: string): Promise<SessionProbe & { sessio
 export async function assertSessionConnection(url: string, what: string): Promise<void> {
   const probe = await probeSession(url);
   if (!probe.session) throw new SessionRequired(what);
+}
+
+/**
+ * A long-lived process other than a worker (`serve`, `dev`'s HTTP side) names its small statements
+ * as a worker does (db/statements.ts) when its URL keeps a session: a single enqueue then skips
+ * parsing and planning (0.3 ms of 2.2 ms, bench/README.md "Scenario 2"). Checked once at start;
+ * a probe that fails or finds a transaction pooler leaves every statement unnamed.
+ */
+export async function allowNamedStatementsOnSession(pool: pg.Pool, url: string): Promise<boolean> {
+  const probe = await probeSession(url).catch(() => undefined);
+  if (probe?.session) allowNamedStatements(pool);
+  return probe?.session === true;
 }
