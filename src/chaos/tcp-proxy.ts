@@ -28,12 +28,20 @@ export interface TcpProxy {
   blackhole(match?: (c: ProxiedConnection) => boolean): number;
   /** Blackholes every new connection too, until `heal()`. */
   blackholeNew(on: boolean): void;
+  /**
+   * Holds what the server sends on matching open connections, and on every new one, until the
+   * returned release: the statements run, their replies arrive late. A slow network in one
+   * direction, used to keep a client busy in a round trip whose work is already committed.
+   */
+  holdReplies(match?: (c: ProxiedConnection) => boolean): () => void;
   close(): Promise<void>;
 }
 
 interface Pair extends ProxiedConnection {
   client: net.Socket;
   server: net.Socket;
+  /** Replies held back (holdReplies), in order; undefined when replies flow. */
+  held?: Buffer[];
 }
 
 /** A postgres:// URL pointed at 127.0.0.1:`port` (a proxy or pooler in front of its server), all else kept. */
@@ -56,6 +64,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
   const pairs = new Map<number, Pair>();
   let nextId = 0;
   let holeNew = false;
+  let holdNew = false;
 
   const hole = (p: Pair) => {
     p.blackholed = true;
@@ -78,7 +87,9 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
       if (!pair.blackholed) upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (!pair.blackholed) client.write(chunk);
+      if (pair.blackholed) return;
+      if (pair.held) pair.held.push(chunk);
+      else client.write(chunk);
     });
     const end = () => {
       if (pair.blackholed) return; // a blackholed peer never learns the other side went away (close() ends it)
@@ -91,6 +102,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
     client.on('error', () => {});
     upstream.on('error', () => {});
     if (holeNew) hole(pair);
+    if (holdNew) pair.held = [];
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -111,6 +123,18 @@ export async function startTcpProxy(targetHost: string, targetPort: number, list
     },
     blackholeNew(on) {
       holeNew = on;
+    },
+    holdReplies(match = () => true) {
+      holdNew = true;
+      for (const p of pairs.values()) if (match(p)) p.held ??= [];
+      return () => {
+        holdNew = false;
+        for (const p of pairs.values()) {
+          const held = p.held;
+          p.held = undefined;
+          if (held && !p.blackholed) for (const chunk of held) p.client.write(chunk);
+        }
+      };
     },
     close: () =>
       new Promise<void>((resolve) => {

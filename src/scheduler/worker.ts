@@ -60,6 +60,12 @@ export class Worker {
   private lastKindCheck = -Infinity;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  /**
+   * A wake (NOTIFY, freed slot) that came while no sleep was waiting, i.e. during a claim: the
+   * bundle it announces may have committed after that claim's snapshot, so the next sleep must
+   * not wait out the poll interval (test/wakes.test.ts).
+   */
+  private wokenWhileBusy = false;
 
   constructor(private readonly options: WorkerOptions) {
     this.opts = {
@@ -83,7 +89,7 @@ export class Worker {
     // so small batches may go as named statements (db/statements.ts: 5b 1.10× measured).
     if (!options.sessionDatabaseUrl || options.sessionDatabaseUrl === options.databaseUrl) allowNamedStatements(this.pool);
     this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
-    this.liveness.on('due', () => this.wake?.());
+    this.liveness.on('due', () => this.nudge());
     this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
@@ -193,7 +199,7 @@ export class Worker {
         .catch((err) => this.log.warn({ bundleId: claim.id, err: (err as Error).message }, 'reconciliation stopped on an error; it will run again'))
         .finally(() => {
           this.inFlight.delete(key);
-          this.wake?.();
+          this.nudge();
         });
       this.inFlight.set(key, { workerId, abort, done });
     }
@@ -227,7 +233,7 @@ export class Worker {
       })
       .finally(() => {
         this.inFlight.delete(key);
-        this.wake?.();
+        this.nudge();
       });
     this.inFlight.set(key, { bundle, workerId, abort, done });
   }
@@ -248,8 +254,19 @@ export class Worker {
         errorDelay = Math.min(errorDelay * 2, 5_000);
         continue;
       }
+      // Only the poll wait gives way to a wake that came during the claim; the error backoff above does not.
+      if (this.wokenWhileBusy) {
+        this.wokenWhileBusy = false;
+        continue;
+      }
       await this.sleep(this.opts.pollIntervalMs);
     }
+  }
+
+  /** Ends the current sleep, or the next one at once when the loop is busy claiming. */
+  private nudge(): void {
+    if (this.wake) this.wake();
+    else this.wokenWhileBusy = true;
   }
 
   /** Sleeps until woken (NOTIFY, a freed slot, stop) or the timeout. */

@@ -1,0 +1,57 @@
+/**
+ * A NOTIFY that reaches a worker while it is claiming is not lost: the bundle it announces
+ * committed after the running claim's snapshot, so that claim cannot see it, and a worker that
+ * then slept its whole poll interval would leave it waiting (60 s here; 1 s by default) while a
+ * slot stood free. The worker's pool goes through a proxy that holds the claim's reply, so the
+ * claim is in flight, already committed, when the second bundle's NOTIFY arrives on the
+ * liveness connection (which goes to PostgreSQL directly).
+ */
+import { describe, expect, it } from 'vitest';
+import { createTestDb, onCleanup } from './support/db.js';
+import { startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { startTcpProxy } from '../src/chaos/tcp-proxy.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+
+describe('wakes', () => {
+  it('a NOTIFY that arrives during a claim starts its bundle at once, not after the poll interval', async () => {
+    const db = await createTestDb();
+    const u = new URL(db.url);
+    const proxy = await startTcpProxy(u.hostname, Number(u.port));
+    onCleanup(() => proxy.close());
+    // The first bundle's agent stays in its first provider call for the whole test, so no freed
+    // slot wakes the worker either: only the NOTIFY (or the poll) can start the second bundle.
+    const sim = await startSimulator({ latencyMs: 20_000 });
+    const started = new Map<string, number>();
+    const worker = startWorker(proxy.url(db.url), sim, {
+      sessionDatabaseUrl: db.url,
+      pollIntervalMs: 60_000,
+      providerTimeoutMs: 30_000,
+      concurrency: 4,
+      onAgentStart: (id) => started.set(id, performance.now()),
+    });
+    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+    // Its first claim (nothing due) is done and it sleeps: no statement of its pool is running.
+    await waitFor('the worker idle', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
+      );
+      return rows[0]!.n === 0;
+    });
+
+    const release = proxy.holdReplies();
+    const [first] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    await waitFor('the first bundle claimed in the database, the reply held', async () => {
+      const { rows } = await db.pool.query<{ state: string }>(`SELECT state FROM bundles WHERE id = $1`, [first!.vip_bundle_id]);
+      return rows[0]!.state === 'running';
+    });
+    const [second] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    // The NOTIFY travels over loopback to the liveness connection; give it ample time to land.
+    await new Promise((r) => setTimeout(r, 300));
+    const releasedAt = performance.now();
+    release();
+
+    await waitFor('the second bundle started', async () => started.has(second!.vip_bundle_id), 10_000);
+    expect(started.get(second!.vip_bundle_id)! - releasedAt).toBeLessThan(5_000);
+    expect(started.has(first!.vip_bundle_id)).toBe(true);
+  });
+});
