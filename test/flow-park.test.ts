@@ -96,6 +96,29 @@ describe('a 429 with Retry-After', () => {
   });
 });
 
+describe('a 429 with Retry-After: 0', () => {
+  it('parks for at least a second, so a provider that keeps saying "now" is not called in a tight loop', async () => {
+    const db = await createTestDb();
+    // Two flights requests per second: the two inbound flights take them, and both return flights are
+    // told "retry now" (a retry is a lookup and then the booking: two requests again).
+    const sim = await startSimulator({ rateLimit: 2, rateLimitRetryAfter: 0 });
+    const bundles = await enqueueVip(db.pool, 2);
+    startWorker(db.url, sim, { providerRetries: 3 });
+    await waitFor('both bundles to complete', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM bundles WHERE state = 'completed' AND failure_count = 0`);
+      return rows[0]!.n === 2;
+    }, 15_000);
+    // With a zero window a parked bundle was claimed and the provider called again at once, over
+    // and over until the simulator's second had passed (hundreds of 429s; with 1 request/s, the
+    // bundle never completed). Parked for at least 1 s, each asks again once per window.
+    const limited = sim.calls().filter((c) => c.kind === 'flights' && c.limited);
+    expect(limited.length).toBeGreaterThanOrEqual(2);
+    expect(limited.length).toBeLessThanOrEqual(8);
+    const { rows: history } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'parked:%' ORDER BY id`, [bundles[0]!.vip_bundle_id]);
+    expect(history[0].reason).toBe('parked: flights said 429, Retry-After 0 s (waiting 1 s at least)');
+  });
+});
+
 describe('parking while undoing', () => {
   it('sends the bundle back to compensating, with no undo failure counted, and is fenced on the attempt', async () => {
     const db = await createTestDb();

@@ -21,12 +21,26 @@ export interface ParkRequest {
   pauseKind: boolean;
 }
 
+/**
+ * Shortest window a provider's own "come back later" parks a bundle for. `Retry-After: 0` (or a
+ * date already past, e.g. from a provider whose clock runs slow) would otherwise send the bundle
+ * straight back to a claim and the provider again, in a loop that counts no failure and so never
+ * ends: with a simulator allowing 1 request/s, a bundle told "0" never completed (test/flow-park.test.ts).
+ */
+export const MIN_PROVIDER_PARK_MS = 1_000;
+
 /** What a provider call's error asks for, when it is a window to wait for rather than a failure. */
 export function parkRequest(err: unknown, kind: ProviderKind | undefined): ParkRequest | undefined {
   if (!kind || !(err instanceof ProviderError) || err.retryAfterMs === undefined) return undefined;
   if (err instanceof ProviderParked) return { kind, delayMs: err.retryAfterMs, reason: err.message, pauseKind: false };
   const after = err.retryAfterMs / 1000;
-  return { kind, delayMs: err.retryAfterMs, reason: `${kind} said ${err.status ?? 'wait'}, Retry-After ${Number.isInteger(after) ? after : after.toFixed(1)} s`, pauseKind: true };
+  const floor = err.retryAfterMs < MIN_PROVIDER_PARK_MS ? ` (waiting ${MIN_PROVIDER_PARK_MS / 1000} s at least)` : '';
+  return {
+    kind,
+    delayMs: Math.max(err.retryAfterMs, MIN_PROVIDER_PARK_MS),
+    reason: `${kind} said ${err.status ?? 'wait'}, Retry-After ${Number.isInteger(after) ? after : after.toFixed(1)} s${floor}`,
+    pauseKind: true,
+  };
 }
 
 /**
