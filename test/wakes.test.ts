@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startTcpProxy } from '../src/chaos/tcp-proxy.js';
-import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { DUE_CHANNEL, enqueueBundles } from '../src/bundles/enqueue.js';
+import { createLogger } from '../src/logger.js';
 
 describe('wakes', () => {
   it('a NOTIFY that arrives during a claim starts its bundle at once, not after the poll interval', async () => {
@@ -53,5 +54,42 @@ describe('wakes', () => {
     await waitFor('the second bundle started', async () => started.has(second!.vip_bundle_id), 10_000);
     expect(started.get(second!.vip_bundle_id)! - releasedAt).toBeLessThan(5_000);
     expect(started.has(first!.vip_bundle_id)).toBe(true);
+  });
+
+  it('a worker whose liveness connection was lost while it slept listens again at once, not after the poll interval', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const started = new Set<string>();
+    const worker = startWorker(db.url, sim, { pollIntervalMs: 60_000, onAgentStart: (id) => started.add(id) });
+    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+    const firstId = worker.workerId!;
+    // Its LISTEN goes with the connection: until the worker connects again, no NOTIFY reaches it.
+    await db.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [`bundlefleet worker ${firstId}`]);
+    await waitFor('a new liveness id', async () => worker.workerId !== undefined && worker.workerId !== firstId, 5_000);
+    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    await waitFor('the bundle started', async () => started.has(bundle!.vip_bundle_id), 5_000);
+  });
+
+  it('a NOTIFY does not cut short the backoff after a failed claim', async () => {
+    const db = await createTestDb();
+    // The pool's URL refuses connections (a closed proxy); the liveness URL reaches PostgreSQL.
+    const u = new URL(db.url);
+    const proxy = await startTcpProxy(u.hostname, Number(u.port));
+    const deadUrl = proxy.url(db.url);
+    await proxy.close();
+    const chunks: string[] = [];
+    const logger = createLogger({ destination: { write: (s: string) => void chunks.push(s) }, level: 'info' });
+    const failedClaims = () => chunks.join('').split('\n').filter((l) => l.includes('"claim failed; retrying"')).length;
+    const sim = await startSimulator();
+    const worker = startWorker(deadUrl, sim, { sessionDatabaseUrl: db.url, pollIntervalMs: 60_000, logger });
+    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+    await waitFor('a first failed claim', async () => failedClaims() > 0, 5_000);
+    const before = failedClaims();
+    // 100 NOTIFYs over a second: the backoff (100 ms doubling to 5 s) allows about four more tries.
+    for (let i = 0; i < 100; i++) {
+      await db.pool.query(`SELECT pg_notify($1, '')`, [DUE_CHANNEL]);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(failedClaims() - before).toBeLessThanOrEqual(6);
   });
 });

@@ -66,6 +66,8 @@ export class Worker {
    * not wait out the poll interval (test/wakes.test.ts).
    */
   private wokenWhileBusy = false;
+  /** In the backoff after a failed claim, which a NOTIFY or a freed slot must not cut short (only stop does). */
+  private backingOff = false;
 
   constructor(private readonly options: WorkerOptions) {
     this.opts = {
@@ -90,7 +92,11 @@ export class Worker {
     if (!options.sessionDatabaseUrl || options.sessionDatabaseUrl === options.databaseUrl) allowNamedStatements(this.pool);
     this.liveness = new WorkerLiveness(options.sessionDatabaseUrl ?? options.databaseUrl, this.opts.name);
     this.liveness.on('due', () => this.nudge());
-    this.liveness.on('lost', (lost: LostLiveness) => void this.abandon(lost));
+    // The LISTEN went with the connection: claim (and listen again) now rather than at the next poll.
+    this.liveness.on('lost', (lost: LostLiveness) => {
+      void this.abandon(lost);
+      this.nudge();
+    });
     this.finisher = new Finisher(this.pool);
     this.stepWriter = new StepWriter(this.pool);
     this.exchanges = new ExchangeRecorder(this.pool, this.log);
@@ -250,11 +256,12 @@ export class Worker {
         if (claimed > 0 && claimed === free) continue;
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'claim failed; retrying');
-        await this.sleep(errorDelay);
+        this.backingOff = true;
+        await this.sleep(errorDelay).finally(() => (this.backingOff = false));
         errorDelay = Math.min(errorDelay * 2, 5_000);
         continue;
       }
-      // Only the poll wait gives way to a wake that came during the claim; the error backoff above does not.
+      // The poll wait gives way to a wake that came during the claim.
       if (this.wokenWhileBusy) {
         this.wokenWhileBusy = false;
         continue;
@@ -265,6 +272,7 @@ export class Worker {
 
   /** Ends the current sleep, or the next one at once when the loop is busy claiming. */
   private nudge(): void {
+    if (this.backingOff) return;
     if (this.wake) this.wake();
     else this.wokenWhileBusy = true;
   }
