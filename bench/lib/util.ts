@@ -92,3 +92,29 @@ export function ownCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 }
+
+/**
+ * One system's scenario 2 (enqueue one → start, idle worker), a sample at a time, so that the
+ * systems compared can take turns: one sample of each in turn, each after its own pre-sample
+ * sleep, so a drift in the machine's state over the minutes of the run falls on all of them alike.
+ */
+export interface LatencySampler {
+  /** The system's poll interval, which sizes its pre-sample sleep (preSampleSleep). */
+  pollIntervalMs: number;
+  /** Enqueues one job and returns ms from just before the enqueue call to its handler's start. */
+  sample(i: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** `samples` samples of each sampler (after `warmups` unrecorded ones), one of each in turn. */
+export async function takeTurns(samplers: LatencySampler[], samples: number, warmups = 3): Promise<number[][]> {
+  const out = samplers.map(() => [] as number[]);
+  for (let i = 0; i < warmups + samples; i++) {
+    for (const [k, s] of samplers.entries()) {
+      await preSampleSleep(s.pollIntervalMs);
+      const ms = await s.sample(i);
+      if (i >= warmups) out[k]!.push(ms);
+    }
+  }
+  return out;
+}

@@ -7,16 +7,17 @@ import { createPool } from '../../src/db/pool.js';
 import { exampleId } from '../../src/providers/simulator.js';
 import { migrate } from '../../src/db/migrate.js';
 import { enqueueBundles, type EnqueueItem } from '../../src/bundles/enqueue.js';
+import { allowNamedStatementsOnSession } from '../../src/db/session-probe.js';
 import { Worker, type WorkerOptions } from '../../src/scheduler/worker.js';
 import { claimBundles } from '../../src/scheduler/claim.js';
 import { WORKER_LOCK_KEY_SQL } from '../../src/scheduler/liveness.js';
 import type { ProviderUrls } from '../../src/providers/client.js';
-import { now, percentile, preSampleSleep, waitFor } from '../lib/util.js';
+import { now, percentile, preSampleSleep, waitFor, type LatencySampler } from '../lib/util.js';
 
 /** Errors only, on stderr: per-bundle info logging would be measured as well otherwise. */
 export const benchLogger = pino({ level: 'error' }, pino.destination(2));
 
-const NO_PROVIDERS: ProviderUrls = { tickets: 'http://127.0.0.1:9', flights: 'http://127.0.0.1:9', taxis: 'http://127.0.0.1:9' };
+export const NO_PROVIDERS: ProviderUrls = { tickets: 'http://127.0.0.1:9', flights: 'http://127.0.0.1:9', taxis: 'http://127.0.0.1:9' };
 
 export async function setup(url: string): Promise<pg.Pool> {
   const pool = createPool(url, { max: 4, applicationName: 'bench' });
@@ -83,7 +84,7 @@ export async function processAll(pool: pg.Pool, url: string, n: number, opts: Pa
 }
 
 /** Enqueue one → agent start, on an idle worker, clocked in this process. */
-export async function latency(pool: pg.Pool, url: string, samples: number, warmups = 3): Promise<number[]> {
+export async function latencySampler(pool: pg.Pool, url: string): Promise<LatencySampler> {
   const pollIntervalMs = 1000;
   const started = new Map<string, number>();
   const worker = new Worker({
@@ -93,22 +94,21 @@ export async function latency(pool: pg.Pool, url: string, samples: number, warmu
     pollIntervalMs,
     onAgentStart: (id) => started.set(id, now()),
   });
+  // The enqueuing pool as `bundlefleet serve` has it: small statements named on a session URL.
+  await allowNamedStatementsOnSession(pool, url);
   worker.start();
-  const out: number[] = [];
-  try {
-    // Let the worker take its liveness lock and LISTEN before the first sample.
-    await waitFor('worker ready', () => worker.workerId !== undefined, { timeoutMs: 10_000 });
-    for (let i = 0; i < warmups + samples; i++) {
-      await preSampleSleep(pollIntervalMs);
+  // Let the worker take its liveness lock and LISTEN before the first sample.
+  await waitFor('worker ready', () => worker.workerId !== undefined, { timeoutMs: 10_000 });
+  return {
+    pollIntervalMs,
+    async sample(i) {
       const t0 = now();
       const [r] = await enqueueBundles(pool, [{ payload: { i } }], { kind: 'noop' });
       await waitFor('agent start', () => started.has(r!.vip_bundle_id), { intervalMs: 1, timeoutMs: 30_000 });
-      if (i >= warmups) out.push(started.get(r!.vip_bundle_id)! - t0);
-    }
-  } finally {
-    await worker.stop(5_000);
-  }
-  return out;
+      return started.get(r!.vip_bundle_id)! - t0;
+    },
+    close: async () => void (await worker.stop(5_000)),
+  };
 }
 
 /**

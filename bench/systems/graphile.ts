@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { Logger, makeWorkerUtils, run, runMigrations } from 'graphile-worker';
-import { now, preSampleSleep, waitFor } from '../lib/util.js';
+import { now, waitFor, type LatencySampler } from '../lib/util.js';
 
 /** Errors only. */
 export const quietLogger = new Logger(() => (level, message) => {
@@ -62,7 +62,7 @@ export async function processAll(pool: pg.Pool, url: string, n: number, concurre
 }
 
 /** Enqueue one (workerUtils.addJob) → handler start, idle worker (LISTEN/NOTIFY, 2 s poll). */
-export async function latency(url: string, samples: number, warmups = 3): Promise<number[]> {
+export async function latencySampler(url: string): Promise<LatencySampler> {
   const pollInterval = 2000;
   const started = new Map<number, number>();
   // Its own pool (graphile-worker's default size, 10), so that a connection the server ends while
@@ -83,21 +83,20 @@ export async function latency(url: string, samples: number, warmups = 3): Promis
     },
   });
   const utils = await makeWorkerUtils({ pgPool, logger: quietLogger });
-  const out: number[] = [];
-  try {
-    await utils.addJob('noop', { i: -1 });
-    await waitFor('worker ready', () => started.has(-1), { timeoutMs: 30_000 });
-    for (let i = 0; i < warmups + samples; i++) {
-      await preSampleSleep(pollInterval);
+  await utils.addJob('noop', { i: -1 });
+  await waitFor('worker ready', () => started.has(-1), { timeoutMs: 30_000 });
+  return {
+    pollIntervalMs: pollInterval,
+    async sample(i) {
       const t0 = now();
       await utils.addJob('noop', { i });
       await waitFor('handler start', () => started.has(i), { intervalMs: 1, timeoutMs: 30_000 });
-      if (i >= warmups) out.push(started.get(i)! - t0);
-    }
-  } finally {
-    await utils.release();
-    await runner.stop();
-    await pgPool.end();
-  }
-  return out;
+      return started.get(i)! - t0;
+    },
+    async close() {
+      await utils.release();
+      await runner.stop();
+      await pgPool.end();
+    },
+  };
 }
