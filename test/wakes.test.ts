@@ -12,6 +12,7 @@ import { startSimulator, startWorker, vipPayload, waitFor } from './support/flee
 import { startTcpProxy } from '../src/chaos/tcp-proxy.js';
 import { DUE_CHANNEL, enqueueBundles } from '../src/bundles/enqueue.js';
 import { createLogger } from '../src/logger.js';
+import { receiveSignal } from '../src/bundles/signals.js';
 
 describe('wakes', () => {
   it('a NOTIFY that arrives during a claim starts its bundle at once, not after the poll interval', async () => {
@@ -91,5 +92,33 @@ describe('wakes', () => {
       await new Promise((r) => setTimeout(r, 10));
     }
     expect(failedClaims() - before).toBeLessThanOrEqual(6);
+  });
+
+  it('a signal to a due bundle wakes a worker whose claim skipped it under the signal\'s row lock', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator();
+    const [bundle] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    // A session holds the bundle's row (as a signal's transaction does, FOR NO KEY UPDATE) while
+    // the worker starts: its claim skips the row. The signal then waits for that lock, and
+    // commits after it: the last writer to the row before the worker sleeps for its poll interval.
+    const holder = await db.pool.connect();
+    onCleanup(async () => holder.release());
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM bundles WHERE id = $1 FOR NO KEY UPDATE', [bundle!.vip_bundle_id]);
+    const started = new Set<string>();
+    const worker = startWorker(db.url, sim, { pollIntervalMs: 60_000, onAgentStart: (id) => started.add(id) });
+    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+    await waitFor('the worker idle after its first claim', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
+      );
+      return rows[0]!.n === 0;
+    });
+    const signal = receiveSignal(db.pool, { bundleId: bundle!.vip_bundle_id, name: 'inbound_ticketed' });
+    await new Promise((r) => setTimeout(r, 100));
+    await holder.query('COMMIT');
+    expect((await signal).state).toBe('pending');
+    expect(started.has(bundle!.vip_bundle_id)).toBe(false);
+    await waitFor('the bundle started', async () => started.has(bundle!.vip_bundle_id), 5_000);
   });
 });

@@ -99,6 +99,9 @@ export async function receiveSignal(pool: pg.Pool, input: SignalInput): Promise<
       [bundle.id, input.actor ?? 'signal'],
     );
     const woke = woken.length === 1;
+    // A due bundle (pending or compensating) that a claim skipped while this transaction held its
+    // row (FOR UPDATE SKIP LOCKED) is announced again, or it waits for a worker's next poll.
+    if (!woke && (bundle.state === 'pending' || bundle.state === 'compensating')) await client.query(`SELECT pg_notify('${DUE_CHANNEL}', '')`);
     return { vip_bundle_id: bundle.id, name, signal_id: signalId, stored, woke, state: woke ? 'pending' : bundle.state };
   });
   // Committed: a span in the bundle's trace, linked to the request or command that delivered it.
