@@ -6,12 +6,15 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb } from './support/db.js';
-import { agentDeps, claimAs, enqueueVip, simulatorUrls, startSimulator, startWorker, waitFor } from './support/fleet.js';
+import { agentDeps, claimAs, enqueueVip, simulatorUrls, startSimulator, startWorker, waitFor, quietLogger, holdWorkerLock } from './support/fleet.js';
 import { recordIntent } from '../src/agents/fenced-writes.js';
 import { runAgent } from '../src/agents/agent.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
 import { cancelBundle } from '../src/supervisor/operator.js';
 import { ProviderClient } from '../src/providers/client.js';
+import { claimReconciliations } from '../src/scheduler/claim.js';
+import { reconcileBundle } from '../src/agents/reconcile.js';
+import { runOnce } from '../src/supervisor/supervisor.js';
 
 async function reconcileState(pool: pg.Pool, id: string) {
   const { rows } = await pool.query(`SELECT state, reconcile_at, extract(epoch FROM reconcile_at - finished_at)::float8 AS after_s, reconcile_attempts FROM bundles WHERE id = $1`, [id]);
@@ -84,5 +87,69 @@ describe('reconciliation of undone bundles', () => {
     expect(r.reconcile_attempts).toBe(1);
     // Due again after the claim's lease.
     expect(new Date(r.reconcile_at).getTime()).toBeGreaterThan(Date.now() + 25_000);
+  });
+
+  it('waits for the calls of an earlier attempt with a longer lease than the worker that undid the bundle', async () => {
+    const db = await createTestDb();
+    // Bookings hang past the client's timeout; the provider forgets a cancel of a key it has not seen.
+    const sim = await startSimulator({ forgetUnknownCancels: true, hangRate: 1, hangMs: 1500 });
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const key = stepIdempotencyKey(id, 'show_tickets');
+    // A worker with a 20 s lease keeps trying to book the tickets (each try ends before its deadline).
+    const [z] = await claimAs(db.pool, { workerId: 'zombie', limit: 1, leaseSeconds: 20 });
+    const zombie = runAgent(z!, agentDeps(db.pool, sim, { workerId: 'zombie', leaseSeconds: 20, timeoutMs: 1000, providerRetries: 40, providerRetryMs: 100 }));
+    await waitFor('the tickets intent', async () => (await db.pool.query(`SELECT 1 FROM steps WHERE bundle_id = $1 AND status = 'booking'`, [id])).rowCount === 1, 10_000);
+    // Cancelled; another worker, with a 3 s lease and a 0.5 s timeout, undoes it (the provider holds nothing yet).
+    await cancelBundle(db.pool, id);
+    const [u] = await claimAs(db.pool, { workerId: 'undoer', limit: 1, leaseSeconds: 3 });
+    expect(await runAgent(u!, agentDeps(db.pool, sim, { workerId: 'undoer', leaseSeconds: 3, timeoutMs: 500, providerRetries: 0 }))).toBe('compensated');
+    const { rows: [due] } = await db.pool.query(
+      `SELECT extract(epoch FROM reconcile_at - now())::float8 AS in_s, extract(epoch FROM reconcile_at - calls_until)::float8 AS after_horizon_s FROM bundles WHERE id = $1`, [id]);
+    // The undoer's own settings said 3 + 0.5 + 5 = 8.5 s; the zombie may call until its lease ends.
+    expect(due.after_horizon_s).toBeGreaterThanOrEqual(4.9);
+    expect(due.in_s).toBeGreaterThan(20);
+
+    // Reconciliation passes run whenever one is due, as workers run them (a claimer holds its liveness lock).
+    await holdWorkerLock(db.pool, 'reconciler');
+    const providers = new ProviderClient(simulatorUrls(sim), { timeoutMs: 500 });
+    let reconciled = false;
+    const until = Date.now() + 40_000;
+    const passes = (async () => {
+      while (!reconciled && Date.now() < until) {
+        for (const c of await claimReconciliations(db.pool, { workerId: 'reconciler', limit: 1, leaseSeconds: 5 })) {
+          reconciled = (await reconcileBundle(c, { pool: db.pool, providers, workerId: 'reconciler', logger: quietLogger() })).done;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    passes.catch(() => {}); // awaited below; a failed test must not leave it unhandled
+    // After the pass the undoer's settings allowed (8.5 s), inside the zombie's lease, the provider
+    // answers again: the zombie's next try books.
+    await new Promise((r) => setTimeout(r, 9_500));
+    sim.setFaults({ hangRate: 0 });
+    expect(await zombie).toBe('fenced');
+    expect(sim.ledger().find((e) => e.idempotency_key === key)?.status).toBe('booked');
+    await passes;
+    expect(reconciled).toBe(true);
+    expect(sim.ledger().find((e) => e.idempotency_key === key)?.status).toBe('cancelled');
+    expect((await reconcileState(db.pool, id)).state).toBe('compensated');
+  }, 60_000);
+
+  it('of a dead bundle waits for the longest lease any attempt had, not the supervisor\'s fixed delay', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    // An agent with a 10-minute lease may be calling when the bundle is cancelled and its undo runs out.
+    await claimAs(db.pool, { workerId: 'long-lease', limit: 1, leaseSeconds: 600 });
+    await cancelBundle(db.pool, id);
+    await claimAs(db.pool, { workerId: 'undoer', limit: 1, leaseSeconds: 1 });
+    await new Promise((r) => setTimeout(r, 1_200));
+    await runOnce(db.pool, { logger: quietLogger(), maxUndoAttempts: 1 });
+    const { rows: [r] } = await db.pool.query(`SELECT state, extract(epoch FROM reconcile_at - now())::float8 AS in_s FROM bundles WHERE id = $1`, [id]);
+    expect(r.state).toBe('dead');
+    // 120 s is the supervisor's delay; the first attempt's lease ends in about 598 s, plus the 5 s margin.
+    expect(r.in_s).toBeGreaterThan(595);
+    expect(r.in_s).toBeLessThan(610);
   });
 });

@@ -287,8 +287,9 @@ async function undo(run: Run, defs: StepDefinition[], rows: StepRow[]): Promise<
       }
     });
   }
-  // Reconciled once every call that could still be in flight has run out: a zombie's call starts
-  // before its lease deadline (at most one lease after this finish) and lasts at most one timeout per try.
+  // Reconciled once every call that could still be in flight has run out: this worker's settings
+  // bound its own attempt's calls; the finish also waits for the call horizon (sql/009), which
+  // bounds every earlier attempt's, whatever lease the worker that ran it had.
   const tries = (deps.providerRetries ?? 2) + 1;
   const reconcileAfterSeconds = deps.leaseSeconds + (deps.providers.timeoutMs * tries) / 1000 + 5;
   if (!(await deps.finisher.finish({ bundleId: bundle.id, attempt: bundle.attempt, kind: bundle.kind, actor: deps.workerId, outcome: 'compensated', reconcileAfterSeconds, traceparent: traceparentOf() }))) throw new Fenced();

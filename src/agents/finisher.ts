@@ -11,6 +11,7 @@ import { bundleKind } from '../bundles/kinds.js';
 import { GroupCommit } from './group-commit.js';
 import { withAgentTimeouts } from './fenced-writes.js';
 import { statement } from '../db/statements.js';
+import { CALL_HORIZON_MARGIN } from '../bundles/call-horizon.js';
 
 export interface FinishRequest {
   bundleId: string;
@@ -41,7 +42,8 @@ WITH input AS (
 ), done AS (
   UPDATE bundles b
   SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now(),
-      reconcile_at = CASE WHEN i.outcome = 'compensated' THEN now() + make_interval(secs => coalesce(i.reconcile_after, 0)) END,
+      -- Not before any attempt's calls have run out (sql/009_call_horizon.sql), whatever this worker's settings.
+      reconcile_at = CASE WHEN i.outcome = 'compensated' THEN greatest(now() + make_interval(secs => coalesce(i.reconcile_after, 0)), b.calls_until + ${CALL_HORIZON_MARGIN}) END,
       reconcile_attempts = 0
   FROM input i JOIN lockable l ON l.id = i.id AND l.attempt = i.attempt
   WHERE b.id = i.id

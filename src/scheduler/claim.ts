@@ -62,6 +62,8 @@ WITH due AS (
       attempt = b.attempt + 1,
       locked_by = $2,
       locked_until = now() + make_interval(secs => $3),
+      -- sql/009_call_horizon.sql: reconciliation of an undone bundle waits for this.
+      calls_until = greatest(b.calls_until, now() + make_interval(secs => $3)),
       updated_at = now()
   FROM due
   WHERE b.id = due.id

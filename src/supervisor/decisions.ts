@@ -11,6 +11,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { DUE_CHANNEL } from '../bundles/enqueue.js';
+import { CALL_HORIZON_MARGIN } from '../bundles/call-horizon.js';
 import { leaseHeldSql, SUPERVISOR_LEASE } from './lease.js';
 import { grantedAdvisoryLocks, lockRowKey, workerLockKey } from '../bundles/worker-locks.js';
 
@@ -94,7 +95,8 @@ candidates AS (
       -- run, recovery under a 600-bundle backlog went from max 20.7 s to about 1 s.
       ELSE least(b.next_run_at, now()) - interval '1 millisecond' END,
     finished_at = CASE WHEN d.to_state = 'dead' THEN now() ELSE NULL END,
-    reconcile_at = CASE WHEN d.to_state = 'dead' THEN now() + make_interval(secs => $9::float8) ELSE b.reconcile_at END,
+    -- Not before any attempt's calls have run out (sql/009_call_horizon.sql): a worker's lease may be far above $9.
+    reconcile_at = CASE WHEN d.to_state = 'dead' THEN greatest(now() + make_interval(secs => $9::float8), b.calls_until + ${CALL_HORIZON_MARGIN}) ELSE b.reconcile_at END,
     reconcile_attempts = CASE WHEN d.to_state = 'dead' THEN 0 ELSE b.reconcile_attempts END,
     updated_at = now()
   FROM decided d
