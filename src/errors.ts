@@ -12,6 +12,24 @@ export class BadInput extends Error {
   }
 }
 
+/**
+ * An idempotency key already used by a bundle enqueued with another payload or active key: a key
+ * names one request, so another body with it is refused (CLI exit 2, HTTP 422) rather than
+ * answered with that other request's bundle. Never names that bundle. Nothing of the refused
+ * batch was written (bundles/enqueue.ts).
+ */
+export class IdempotencyKeyReused extends BadInput {
+  /** The bundles of earlier batches of the same call, committed before this batch was refused. */
+  enqueuedBefore: Array<{ vip_bundle_id: string; booking_id: string; created: boolean }> = [];
+
+  /** `index`: the item's position in the call's input (0-based); `where` (e.g. `item 3`) prefixes the message. */
+  constructor(readonly idempotencyKey: string, readonly index: number, where?: string) {
+    const message = `${where ? `${where}: ` : ''}idempotency_key ${JSON.stringify(idempotencyKey)} was already used with a different body; use a new key for a new booking`;
+    super(message, [message]);
+    this.name = 'IdempotencyKeyReused';
+  }
+}
+
 export class NotFound extends Error {
   readonly code = 'NOT_FOUND';
   constructor(message: string, options?: { cause?: unknown }) {

@@ -3,12 +3,13 @@
  * against a real database. Exit codes: 0 ok, 1 failure, 2 bad usage or bad input (invariant 7:
  * bad input is refused with a clear message and writes nothing).
  */
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createTestDb, onCleanup, urlFor } from './support/db.js';
-import { cli, expectNoStack, jsonLines, tempDir } from './support/cli.js';
+import { BIN, cli, expectNoStack, jsonLines, tempDir } from './support/cli.js';
 import { exampleId } from '../src/providers/simulator.js';
 
 const SHOW = exampleId(1, 1);
@@ -68,6 +69,78 @@ describe('bundlefleet enqueue', () => {
       customer_email: 'ada@example.com', show_id: SHOW, number_of_tickets: 2,
       passengers: ['Ada Lovelace', 'Charles Babbage'], inbound_flight_id: INBOUND, return_flight_id: RETURN,
     });
+  });
+
+  it('refuses an idempotency key reused with another body (flags, --json and text): exit 2 naming the key, nothing written; the same body is still a replay', async () => {
+    const db = await createTestDb();
+    const withTickets = (n: string) => {
+      const flags = bundleFlags();
+      flags[flags.indexOf('--tickets') + 1] = n;
+      return ['enqueue', ...flags, '--idempotency-key', 'flag-k'];
+    };
+    const first = await cli(db.url, [...withTickets('1'), '--json']);
+    expect(first.code, first.stderr).toBe(0);
+    const out = jsonLines(first.stdout)[0]!;
+
+    for (const mode of [['--json'], []]) {
+      const refused = await cli(db.url, [...withTickets('5'), ...mode]);
+      expect(refused.code).toBe(2);
+      expect(refused.stdout).toBe('');
+      // Nothing on stderr but the refusal, naming the key (never the other request's bundle).
+      expect(refused.stderr).toBe('bundlefleet: bad input:\n  idempotency_key "flag-k" was already used with a different body; use a new key for a new booking\n');
+      expectNoStack(refused);
+    }
+    expect(await countRows(db.pool)).toBe(1);
+    expect(await countRows(db.pool, 'bundle_history')).toBe(1);
+
+    const replayJson = await cli(db.url, [...withTickets('1'), '--json']);
+    expect(replayJson.code, replayJson.stderr).toBe(0);
+    expect(jsonLines(replayJson.stdout)).toEqual([out]);
+    const replayText = await cli(db.url, withTickets('1'));
+    expect(replayText.code, replayText.stderr).toBe(0);
+    expect(replayText.stdout).toBe(`already enqueued (same idempotency key) vip_bundle_id=${out.vip_bundle_id} booking_id=${out.booking_id}\n`);
+    expect(await countRows(db.pool)).toBe(1);
+  });
+
+  it('refuses an NDJSON input holding a reused idempotency key with another body: exit 2 naming the key and its place, nothing of the batch written', async () => {
+    const db = await createTestDb();
+    const keyed = { ...bundleJson(0), idempotency_key: 'nd-k' };
+    const first = await cli(db.url, ['enqueue', '-', '--json'], { input: `${JSON.stringify(keyed)}\n` });
+    expect(first.code, first.stderr).toBe(0);
+    const out = JSON.parse(first.stdout) as Record<string, unknown>;
+
+    // A blank line: the refusal names the line, not the item.
+    const input = `${JSON.stringify(bundleJson(1))}\n\n${JSON.stringify({ ...keyed, number_of_tickets: 5 })}\n`;
+    for (const mode of [['--json'], []]) {
+      const refused = await cli(db.url, ['enqueue', '-', ...mode], { input });
+      expect(refused.code).toBe(2);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toBe('bundlefleet: bad input:\n  line 3: idempotency_key "nd-k" was already used with a different body; use a new key for a new booking\n');
+      expectNoStack(refused);
+    }
+    expect(await countRows(db.pool)).toBe(1);
+
+    // The same line again (its fields in another order) is a replay, beside a new bundle.
+    const reordered = Object.fromEntries(Object.entries(keyed).reverse());
+    const replay = await cli(db.url, ['enqueue', '-'], { input: `${JSON.stringify(bundleJson(2))}\n${JSON.stringify(reordered)}\n` });
+    expect(replay.code, replay.stderr).toBe(0);
+    const lines = replay.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^enqueued vip_bundle_id=/);
+    expect(lines[1]).toBe(`already enqueued (same idempotency key) vip_bundle_id=${out.vip_bundle_id} booking_id=${out.booking_id}`);
+    const replayJson = await cli(db.url, ['enqueue', '-', '--json'], { input: `${JSON.stringify(keyed)}\n` });
+    expect(JSON.parse(replayJson.stdout)).toEqual(out);
+    expect(await countRows(db.pool)).toBe(2);
+  });
+
+  it('a large input refused for a reused idempotency key in its second batch prints the bundles of the first, which stay enqueued', async () => {
+    const db = await createTestDb();
+    await cli(db.url, ['enqueue', '-'], { input: JSON.stringify({ ...bundleJson(0), idempotency_key: 'big-k' }) });
+    const lines = [...Array.from({ length: 1000 }, (_, i) => JSON.stringify(bundleJson(i % 10))), JSON.stringify({ ...bundleJson(1), idempotency_key: 'big-k' })];
+    const run = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines.join('\n')}\n` });
+    expect(run.code).toBe(2);
+    expect(JSON.parse(run.stdout)).toHaveLength(1000);
+    expect(run.stderr).toBe('bundlefleet: bad input:\n  line 1001: idempotency_key "big-k" was already used with a different body; use a new key for a new booking\n  the first 1000 bundle(s) of the input were enqueued (printed), none after them\n');
+    expect(await countRows(db.pool)).toBe(1001);
   });
 
   it('enqueues every line of an NDJSON file and from stdin', async () => {
@@ -242,5 +315,68 @@ describe('bundlefleet worker', () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('--concurrency');
     expectNoStack(run);
+  });
+
+  it('--metrics-port 0 takes any free port and says which, as serve and dev do', async () => {
+    const db = await createTestDb();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: db.url, PROVIDERS_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent' };
+    for (const k of Object.keys(env)) if (k.startsWith('BUNDLEFLEET_')) delete env[k];
+    const child = spawn(process.execPath, [BIN, 'worker', '--metrics-port', '0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    onCleanup(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no metrics URL within 20 s: ${stderr}`)), 20_000);
+      child.stderr.on('data', () => {
+        const m = /metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/.exec(stderr);
+        if (m && m[2] !== '0') clearTimeout(timer), resolve(m[1]!);
+      });
+      void exited.then((code) => reject(new Error(`worker exited ${code}: ${stderr}`)));
+    });
+    const res = await fetch(url);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toMatch(/^# HELP /m);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
+
+describe('bundlefleet supervise: the loop-only settings', () => {
+  it('a one-shot pass ignores BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS and BUNDLEFLEET_ORPHAN_CHECK_MS (set fleet-wide for the loop)', async () => {
+    const db = await createTestDb();
+    for (const env of [{ BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS: 'x' }, { BUNDLEFLEET_ORPHAN_CHECK_MS: '-5' }]) {
+      const run = await cli(db.url, ['supervise', '--json'], { env });
+      expect(run.code, run.stderr).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({ ran: true });
+    }
+  });
+
+  it('with --loop a bad variable is exit 2 naming the flag and the variable', async () => {
+    const db = await createTestDb();
+    const interval = await cli(db.url, ['supervise', '--loop'], { env: { BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS: 'x' } });
+    expect(interval.code, interval.stderr).toBe(2);
+    expect(interval.stderr).toContain('--interval-seconds (BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS): must be a number');
+    const orphans = await cli(db.url, ['supervise', '--loop'], { env: { BUNDLEFLEET_ORPHAN_CHECK_MS: '-5' } });
+    expect(orphans.code, orphans.stderr).toBe(2);
+    expect(orphans.stderr).toContain('--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS): must be at least 0');
+    expectNoStack(orphans);
+  });
+
+  it('a loop-only flag given without --loop is named in a warning and the one pass still runs; a bad value is exit 2', async () => {
+    const db = await createTestDb();
+    for (const args of [['--interval-seconds', '5'], ['--orphan-check-ms', '100']]) {
+      const run = await cli(db.url, ['supervise', '--json', ...args]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stderr).toContain(`${args[0]} applies only with --loop: running one pass`);
+      expect(JSON.parse(run.stdout)).toMatchObject({ ran: true });
+    }
+    const bad = await cli(db.url, ['supervise', '--interval-seconds', 'x']);
+    expect(bad.code, bad.stderr).toBe(2);
+    expect(bad.stderr).toContain('--interval-seconds (BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS): must be a number');
+    expect(bad.stdout).toBe('');
   });
 });

@@ -48,9 +48,10 @@ describe('events in the same transaction as the state', () => {
     expect(new Set(initialized.map((e) => e.header.event_id)).size).toBe(3);
     expect(await jobs(db.pool, 'VipBundleFinalized_v1')).toEqual([]);
 
-    // Enqueueing again under an existing idempotency key announces nothing new.
-    const keyed = await enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-1' }], { kindVersion: 1 });
-    await enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-1' }], { kindVersion: 1 });
+    // Enqueueing the same request again under its idempotency key announces nothing new.
+    const keyedPayload = vipPayload();
+    const keyed = await enqueueBundles(db.pool, [{ payload: keyedPayload, idempotencyKey: 'k-1' }], { kindVersion: 1 });
+    await enqueueBundles(db.pool, [{ payload: keyedPayload, idempotencyKey: 'k-1' }], { kindVersion: 1 });
     expect((await jobs(db.pool, 'VipBundleInitialized_v1')).filter((e) => e.header.correlation_id === keyed[0]!.vip_bundle_id)).toHaveLength(1);
 
     const sim = await startSimulator();

@@ -11,6 +11,7 @@ import { spawnWorker } from './support/processes.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { fleetStats, unrunnableKindVersions, type KindVersionCount } from '../src/bundles/read.js';
 import { UnknownKindVersion } from '../src/bundles/kinds.js';
+import { cli, expectNoStack } from './support/cli.js';
 
 async function stepNames(pool: pg.Pool, id: string): Promise<string[]> {
   return (await pool.query('SELECT name FROM steps WHERE bundle_id = $1 ORDER BY position', [id])).rows.map((r) => r.name);
@@ -70,5 +71,50 @@ describe('kind versions', () => {
     await expect(enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 9 })).rejects.toBeInstanceOf(UnknownKindVersion);
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundles');
     expect(rows[0].n).toBe(0);
+  });
+});
+
+describe('BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS through the real CLI', () => {
+  const VAR = 'BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS';
+  /** A compensating bundle under a kind version this build does not carry. */
+  async function unrunnable() {
+    const db = await createTestDb();
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
+    await db.pool.query(`UPDATE bundles SET kind_version = 9, state = 'compensating', phase = 'undo' WHERE id = $1`, [b!.vip_bundle_id]);
+    return db;
+  }
+
+  it('false, 0, no, off and empty leave the refusal on: migrate and worker still exit 2', async () => {
+    const db = await unrunnable();
+    for (const value of ['false', '0', 'no', 'off', '', 'FALSE', ' No ']) {
+      const migrate = await cli(db.url, ['migrate'], { env: { [VAR]: value } });
+      expect(migrate.code, `${VAR}=${JSON.stringify(value)}: ${migrate.stderr}`).toBe(2);
+      expect(migrate.stderr).toMatch(/unfinished bundles use kind versions this build does not carry \(1 vip v9\)/);
+    }
+    const worker = await cli(db.url, ['worker', '--providers-url', 'http://127.0.0.1:9'], { env: { [VAR]: 'false' }, timeoutMs: 20_000 });
+    expect(worker.code, worker.stderr).toBe(2);
+    expect(worker.stderr).toMatch(/1 vip v9/);
+  });
+
+  it('anything else is exit 2 naming the variable and the accepted values, and writes nothing', async () => {
+    const db = await unrunnable();
+    for (const args of [['migrate'], ['worker', '--providers-url', 'http://127.0.0.1:9']]) {
+      const run = await cli(db.url, args, { env: { [VAR]: 'maybe' }, timeoutMs: 20_000 });
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toContain(`--allow-missing-kind-versions (${VAR}): must be true, 1, yes or on, or false, 0, no, off or empty (got "maybe")`);
+      expectNoStack(run);
+    }
+    const { rows } = await db.pool.query(`SELECT state, kind_version, attempt, locked_by FROM bundles`);
+    expect(rows).toEqual([{ state: 'compensating', kind_version: 9, attempt: 0, locked_by: null }]);
+  });
+
+  it('true, 1, yes and on still override, and the flag wins over the variable', async () => {
+    const db = await unrunnable();
+    for (const value of ['true', '1', 'yes', 'on', 'TRUE']) {
+      const migrate = await cli(db.url, ['migrate'], { env: { [VAR]: value } });
+      expect(migrate.code, `${VAR}=${value}: ${migrate.stderr}`).toBe(0);
+    }
+    const flag = await cli(db.url, ['migrate', '--allow-missing-kind-versions'], { env: { [VAR]: 'false' } });
+    expect(flag.code, flag.stderr).toBe(0);
   });
 });

@@ -295,6 +295,15 @@ describe('bundlefleet providers', () => {
     await expect(program().parseAsync(['providers', '--no-rate', 'x'], { from: 'user' })).rejects.toThrow(BadInput);
   });
 
+  it('names the variable a bad value came from, as other commands do', async () => {
+    vi.stubEnv('PROVIDERS_FAIL_RATE', '2');
+    try {
+      await expect(program().parseAsync(['providers'], { from: 'user' })).rejects.toThrow('--fail-rate (PROVIDERS_FAIL_RATE): must be between 0 and 1 (got "2")');
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+
   it('starts, says where it listens, and stops on SIGTERM', async () => {
     const write = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {

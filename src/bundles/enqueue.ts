@@ -9,12 +9,18 @@ import { statement } from '../db/statements.js';
 import { publishEvents } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
+import { IdempotencyKeyReused } from '../errors.js';
 import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
 
 export interface EnqueueItem {
   payload: Record<string, unknown>;
+  /**
+   * Names one request: given again with the same payload and active key (JSON equality, key order
+   * ignored), the bundle it enqueued is returned (created: false); with another payload or active
+   * key, the batch is refused with IdempotencyKeyReused.
+   */
   idempotencyKey?: string;
   /** At most one bundle holds it at a time (see active-keys.ts); a taken key refuses the batch with ActiveKeyTaken. */
   activeKey?: string;
@@ -23,7 +29,7 @@ export interface EnqueueItem {
 export interface EnqueueResult {
   vip_bundle_id: string;
   booking_id: string;
-  /** false when the idempotency key was already used and the existing ids are returned. */
+  /** false when the idempotency key was already used, with the same payload, and the existing ids are returned. */
   created: boolean;
 }
 
@@ -107,6 +113,34 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
 }
 
 /**
+ * A replayed idempotency key must come with the payload and active key it was first enqueued with
+ * (jsonb equality ignores key order): otherwise it is another request, refused (its transaction
+ * rolls back) instead of answered with the first request's bundle. One query, only when the batch
+ * has replays; the first such item in input order is named.
+ */
+const differentReplaySql = `
+SELECT t.ord::int - 1 AS i
+FROM ROWS FROM (unnest($1::uuid[]), jsonb_array_elements($2::jsonb), unnest($3::text[])) WITH ORDINALITY AS t(id, payload, active_key, ord)
+JOIN bundles b ON b.id = t.id
+WHERE NOT (b.payload = t.payload AND b.active_key IS NOT DISTINCT FROM t.active_key)
+ORDER BY t.ord
+LIMIT 1`;
+
+async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], payloads: string[], place: BatchPlace): Promise<void> {
+  const replays = rows.flatMap((r, i) => (r.id && !r.created ? [i] : []));
+  if (!replays.length) return;
+  const { rows: found } = await client.query<{ i: number }>(differentReplaySql, [
+    uuidArray(replays.map((i) => rows[i]!.id!)),
+    jsonArray(replays.map((i) => payloads[i]!)),
+    replays.map((i) => items[i]!.activeKey ?? null),
+  ]);
+  if (!found[0]) return;
+  const i = replays[found[0].i]!;
+  const index = place.start + i;
+  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, place.total > 1 ? `item ${index + 1}` : undefined);
+}
+
+/**
  * Rows neither inserted nor replayed were refused by the active-key index: name each key's
  * holder and refuse the batch (its transaction rolls back). A key freed since the refusal has no
  * holder any more; those items are inserted again, a few times at most.
@@ -131,9 +165,11 @@ async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows:
 /**
  * An input without keys is written two batches at a time, each on its own connection: while one
  * batch's statement runs on the server the next is prepared here and sent (bench/README.md,
- * "Scenario 3"). An input with keys goes one batch at a time, so a refused key names exactly the
- * batches committed before it. Either way a failed batch throws once every batch in flight has
- * settled: the batches before it stay enqueued (and, two in flight, possibly the one after it).
+ * "Scenario 3"). An input with keys goes one batch at a time, so a refused key (an active key held
+ * by another bundle, ActiveKeyTaken; an idempotency key used before with another payload,
+ * IdempotencyKeyReused) names exactly the batches committed before it (`enqueuedBefore`). Either
+ * way a failed batch throws once every batch in flight has settled: the batches before it stay
+ * enqueued (and, two in flight, possibly the one after it).
  */
 const UNKEYED_BATCHES_IN_FLIGHT = 2;
 
@@ -151,7 +187,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
   try {
     for (let start = 0; start < items.length; start += batchSize) {
       if (inFlight.length === inFlightMax) await settleOldest();
-      const rows = writeBatch(pool, items.slice(start, start + batchSize), kind, opts.actor ?? 'enqueue', results);
+      const rows = writeBatch(pool, items.slice(start, start + batchSize), kind, opts.actor ?? 'enqueue', results, { start, total: items.length });
       rows.catch(() => {}); // settled in order by settleOldest (or below), never left unhandled
       inFlight.push({ end: Math.min(start + batchSize, items.length), rows });
     }
@@ -166,8 +202,14 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
 
 const isUnkeyed = (item: EnqueueItem): boolean => item.idempotencyKey == null && item.activeKey == null;
 
+/** Where a batch sits in the call's input: its first item's index, and how many items the input has. */
+interface BatchPlace {
+  start: number;
+  total: number;
+}
+
 /** One batch, committed on its own. `before`: what earlier batches enqueued, for a refusal to name. */
-async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind, actor: string, before: EnqueueResult[]): Promise<Row[]> {
+async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind, actor: string, before: EnqueueResult[], place: BatchPlace): Promise<Row[]> {
   const ids = batch.map(() => randomUUID());
   const bookingIds = batch.map(() => randomUUID());
   const payloads = batch.map((b) => JSON.stringify(b.payload));
@@ -208,6 +250,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
         rows = await insert(batch.map((_, i) => i));
         await resolveLateDuplicates(client, batch, rows);
         await refuseHeldKeys(client, batch, rows, ids, insert);
+        await refuseDifferentReplays(client, batch, rows, payloads, place);
       }
       const created = rows.filter((r) => r.created);
       if (kind.events.initialized && created.length) {
@@ -218,7 +261,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
       return rows;
     }).catch((err: unknown) => {
       // Earlier batches are committed (keyed inputs go one batch at a time): the refusal says which bundles were enqueued before it.
-      if (err instanceof ActiveKeyTaken) err.enqueuedBefore = [...before];
+      if (err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused) err.enqueuedBefore = [...before];
       throw err;
     });
   }

@@ -66,8 +66,11 @@ export function parseBundleDocument(textInput: string): VipBundleInput[] {
   return parseBundleDocumentShaped(textInput).bundles;
 }
 
-/** parseBundleDocument, also telling whether the document was one object (not an array or NDJSON). */
-export function parseBundleDocumentShaped(textInput: string): { bundles: VipBundleInput[]; single: boolean } {
+/**
+ * parseBundleDocument, also telling whether the document was one object (not an array or NDJSON)
+ * and where each bundle came from (`line 3`, `item 2`; none for one object), for later refusals to name.
+ */
+export function parseBundleDocumentShaped(textInput: string): { bundles: VipBundleInput[]; single: boolean; where: Array<string | undefined> } {
   const trimmed = textInput.trim();
   if (!trimmed) throw new BadInput('input: no bundle given (empty input)');
   const whole = tryParse(trimmed);
@@ -75,19 +78,22 @@ export function parseBundleDocumentShaped(textInput: string): { bundles: VipBund
     const single = !Array.isArray(whole.value);
     const items = Array.isArray(whole.value) ? whole.value : [whole.value];
     if (!items.length) throw new BadInput('input: an empty array holds no bundle to enqueue');
-    return { single, bundles: collect(items.map((item, i) => () => parseVipBundle(item, single ? undefined : `item ${i + 1}`))) };
+    const where = items.map((_, i) => (single ? undefined : `item ${i + 1}`));
+    return { single, where, bundles: collect(items.map((item, i) => () => parseVipBundle(item, where[i]))) };
   }
   const lines = textInput.split(/\r?\n/);
   const parsers: Array<() => VipBundleInput> = [];
+  const where: string[] = [];
   lines.forEach((line, i) => {
     if (!line.trim()) return;
+    where.push(`line ${i + 1}`);
     parsers.push(() => {
       const parsed = tryParse(line);
       if (!parsed.ok) throw new BadInput(`line ${i + 1}: not valid JSON (${parsed.error})`);
       return parseVipBundle(parsed.value, `line ${i + 1}`);
     });
   });
-  return { single: false, bundles: collect(parsers) };
+  return { single: false, where, bundles: collect(parsers) };
 }
 
 function collect(parsers: Array<() => VipBundleInput>): VipBundleInput[] {

@@ -4,6 +4,7 @@
  * (0 ok, 1 not found or runtime failure, 2 bad usage or bad input).
  */
 import type pg from 'pg';
+import type { Command } from 'commander';
 import { z } from 'zod';
 import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
@@ -112,3 +113,41 @@ export function parseOptions<T extends z.ZodType>(schema: T, raw: Record<string,
 /** Integer option: coerced from flag or env text, bounded. */
 export const intOption = (min: number, max: number) =>
   z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+
+const SWITCH_ON = ['true', '1', 'yes', 'on'];
+const SWITCH_OFF = ['false', '0', 'no', 'off', ''];
+
+/**
+ * The value of a switch's env variable, read strictly (case and surrounding blanks ignored):
+ * true/1/yes/on is on; false/0/no/off is off, and so is empty, as blank settings count as unset
+ * everywhere (settings.ts) and `VAR=` must never turn an override on; anything else is BadInput
+ * naming `name` and the accepted values.
+ */
+export function switchValue(name: string, raw: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (SWITCH_ON.includes(value)) return true;
+  if (SWITCH_OFF.includes(value)) return false;
+  throw new BadInput(`${name}: must be true, 1, yes or on, or false, 0, no, off or empty (got ${JSON.stringify(raw)})`);
+}
+
+/**
+ * Commander turns a switch (a boolean option) on when its .env() variable merely exists, so
+ * `X=false` would mean on. Reads every such variable of `cmd` again with switchValue; a flag
+ * given on the command line wins, as for every other setting. Runs before each action (main.ts).
+ */
+export function parseEnvSwitches(cmd: Command, env: NodeJS.ProcessEnv = process.env): void {
+  const issues: string[] = [];
+  for (const option of cmd.options) {
+    const key = option.attributeName();
+    if (!option.envVar || !option.isBoolean() || cmd.getOptionValueSource(key) !== 'env') continue;
+    const raw = env[option.envVar];
+    if (raw === undefined) continue;
+    try {
+      cmd.setOptionValueWithSource(key, switchValue(`${option.long} (${option.envVar})`, raw), 'env');
+    } catch (err) {
+      if (!(err instanceof BadInput)) throw err;
+      issues.push(...err.issues);
+    }
+  }
+  if (issues.length) throw new BadInput(issues.join('; '), issues);
+}

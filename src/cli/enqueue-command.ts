@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { BadInput } from '../errors.js';
+import { BadInput, IdempotencyKeyReused } from '../errors.js';
 import { enqueueBundles, type EnqueueResult } from '../bundles/enqueue.js';
 import { ActiveKeyTaken } from '../bundles/active-keys.js';
 import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
@@ -124,7 +124,7 @@ Examples:
         }
       }
       // Validate everything before connecting: bad input writes nothing.
-      const { bundles: inputs, single } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true };
+      const { bundles: inputs, single, where } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true, where: [undefined] };
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
       const print = (results: EnqueueResult[]) => {
         if (flags.json) {
@@ -142,10 +142,20 @@ Examples:
           { onProgress: showProgress ? progress : undefined, kindVersion },
         ),
       )).catch((err: unknown) => {
+        const before = `the first ${err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused ? err.enqueuedBefore.length : 0} bundle(s) of the input were enqueued (printed), none after them`;
         // A refused batch of a large input: the batches before it are enqueued, and say so.
         if (err instanceof ActiveKeyTaken && err.enqueuedBefore.length) {
           print(err.enqueuedBefore);
-          err.message += `; the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (printed), none after them`;
+          err.message += `; ${before}`;
+        }
+        if (err instanceof IdempotencyKeyReused) {
+          // Named by its line (or item) as other bad input is; the bad-input report prints the issues.
+          const named = new IdempotencyKeyReused(err.idempotencyKey, err.index, where[err.index]);
+          if (err.enqueuedBefore.length) {
+            print(err.enqueuedBefore);
+            named.issues.push(before);
+          }
+          throw named;
         }
         throw err;
       });

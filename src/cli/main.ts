@@ -11,7 +11,7 @@ import { registerWorkerCommand } from './worker-command.js';
 import { registerOperatorCommands } from './operator-commands.js';
 import { registerAckCommand } from './ack-command.js';
 import { registerSignalCommand } from './signal-command.js';
-import { EXIT, reportError } from './context.js';
+import { EXIT, parseEnvSwitches, reportError } from './context.js';
 import { flushTracing, startTracing } from '../tracing.js';
 import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
 import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
@@ -82,6 +82,7 @@ ${EXIT_CODES_HELP}`);
     const longRunning = LONG_RUNNING.has(path) || (path === 'supervise' && Boolean(opts.loop));
     setRootLogStream(longRunning ? 'stdout' : 'stderr');
     applySettings(opts, !NO_DATABASE.has(path));
+    parseEnvSwitches(action);
   });
   return program;
 }

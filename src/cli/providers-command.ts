@@ -79,7 +79,7 @@ function parseFlags(raw: Record<string, string | undefined>, cmd: Command): Pars
       continue;
     }
     const flag = spec.flag.split(' ')[0];
-    const where = cmd.getOptionValueSource(name) === 'env' ? `${flag} (from ${spec.env})` : flag;
+    const where = cmd.getOptionValueSource(name) === 'env' ? `${flag} (${spec.env})` : flag;
     issues.push(`${where}: ${result.error.issues[0]?.message ?? 'invalid'} (got ${JSON.stringify(value)})`);
   }
   if (issues.length) throw new BadInput(issues.join('; '), issues);

@@ -52,6 +52,12 @@ export function parseSupervisorOptions(flags: Record<string, unknown>): Supervis
   };
 }
 
+/** Settings only `--loop` uses, with their variables. */
+const LOOP_FLAG_NAMES = {
+  intervalSeconds: '--interval-seconds (BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS)',
+  orphanCheckMs: '--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS)',
+};
+
 /** Between passes, `--loop` looks for orphans this often (ms); 0 turns the watch off. */
 export const DEFAULT_ORPHAN_CHECK_MS = 250;
 
@@ -104,14 +110,10 @@ Examples:
   $ bundlefleet supervise --json                                        # one pass, its report
   $ bundlefleet supervise --loop --interval-seconds 15                   # as a process
   * * * * * cd /srv/fleet && bundlefleet supervise --fail-on-alert      # from cron`)
-    .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }) => {
+    .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }, cmd: Command) => {
       const opts = parseSupervisorOptions(flags);
-      const { intervalSeconds: interval, orphanCheckMs } = parseOptions(
-        z.object({ intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) }),
-        flags,
-        { intervalSeconds: '--interval-seconds', orphanCheckMs: '--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS)' },
-      );
       if (flags.loop) {
+        const { intervalSeconds: interval, orphanCheckMs } = parseOptions(z.object({ intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) }), flags, LOOP_FLAG_NAMES);
         const db = await openDb({ max: 3, waitSeconds: 60 });
         const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000, orphanCheckMs);
         onShutdown(async () => {
@@ -119,6 +121,17 @@ Examples:
           await db.close();
         });
         return;
+      }
+      // One pass ignores the loop-only variables (set fleet-wide for the loop, they must not break a
+      // cron pass). A loop-only flag typed without --loop is checked (a bad value is exit 2) and then
+      // named in a warning, but the pass still runs: a cron line that stopped supervising over a
+      // flag that never did anything would be worse than the mistake.
+      const typed = (Object.keys(LOOP_FLAG_NAMES) as Array<keyof typeof LOOP_FLAG_NAMES>).filter((key) => cmd.getOptionValueSource(key) === 'cli');
+      if (typed.length) {
+        const loopOnly = { intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) };
+        parseOptions(z.object(Object.fromEntries(typed.map((key) => [key, loopOnly[key]]))), flags, LOOP_FLAG_NAMES);
+        const names = typed.map((key) => LOOP_FLAG_NAMES[key].split(' ')[0]).join(' and ');
+        process.stderr.write(`bundlefleet supervise: ${names} ${typed.length > 1 ? 'apply' : 'applies'} only with --loop: running one pass (add --loop to repeat passes)\n`);
       }
       await withDb(async ({ pool }) => {
         const report = await runOnce(pool, { ...opts, logger: rootLogger() });

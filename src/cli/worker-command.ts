@@ -64,7 +64,7 @@ export function addWorkerOptions(cmd: Command): Command {
 
 export function registerWorkerCommand(program: Command): void {
   addFlowOptions(addKindCheckOption(addSupervisorOptions(addWorkerOptions(program.command('worker').description('run a scheduler and its agents until SIGTERM')))))
-    .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics").env('BUNDLEFLEET_METRICS_PORT'))
+    .addOption(new Option('--metrics-port <port>', "serve this worker's own Prometheus metrics on 127.0.0.1:<port>/metrics (0 = any free port, printed at start)").env('BUNDLEFLEET_METRICS_PORT'))
     .addOption(new Option('--supervise-cron <cron>', 'also run supervisor passes on this pg-boss cron schedule (one run per tick fleet-wide)').env('BUNDLEFLEET_SUPERVISE_CRON'))
     .addHelpText('after', `
 Providers: PROVIDERS_URL (or TICKETS_URL, FLIGHTS_URL, TAXIS_URL).
@@ -78,7 +78,7 @@ Examples:
   $ DATABASE_URL=postgres://app@pgbouncer:6432/app bundlefleet worker --session-database-url postgres://app@db:5432/app`)
     .action(async (flags: Record<string, unknown> & { superviseCron?: string }) => {
       const opts = parseOptions(workerOptionsSchema, flags, WORKER_FLAG_NAMES);
-      const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(1, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
+      const { metricsPort } = parseOptions(z.object({ metricsPort: intOption(0, 65_535).optional() }), flags, { metricsPort: '--metrics-port (BUNDLEFLEET_METRICS_PORT)' });
       const supervisorOpts = flags.superviseCron ? parseSupervisorOptions(flags) : undefined;
       const flow = parseFlowFlags(flags);
       const providerUrls = providerUrlsFromEnv(process.env);
@@ -91,10 +91,10 @@ Examples:
       // Refused before anything starts: under transaction pooling the liveness lock and LISTEN would not stay put.
       await assertSessionConnection(db.sessionUrl, 'the worker liveness connection (session advisory lock and LISTEN)');
       const logger = rootLogger();
-      const metrics = metricsPort ? createMetrics({ logger }) : undefined;
+      const metrics = metricsPort !== undefined ? createMetrics({ logger }) : undefined;
       const { waitTimeout, ...workerOpts } = opts;
       const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
-      const metricsServer = metrics && metricsPort ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
+      const metricsServer = metrics && metricsPort !== undefined ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {
         schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction });
@@ -107,5 +107,10 @@ Examples:
         await worker.stop();
         await metricsServer?.close();
       });
+      if (metricsServer) {
+        // As serve and dev do, once running: with --metrics-port 0 this is where the port is told.
+        logger.info({ url: `${metricsServer.url}/metrics` }, 'metrics server listening');
+        process.stderr.write(`bundlefleet worker: metrics on ${metricsServer.url}/metrics\n`);
+      }
     });
 }

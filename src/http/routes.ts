@@ -23,7 +23,7 @@ import { ackBundle, ActiveKeyTaken } from '../bundles/active-keys.js';
 import { parseSignal, receiveSignal } from '../bundles/signals.js';
 import { parseBundleId, parseVipBundle } from '../bundles/input.js';
 import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, throughputByMinute } from '../bundles/read.js';
-import { BadInput, NotFound } from '../errors.js';
+import { BadInput, IdempotencyKeyReused, NotFound } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { ackAlert, listAlerts } from '../supervisor/alerts.js';
 import { cancelBundle, retryBundle, type OperatorResult } from '../supervisor/operator.js';
@@ -92,12 +92,6 @@ function parseEnqueueRequest(req: http.IncomingMessage, body: unknown): { payloa
   return { payload, idempotencyKey: idempotency_key ?? (headerKey || undefined), activeKey: active_key };
 }
 
-/** Whether the bundle was enqueued with this (validated, normalised) payload and active key; jsonb equality ignores key order. */
-async function samePayload(pool: pg.Pool, bundleId: string, payload: Record<string, unknown>, activeKey: string | undefined): Promise<boolean> {
-  const { rows } = await pool.query<{ same: boolean }>('SELECT payload = $2::jsonb AND active_key IS NOT DISTINCT FROM $3 AS same FROM bundles WHERE id = $1', [bundleId, JSON.stringify(payload), activeKey ?? null]);
-  return rows[0]?.same === true;
-}
-
 /** The operator result as the API shows it: ids and the transition, nothing internal. */
 function operatorView(r: OperatorResult): OperatorResult {
   return { vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id, from_state: r.from_state, state: r.state };
@@ -140,15 +134,15 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
       async handler({ req, res, log }) {
         const item = parseEnqueueRequest(req, await readJson(req));
         const [result] = await enqueueBundles(pool, [item], { actor: 'http' }).catch((err: unknown) => {
+          // A key names one request (IETF Idempotency-Key draft, Stripe): enqueueBundles refuses it with another body.
+          if (err instanceof IdempotencyKeyReused) {
+            throw new HttpError(422, `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used with a different body; use a new key for a new booking`, {}, { idempotency_key: err.idempotencyKey });
+          }
           if (!(err instanceof ActiveKeyTaken)) throw err;
           const { active_key, vip_bundle_id, state } = err.holders[0]!;
           throw new HttpError(409, err.message, {}, { active_key, vip_bundle_id, state });
         });
         const { vip_bundle_id, booking_id, created } = result!;
-        // A key names one request (IETF Idempotency-Key draft, Stripe): reusing it for another body is refused.
-        if (!created && !(await samePayload(pool, vip_bundle_id, item.payload, item.activeKey))) {
-          throw new HttpError(422, `Idempotency-Key ${JSON.stringify(item.idempotencyKey)} was already used with a different body; use a new key for a new booking`, {}, { idempotency_key: item.idempotencyKey });
-        }
         log.info({ bundleId: vip_bundle_id, created }, created ? 'bundle enqueued' : 'bundle already enqueued (same idempotency key)');
         sendJson(res, created ? 201 : 200, { vip_bundle_id, booking_id }, { location: `/bundles/${vip_bundle_id}`, ...(created ? {} : { 'idempotent-replayed': 'true' }) });
       },

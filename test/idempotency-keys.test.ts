@@ -1,0 +1,65 @@
+/**
+ * An idempotency key names one request (README, "Which key to use"): the same key with the same
+ * payload is a replay (the first bundle's ids, created: false, nothing new); the same key with
+ * another payload or active key is refused by enqueueBundles itself, so every surface (CLI, HTTP)
+ * shares the rule. The refused batch writes nothing; batches committed before it stay.
+ */
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDb } from './support/db.js';
+import { vipPayload } from './support/fleet.js';
+import { enqueueBundles } from '../src/bundles/enqueue.js';
+import { BadInput, IdempotencyKeyReused } from '../src/errors.js';
+
+const count = async (pool: pg.Pool, from: string) => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${from}`)).rows[0]!.n;
+
+const refusal = (p: Promise<unknown>) => p.then(() => { throw new Error('expected a refusal'); }, (e: unknown) => e as IdempotencyKeyReused);
+
+describe('idempotency keys in enqueueBundles', () => {
+  it('a replay with the same payload (in any key order) returns the first ids; another payload or active key is refused and writes nothing of its batch', async () => {
+    const db = await createTestDb();
+    const payload = vipPayload();
+    const [first] = await enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-1', activeKey: 'doc-1' }], { kindVersion: 1 });
+    expect(first!.created).toBe(true);
+
+    const reordered = Object.fromEntries(Object.entries(payload).reverse());
+    const [replay] = await enqueueBundles(db.pool, [{ payload: reordered, idempotencyKey: 'k-1', activeKey: 'doc-1' }], { kindVersion: 1 });
+    expect(replay).toEqual({ ...first, created: false });
+
+    const other = await refusal(enqueueBundles(db.pool, [{ payload: { ...payload, number_of_tickets: payload.number_of_tickets + 1 }, idempotencyKey: 'k-1', activeKey: 'doc-1' }], { kindVersion: 1 }));
+    expect(other).toBeInstanceOf(IdempotencyKeyReused);
+    expect(other).toBeInstanceOf(BadInput);
+    expect(other).toMatchObject({ idempotencyKey: 'k-1', index: 0, enqueuedBefore: [] });
+    expect(other.message).toBe('idempotency_key "k-1" was already used with a different body; use a new key for a new booking');
+    // The refusal never names the other request's bundle.
+    expect(other.message).not.toContain(first!.vip_bundle_id);
+
+    const otherActiveKey = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-1', activeKey: 'doc-2' }], { kindVersion: 1 }));
+    expect(otherActiveKey).toBeInstanceOf(IdempotencyKeyReused);
+
+    // In a batch: the new bundle beside the reused key is not written either; the position is named.
+    const inBatch = await refusal(enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: vipPayload(), idempotencyKey: 'k-1' }], { kindVersion: 1 }));
+    expect(inBatch).toMatchObject({ idempotencyKey: 'k-1', index: 1 });
+    expect(inBatch.message).toMatch(/^item 2: idempotency_key "k-1" was already used with a different body/);
+    // The same key twice in one input with two bodies is refused the same way.
+    const twice = await refusal(enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-2' }, { payload: vipPayload(), idempotencyKey: 'k-2' }], { kindVersion: 1 }));
+    expect(twice).toMatchObject({ idempotencyKey: 'k-2', index: 1 });
+
+    expect(await count(db.pool, 'bundles')).toBe(1);
+    expect(await count(db.pool, 'bundle_history')).toBe(1);
+    expect(await count(db.pool, `pgboss.job WHERE name = 'VipBundleInitialized_v1'`)).toBe(1);
+  });
+
+  it('a reused key in a later batch: the batches before it stay enqueued and are named by the refusal', async () => {
+    const db = await createTestDb();
+    await enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-late' }], { kindVersion: 1 });
+    const items = [{ payload: vipPayload() }, { payload: vipPayload() }, { payload: vipPayload() }, { payload: vipPayload(), idempotencyKey: 'k-late' }];
+    const err = await refusal(enqueueBundles(db.pool, items, { kindVersion: 1, batchSize: 2 }));
+    expect(err).toBeInstanceOf(IdempotencyKeyReused);
+    expect(err.index).toBe(3);
+    expect(err.enqueuedBefore).toHaveLength(2);
+    expect(await count(db.pool, 'bundles')).toBe(3);
+    const { rows } = await db.pool.query<{ id: string }>('SELECT id FROM bundles WHERE idempotency_key IS NULL');
+    expect(new Set(rows.map((r) => r.id))).toEqual(new Set(err.enqueuedBefore.map((r) => r.vip_bundle_id)));
+  });
+});
