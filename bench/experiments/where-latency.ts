@@ -18,6 +18,7 @@ import { startServer } from '../lib/server.js';
 import { load, log, now, percentile, preSampleSleep, waitFor } from '../lib/util.js';
 import * as bf from '../systems/bundlefleet.js';
 import { benchLogger, NO_PROVIDERS } from '../systems/bundlefleet.js';
+import { FLOOR_INSERT_SQL, openFloor } from '../systems/floor.js';
 
 const { values: args } = parseArgs({ options: { samples: { type: 'string', default: '200' } } });
 const N = Number(args.samples);
@@ -69,35 +70,25 @@ async function bundlefleetSamplers(url: string): Promise<Sampler[]> {
 
 /** bench/systems/floor.ts with marks: the insert's reply, the notification, the update's reply. */
 async function floorSampler(url: string): Promise<Sampler> {
-  const sender = new pg.Client({ connectionString: url });
-  const listener = new pg.Client({ connectionString: url });
-  sender.on('error', () => {});
-  listener.on('error', () => {});
-  await sender.connect();
-  await listener.connect();
   let cur: Marks = {};
   let done: (() => void) | undefined;
-  await sender.query('CREATE TABLE floor_jobs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, state text NOT NULL)');
-  listener.on('notification', (msg) => {
-    cur.notified = now();
-    void listener.query("UPDATE floor_jobs SET state = 'running' WHERE id = $1", [msg.payload]).then(() => ((cur.updated = now()), done?.()));
+  const floor = await openFloor(url, (_id, notifiedAt, updatedAt) => {
+    cur.notified = notifiedAt;
+    cur.updated = updatedAt;
+    done?.();
   });
-  await listener.query('LISTEN floor_jobs');
   return {
     name: 'floor',
     async sample() {
       cur = {};
       const updated = new Promise<void>((r) => (done = r));
       const t0 = now();
-      await sender.query(`WITH ins AS (INSERT INTO floor_jobs (state) VALUES ('pending') RETURNING id) SELECT pg_notify('floor_jobs', id::text) FROM ins`);
+      await floor.sender.query(FLOOR_INSERT_SQL);
       cur.inserted = now();
       await updated;
       return Object.fromEntries(Object.entries(cur).map(([k, v]) => [k, v - t0]));
     },
-    async close() {
-      await sender.end();
-      await listener.end();
-    },
+    close: () => floor.close(),
   };
 }
 

@@ -8,7 +8,15 @@
 import pg from 'pg';
 import { now, type LatencySampler } from '../lib/util.js';
 
-export async function latencySampler(url: string, pollIntervalMs = 1000): Promise<LatencySampler> {
+/** The insert that is commit 1: the row and its NOTIFY in one autocommitted statement. */
+export const FLOOR_INSERT_SQL = `WITH ins AS (INSERT INTO floor_jobs (state) VALUES ('pending') RETURNING id) SELECT pg_notify('floor_jobs', id::text) FROM ins`;
+
+/**
+ * The floor's two connections on a fresh table: `sender` inserts; the listener, on each
+ * notification, commits the UPDATE (commit 2) and reports the row's id with the moments the
+ * notification arrived and the UPDATE's reply came back.
+ */
+export async function openFloor(url: string, onUpdated: (id: string, notifiedAt: number, updatedAt: number) => void): Promise<{ sender: pg.Client; close(): Promise<void> }> {
   const sender = new pg.Client({ connectionString: url });
   const listener = new pg.Client({ connectionString: url });
   // The database is dropped after the run: a connection the server ends then is no error of ours.
@@ -16,13 +24,25 @@ export async function latencySampler(url: string, pollIntervalMs = 1000): Promis
   listener.on('error', () => {});
   await sender.connect();
   await listener.connect();
-  const waiting = new Map<string, (t: number) => void>();
   await sender.query('CREATE TABLE floor_jobs (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, state text NOT NULL)');
   listener.on('notification', (msg) => {
     const id = msg.payload!;
-    void listener.query("UPDATE floor_jobs SET state = 'running' WHERE id = $1", [id]).then(() => waiting.get(id)?.(now()));
+    const notifiedAt = now();
+    void listener.query("UPDATE floor_jobs SET state = 'running' WHERE id = $1", [id]).then(() => onUpdated(id, notifiedAt, now()));
   });
   await listener.query('LISTEN floor_jobs');
+  return {
+    sender,
+    async close() {
+      await sender.end();
+      await listener.end();
+    },
+  };
+}
+
+export async function latencySampler(url: string, pollIntervalMs = 1000): Promise<LatencySampler> {
+  const waiting = new Map<string, (t: number) => void>();
+  const floor = await openFloor(url, (id, _notifiedAt, updatedAt) => waiting.get(id)?.(updatedAt));
   let inserted = 0;
   return {
     pollIntervalMs,
@@ -32,14 +52,11 @@ export async function latencySampler(url: string, pollIntervalMs = 1000): Promis
       const id = String(++inserted);
       const started = new Promise<number>((resolve) => waiting.set(id, resolve));
       const t0 = now();
-      await sender.query(`WITH ins AS (INSERT INTO floor_jobs (state) VALUES ('pending') RETURNING id) SELECT pg_notify('floor_jobs', id::text) FROM ins`);
+      await floor.sender.query(FLOOR_INSERT_SQL);
       const ms = (await started) - t0;
       waiting.delete(id);
       return ms;
     },
-    async close() {
-      await sender.end();
-      await listener.end();
-    },
+    close: () => floor.close(),
   };
 }
