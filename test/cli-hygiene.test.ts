@@ -13,6 +13,7 @@ import { createTestDb } from './support/db.js';
 import { cli, expectNoStack, jsonLines } from './support/cli.js';
 import { enqueueVip } from './support/fleet.js';
 import { shouldColor } from '../src/logger.js';
+import { routes } from '../src/http/routes.js';
 
 const NO_DB = 'postgres://u:secret@127.0.0.1:1/none';
 const ESC = '\u001b[';
@@ -185,7 +186,34 @@ describe('usage errors and help', () => {
       const help = helps[i]!;
       expect(help.code, path.join(' ')).toBe(0);
       expect(help.stdout, `${path.join(' ')} --help`).toMatch(/\nExamples:\n\s+\$ .*bundlefleet /);
+      // One section, however many places added examples (dev once had two).
+      expect(help.stdout.match(/^Examples:$/gm)?.length, `${path.join(' ')} --help: Examples sections`).toBe(1);
     }
+  });
+
+  it("serve --help states the token rule the server applies: every POST route, and only those, needs the token", async () => {
+    const table = routes({ pool: {} as never, metrics: {} as never, isDraining: () => false, ping: async () => undefined });
+    const posts = table.filter((r) => r.method === 'POST');
+    expect(posts.length).toBeGreaterThanOrEqual(5);
+    expect(posts.every((r) => r.write), 'a POST route without write: true').toBe(true);
+    expect(table.filter((r) => r.write).every((r) => r.method === 'POST'), 'a write route that is not a POST').toBe(true);
+    const help = (await cli(NO_DB, ['serve', '--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('Every POST');
+    // The help names each of them; each named one is a POST route of the table.
+    const named = { '/book-vip-bundle': ['/book-vip-bundle'], '/bundles/:id/retry|cancel|ack': ['/bundles/x/retry', '/bundles/x/cancel', '/bundles/x/ack'], '/bundles/:id/signals/:name': ['/bundles/x/signals/y'], '/api/alerts/:id/ack': ['/api/alerts/1/ack'] };
+    for (const [text, paths] of Object.entries(named)) {
+      expect(help, `serve --help does not name ${text}`).toContain(`POST ${text}`);
+      for (const path of paths) expect(posts.some((r) => r.path.test(path)), `${path} is not a POST route`).toBe(true);
+    }
+    expect(posts.length).toBe(Object.values(named).flat().length);
+  });
+
+  it('--session-database-url is offered only where a session connection is used, not by the db commands', async () => {
+    const offers = async (path: string[]) => (await cli(NO_DB, [...path, '--help'])).stdout.includes('--session-database-url');
+    for (const path of [['db', 'status'], ['db', 'url'], ['db', 'stop']]) expect(await offers(path), path.join(' ')).toBe(false);
+    for (const path of [['worker'], ['dev'], ['stats'], ['migrate']]) expect(await offers(path), path.join(' ')).toBe(true);
+    // Given anyway, it is an unknown option (exit 2), not silently ignored.
+    expect((await cli(NO_DB, ['db', 'url', '--session-database-url', 'postgres://x@h/db'])).code).toBe(2);
   });
 
   it("the README's configuration table lists every flag with its environment variable", async () => {

@@ -41,6 +41,8 @@ describe('signal and kind versions on the command line', () => {
       [['signal', b!.vip_bundle_id, 'taxi_arrived'], /waits for no signal "taxi_arrived"/],
       [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--data', '[1]'], /--data: must be a JSON object/],
       [['signal', 'not-a-uuid', 'inbound_ticketed'], /id: /],
+      [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', ''], /^  --signal-id: must not be empty$/m],
+      [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', 'x'.repeat(201)], /^  --signal-id: must be at most 200 characters$/m],
     ] as const) {
       const r = await cli(db.url, [...args]);
       expect(r.code, r.stderr).toBe(2);

@@ -186,6 +186,29 @@ describe('bundlefleet enqueue', () => {
     expect(await countRows(db.pool, 'pgboss.job')).toBe(0);
   });
 
+  it('refuses an input that is not a bundle object (a bare number, a string, null) saying what it expected, and writes nothing', async () => {
+    const db = await createTestDb();
+    const cases: Array<[string, string]> = [
+      ['42', 'input: expected a JSON object (a bundle), an array of them or NDJSON lines, got a number'],
+      ['42\n', 'input: expected a JSON object (a bundle), an array of them or NDJSON lines, got a number'],
+      ['"hello"', 'input: expected a JSON object (a bundle), an array of them or NDJSON lines, got a string'],
+      ['null', 'input: expected a JSON object (a bundle), an array of them or NDJSON lines, got null'],
+      [JSON.stringify([bundleJson(0), 7]), 'item 2: expected a JSON object (a bundle), got a number'],
+      [`${JSON.stringify(bundleJson(0))}\n[1]\n`, 'line 2: expected a JSON object (a bundle), got an array'],
+    ];
+    for (const [input, message] of cases) {
+      for (const args of [['enqueue', '-'], ['enqueue', '-', '--json']]) {
+        const run = await cli(db.url, args, { input });
+        expect(run.code, `${JSON.stringify(input)}: ${run.stderr}`).toBe(2);
+        expect(run.stdout).toBe('');
+        expect(run.stderr).toContain(message);
+        expect(run.stderr).not.toMatch(/\(body\)|Invalid input|received/);
+        expectNoStack(run);
+      }
+    }
+    expect(await countRows(db.pool)).toBe(0);
+  });
+
   it('refuses bad flags with exit 2, naming the flag, and writes nothing', async () => {
     const db = await createTestDb();
     const badEmail = await cli(db.url, ['enqueue', ...bundleFlags('not-an-email')]);
@@ -225,6 +248,12 @@ describe('bundlefleet inspect, list, stats', () => {
     const byBooking = await cli(db.url, ['inspect', String(enqueued.booking_id), '--json']);
     expect(JSON.parse(byBooking.stdout).vip_bundle_id).toBe(enqueued.vip_bundle_id);
 
+    // The text view names the kind version where it names the kind, as --json has it.
+    const text = await cli(db.url, ['inspect', String(enqueued.vip_bundle_id)]);
+    expect(text.code).toBe(0);
+    expect(view.kind_version).toBe(2);
+    expect(text.stdout.split('\n')[0]).toBe(`bundle ${enqueued.vip_bundle_id}  (booking ${enqueued.booking_id}, kind vip v2)`);
+
     const malformed = await cli(db.url, ['inspect', 'not-a-uuid']);
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/must be a UUID/);
@@ -252,6 +281,13 @@ describe('bundlefleet inspect, list, stats', () => {
     expect(s.total).toBe(1);
     expect(s.by_state).toMatchObject({ pending: 1, running: 0, completed: 0, failed: 0, compensating: 0, compensated: 0, dead: 0 });
     expect(typeof s.oldest_due_pending_age_seconds).toBe('number');
+    // The text says what the age measures (due pending or compensating bundles), and names no
+    // unrunnable kind version when there is none.
+    const statsText = await cli(db.url, ['stats']);
+    expect(statsText.code).toBe(0);
+    expect(statsText.stdout).toMatch(/^oldest due \(pending or compensating\): \d+\.\d s$/m);
+    expect(statsText.stdout).not.toMatch(/oldest due pending:/);
+    expect(statsText.stdout).not.toMatch(/does not carry/);
   });
 });
 

@@ -5,13 +5,15 @@
  * port and the flag; Ctrl-C stops it and removes its record.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
+import { cli, expectNoStack } from './support/cli.js';
+import { commandToRun, devBanner } from '../src/cli/dev-command.js';
 
 const BIN = fileURLToPath(new URL('../bin/bundlefleet', import.meta.url));
 
@@ -64,6 +66,11 @@ describe('bundlefleet dev', () => {
     const [, statusPage] = await waitForText(first.stderr, /status page: (http:\/\/127\.0\.0\.1:\d+)\/ /, first.exited);
     const [, providers] = await waitForText(first.stderr, /simulator at (http:\/\/127\.0\.0\.1:\d+)/, first.exited);
     expect(first.stderr()).toContain(`(metrics: ${statusPage}/metrics)`);
+    // DATABASE_URL: no embedded database to keep running, and other commands need the same DATABASE_URL
+    // (not "this directory", nor a ./bin/bundlefleet that is not there).
+    expect(first.stderr()).toContain('In another terminal, with the same DATABASE_URL:');
+    expect(first.stderr()).not.toMatch(/embedded database|from this directory|\.\/bin\/bundlefleet/);
+    expect(first.stderr()).toContain(`  ${BIN} stats`);
 
     const page = await fetch(`${statusPage}/`);
     expect(page.status).toBe(200);
@@ -81,10 +88,47 @@ describe('bundlefleet dev', () => {
     expect(second.stderr()).not.toMatch(/EADDRINUSE|\n\s+at /);
     expect(first.child.exitCode).toBeNull();
 
-    // Ctrl-C: exits 0 and removes its record, so the next start is not refused.
+    // Ctrl-C: exits 0 and removes its record, so the next start is not refused; with DATABASE_URL
+    // the .bundlefleet/ it made for the record goes too (an empty one there once hid a parent
+    // project's embedded database from every command run below it).
     first.child.kill('SIGINT');
     expect(await first.exited).toBe(0);
-    expect(await readdir(join(cwd, '.bundlefleet'))).toEqual([]);
+    expect(await readdir(cwd)).toEqual(['sub']);
+  });
+
+  it('with DATABASE_URL under a project with an embedded database, keeps its record in that project and creates nothing', async () => {
+    const db = await createTestDb();
+    const project = await tempDir();
+    await mkdir(join(project, '.bundlefleet'));
+    await writeFile(join(project, '.bundlefleet', 'server.json'), '{}'); // a project's server, as far as the lookup is concerned
+    await mkdir(join(project, 'docs'));
+    const dev = startDev(join(project, 'docs'), devEnv(db.url), ['--port', '0', '--providers-port', '0']);
+    await waitForText(dev.stderr, /status page: /, dev.exited);
+    expect(await readdir(join(project, 'docs'))).toEqual([]);
+    expect((await readdir(join(project, '.bundlefleet'))).sort()).toEqual(['dev.json', 'server.json']);
+    dev.child.kill('SIGINT');
+    expect(await dev.exited).toBe(0);
+    expect(await readdir(join(project, '.bundlefleet'))).toEqual(['server.json']);
+  });
+
+  it("the banner says where other commands find the database: the embedded one's project, or the same DATABASE_URL", () => {
+    const common = { statusPage: 'http://127.0.0.1:8080', database: '127.0.0.1:5432/bundlefleet', providers: 'simulator at http://127.0.0.1:4010', cwd: '/w' };
+    const embedded = devBanner({ ...common, command: './bin/bundlefleet', embeddedHome: '/p/.bundlefleet' });
+    expect(embedded).toContain('database:    127.0.0.1:5432/bundlefleet (embedded, /p/.bundlefleet)');
+    expect(embedded).toContain('In another terminal, in /p:');
+    expect(embedded).toContain('  ./bin/bundlefleet stats');
+    expect(embedded).toContain('the embedded database keeps running: ./bin/bundlefleet db stop');
+    const external = devBanner({ ...common, command: './bin/bundlefleet', embeddedHome: undefined });
+    expect(external).toContain('database:    127.0.0.1:5432/bundlefleet (DATABASE_URL)');
+    expect(external).toContain('In another terminal, with the same DATABASE_URL (in /w):');
+    expect(external).not.toMatch(/embedded|from this directory|db stop/);
+    expect(devBanner({ ...common, command: 'bundlefleet', embeddedHome: undefined })).toContain('In another terminal, with the same DATABASE_URL:\n  bundlefleet enqueue');
+  });
+
+  it('names the command as it can be run: on PATH, relative to the directory the banner names, else its full path', () => {
+    expect(commandToRun('/p/bin/bundlefleet', '/p', '/usr/bin')).toBe('./bin/bundlefleet');
+    expect(commandToRun('/p/bin/bundlefleet', '/elsewhere', '/usr/bin')).toBe('/p/bin/bundlefleet');
+    expect(commandToRun('/opt/bf/bin/bundlefleet', '/p', '/usr/bin:/opt/bf/bin')).toBe('bundlefleet');
   });
 
   it('says which port is taken by another program and how to choose another, leaving nothing running', async () => {
@@ -106,5 +150,29 @@ describe('bundlefleet dev', () => {
     expect(sim.stderr()).toContain(`cannot start the provider simulator: 127.0.0.1:${taken} is already in use by another program`);
     expect(sim.stderr()).toContain('--providers-port');
     expect(await readdir(cwd)).toEqual([]); // refused before creating anything
+  });
+
+  it('serve and providers say a taken port the same way as dev: the address, the flag and its variable (exit 1)', async () => {
+    const db = await createTestDb();
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => blocker.close(resolve)));
+    const taken = (blocker.address() as AddressInfo).port;
+
+    const serve = await cli(db.url, ['serve', '--port', String(taken)]);
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toContain(`cannot start the HTTP server: 127.0.0.1:${taken} is already in use by another program. Stop it, or choose another port with --port or PORT (0 takes any free port)`);
+    const fromEnv = await cli(db.url, ['serve'], { env: { PORT: String(taken) } });
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toContain('with --port or PORT');
+
+    const providers = await cli(db.url, ['providers', '--port', String(taken)]);
+    expect(providers.code).toBe(1);
+    expect(providers.stderr).toContain(`cannot start the provider simulator: 127.0.0.1:${taken} is already in use by another program. Stop it, or choose another port with --port or PROVIDERS_PORT (0 takes any free port)`);
+    for (const run of [serve, fromEnv, providers]) {
+      expect(run.stdout).toBe('');
+      expect(run.stderr).not.toMatch(/EADDRINUSE/);
+      expectNoStack(run);
+    }
   });
 });

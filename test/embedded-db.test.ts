@@ -79,6 +79,13 @@ describe('embedded database discovery', () => {
     expect(none.code).toBe(1);
     expect(JSON.parse(none.stdout)).toMatchObject({ state: 'absent', home: null, searchedFrom: deeper });
 
+    // An empty .bundlefleet/ (say, left by an older `dev` run with DATABASE_URL) and nothing above: it is named.
+    await mkdir(join(deeper, '.bundlefleet'));
+    const empty = await cli(['stats'], deeper);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain(`${join(deeper, '.bundlefleet')} holds no server, nor does any .bundlefleet/ above it`);
+    await rm(join(deeper, '.bundlefleet'), { recursive: true });
+
     // migrate creates it in the working directory and says so.
     const created = await cli(['migrate'], project);
     onCleanup(() => cli(['db', 'stop'], project));
@@ -94,6 +101,15 @@ describe('embedded database discovery', () => {
     expect(JSON.parse(list.stdout)).toEqual([]);
     expect(list.stderr).toContain(`database: embedded PostgreSQL of ${join(project, '.bundlefleet')}`);
     expect(await readdir(deeper)).toEqual([]);
+
+    // A .bundlefleet/ that holds no server does not hide the project's: the search goes on upwards.
+    await mkdir(join(project, 'src', '.bundlefleet'));
+    const shadowed = await cli(['stats', '--json'], deeper);
+    expect(shadowed.code, shadowed.stderr).toBe(0);
+    expect(JSON.parse(shadowed.stdout).total).toBe(0);
+    const shadowedStatus = await cli(['db', 'status', '--json'], deeper);
+    expect(JSON.parse(shadowedStatus.stdout)).toMatchObject({ state: 'running', home: join(project, '.bundlefleet') });
+    await rm(join(project, 'src', '.bundlefleet'), { recursive: true });
 
     // Stopped: db status exits 1; the next command starts it again (not a new one) and says so.
     expect((await cli(['db', 'stop'], deeper)).stdout).toBe('stopped\n');

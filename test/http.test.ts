@@ -8,6 +8,7 @@ import { createMetrics, startMetricsServer } from '../src/http/metrics.js';
 import { createPool } from '../src/db/pool.js';
 import { isLoopbackHost, apiTokenFromEnv } from '../src/cli/serve-command.js';
 import { BadInput } from '../src/errors.js';
+import { createLogger } from '../src/logger.js';
 
 async function serve(db: TestDb, opts: Partial<HttpServerOptions> = {}) {
   const server = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), ...opts });
@@ -123,7 +124,10 @@ describe('POST /book-vip-bundle', () => {
     expect(broken.body.issues[0]).toMatch(/^body: not valid JSON/);
     const list = await post(api.url, '/book-vip-bundle', [vipPayload()]);
     expect(list.status).toBe(400);
-    expect(list.body.issues[0]).toMatch(/^\(body\): /);
+    expect(list.body.issues).toEqual(['(body): expected a JSON object (a bundle), got an array']);
+    const number = await post(api.url, '/book-vip-bundle', '42');
+    expect(number.status).toBe(400);
+    expect(number.body.issues).toEqual(['(body): expected a JSON object (a bundle), got a number']);
     expect(await countBundles(db)).toBe(0);
   });
 
@@ -341,6 +345,23 @@ describe('metrics', () => {
     expect(text).not.toMatch(/^bundlefleet_bundles\{/m);
     expect((await fetch(`${server.url}/`)).status).toBe(404);
     expect((await fetch(`${server.url}/metrics`, { method: 'POST' })).status).toBe(405);
+  });
+
+  it("serve's own metrics log lines name their component once (no duplicate JSON key)", async () => {
+    // serve passes no metrics: the server makes its own, and its warnings once carried
+    // "component":"http","component":"metrics" (a child of the http logger).
+    const chunks: string[] = [];
+    const logger = createLogger({ destination: { write: (s: string) => void chunks.push(s) }, level: 'debug' });
+    const deadPool = createPool('postgres://u:x@127.0.0.1:1/none', { max: 1 });
+    onCleanup(() => deadPool.end());
+    const server = await startHttpServer({ port: 0, pool: deadPool, logger });
+    onCleanup(() => server.close(0));
+    await (await fetch(`${server.url}/metrics`)).text();
+    const lines = chunks.join('').split('\n').filter(Boolean);
+    const warning = lines.find((l) => l.includes('metrics: could not read fleet stats'));
+    expect(warning, lines.join('\n')).toBeDefined();
+    expect(JSON.parse(warning!).component).toBe('metrics');
+    for (const line of lines) expect(line.match(/"component":/g)?.length ?? 0, line).toBeLessThanOrEqual(1);
   });
 });
 

@@ -108,6 +108,21 @@ describe('BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS through the real CLI', () => {
     expect(rows).toEqual([{ state: 'compensating', kind_version: 9, attempt: 0, locked_by: null }]);
   });
 
+  it('stats names the unrunnable kind versions in its text, as --json does, and labels the due age truthfully', async () => {
+    const db = await unrunnable();
+    const json = await cli(db.url, ['stats', '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const s = JSON.parse(json.stdout);
+    expect(s.unrunnable_kind_versions).toEqual([{ kind: 'vip', version: 9, bundles: 1 }]);
+    expect(s.by_state).toMatchObject({ pending: 0, compensating: 1 });
+    // The age covers due compensating bundles too (the claim takes both): no pending one here.
+    expect(typeof s.oldest_due_pending_age_seconds).toBe('number');
+    const text = await cli(db.url, ['stats']);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain('1 unfinished vip v9 bundle(s): this build does not carry that version; they wait for a worker that does\n');
+    expect(text.stdout).toMatch(/^oldest due \(pending or compensating\): \d+\.\d s$/m);
+  });
+
   it('true, 1, yes and on still override, and the flag wins over the variable', async () => {
     const db = await unrunnable();
     for (const value of ['true', '1', 'yes', 'on', 'TRUE']) {

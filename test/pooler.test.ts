@@ -123,7 +123,7 @@ describe('BUNDLEFLEET_SESSION_DATABASE_URL', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--session-database-url \(BUNDLEFLEET_SESSION_DATABASE_URL\)/);
     expect(bad.stderr).not.toMatch(/s3cret/);
-    // Every command with --database-url takes --session-database-url too, validated the same way.
+    // Every command with --database-url (but the db ones) takes --session-database-url too, validated the same way.
     const stats = await bundlefleet(['stats', '--session-database-url', 'not a url'], { DATABASE_URL: db.url }).done;
     expect(stats.code).toBe(2);
     expect(stats.stderr).toMatch(/--session-database-url \(BUNDLEFLEET_SESSION_DATABASE_URL\): is not a URL/);

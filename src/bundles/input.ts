@@ -39,17 +39,36 @@ export const vipBundleInput = z
 
 export type VipBundleInput = z.infer<typeof vipBundleInput>;
 
-/** `customer_email: must be an email address` for each problem, prefixed with a location if given. */
-export function describeIssues(error: z.ZodError, where?: string): string[] {
+/**
+ * `customer_email: must be an email address` for each problem, prefixed with a location if given.
+ * `names` renames top-level fields for where they came from (`id` → `--signal-id` on the command line).
+ */
+export function describeIssues(error: z.ZodError, where?: string, names: Record<string, string> = {}): string[] {
   return error.issues.map((issue) => {
-    const path = issue.path.join('.');
+    const [head, ...rest] = issue.path.map(String);
+    const path = head === undefined ? '' : [names[head] ?? head, ...rest].join('.');
     const field = issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : path || '(body)';
     const reason = issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message;
     return `${where ? `${where}: ` : ''}${field}: ${reason}`;
   });
 }
 
+/** `a number`, `a string`, `an array`, `null`: what a JSON value is, for a refusal to name. */
+export function describeJsonType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  const type = typeof value;
+  return type === 'object' ? 'an object' : `a ${type}`;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
 export function parseVipBundle(value: unknown, where?: string): VipBundleInput {
+  // Not an object at all: say what a bundle is, not zod's "(body): Invalid input: expected object".
+  if (!isObject(value)) {
+    const issue = `${where ?? '(body)'}: expected a JSON object (a bundle), got ${describeJsonType(value)}`;
+    throw new BadInput(issue, [issue]);
+  }
   const result = vipBundleInput.safeParse(value);
   if (!result.success) {
     const issues = describeIssues(result.error, where);
@@ -74,7 +93,11 @@ export function parseBundleDocumentShaped(textInput: string): { bundles: VipBund
   const trimmed = textInput.trim();
   if (!trimmed) throw new BadInput('input: no bundle given (empty input)');
   const whole = tryParse(trimmed);
-  if (whole.ok && (Array.isArray(whole.value) || (typeof whole.value === 'object' && whole.value !== null))) {
+  // One JSON value that is neither an object nor an array (`42`, `"x"`, `null`): no bundle at all.
+  if (whole.ok && !Array.isArray(whole.value) && !isObject(whole.value)) {
+    throw new BadInput(`input: expected a JSON object (a bundle), an array of them or NDJSON lines, got ${describeJsonType(whole.value)}`);
+  }
+  if (whole.ok) {
     const single = !Array.isArray(whole.value);
     const items = Array.isArray(whole.value) ? whole.value : [whole.value];
     if (!items.length) throw new BadInput('input: an empty array holds no bundle to enqueue');

@@ -18,7 +18,7 @@ import { recordSignal } from './tracing.js';
 
 const signalSchema = z.strictObject({
   name: z.string().min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
-  id: z.string().min(1).max(200, 'must be at most 200 characters').optional(),
+  id: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
   data: z.record(z.string(), z.unknown()).optional(),
 });
 
@@ -42,11 +42,15 @@ export interface SignalResult {
   state: string;
 }
 
-/** Validates a signal (name, id, data) with messages naming the field; throws BadInput. */
-export function parseSignal(raw: unknown): { name: string; id?: string; data?: Record<string, unknown> } {
+/**
+ * Validates a signal (name, id, data) with messages naming the field; throws BadInput. `names`
+ * renames the fields for where they came from: the CLI passes `{ id: '--signal-id', data: '--data' }`,
+ * the HTTP body keeps `id` and `data`.
+ */
+export function parseSignal(raw: unknown, names: Record<string, string> = {}): { name: string; id?: string; data?: Record<string, unknown> } {
   const parsed = signalSchema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const issues = describeIssues(parsed.error);
+  const issues = describeIssues(parsed.error, undefined, names);
   throw new BadInput(issues.join('; '), issues);
 }
 

@@ -1,10 +1,10 @@
 /**
  * `migrate` and `db status|url|stop`. Without DATABASE_URL the embedded server is the one of the
- * nearest `.bundlefleet/` (this directory or a parent); `migrate` creates one here when there is
- * none, the `db` commands never do.
+ * nearest `.bundlefleet/` that holds one (this directory or a parent; see findEmbeddedHome);
+ * `migrate` creates one here when there is none, the `db` commands never do.
  */
 import type { Command } from 'commander';
-import { embeddedStatus, stopEmbeddedPostgres } from '../db/embedded.js';
+import { embeddedStatus, noServerHere, stopEmbeddedPostgres } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { EXIT, printJson, withDb } from './context.js';
@@ -38,7 +38,7 @@ export function registerDbCommands(program: Command): void {
       if (status.state !== 'running') process.exitCode = EXIT.failure;
       if (flags.json) return printJson(status);
       if (status.state === 'absent') {
-        const where = status.home ? `${status.home} holds no server` : `no .bundlefleet/ in ${status.searchedFrom} or its parents`;
+        const where = noServerHere(status.home, status.searchedFrom);
         process.stdout.write(`none: ${where} (\`bundlefleet migrate\` or \`npm start\` creates one)\n`);
       } else {
         process.stdout.write(`${status.state}: ${describeDatabase(status.url)} of ${status.home} (data in ${status.dataDir})\n`);

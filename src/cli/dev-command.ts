@@ -3,18 +3,23 @@
  * none), migrations, the provider simulator, the HTTP server with the status page and /metrics,
  * a worker and a supervisor loop, in one process until Ctrl-C.
  *
- * One dev per project: it records itself in `.bundlefleet/dev.json`, and a second one stops at
- * once saying which is running and where (exit 1). A port taken by another program is also a
- * sentence naming the port and the flag to change it, never a raw EADDRINUSE; nothing is left
- * running when start-up fails.
+ * One dev per project: it records itself in `.bundlefleet/dev.json`, and a second one (from the
+ * project or below it) stops at once saying which is running and where (exit 1). With
+ * DATABASE_URL there is no embedded database, but the record is still what refuses a second dev:
+ * it goes into the project's `.bundlefleet/` when there is one, else into a `./.bundlefleet/`
+ * made for it and removed again on exit (one left by a crash holds no server, so lookups pass it
+ * by, db/embedded.ts). A port taken by another program is a sentence naming the port and the flag
+ * to change it (ports.ts), never a raw EADDRINUSE; nothing is left running when start-up fails.
  */
 import { createServer } from 'node:net';
+import { basename, delimiter, dirname, isAbsolute, relative, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { embeddedHome } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { AddressInUse, Conflict } from '../errors.js';
+import { asAddressInUse, portTaken, type PortSetting } from './ports.js';
 import { createMetrics } from '../http/metrics.js';
 import type { StartedHttpServer } from '../http/server.js';
 import { startProviderSimulator, type ProviderSimulator } from '../providers/simulator.js';
@@ -33,18 +38,58 @@ const HOST = '127.0.0.1';
 const devOptionsSchema = z.object({ port: intOption(0, 65_535), providersPort: intOption(0, 65_535) });
 const DEV_FLAG_NAMES = { port: '--port (PORT)', providersPort: '--providers-port (BUNDLEFLEET_PROVIDERS_PORT)' };
 
+const HTTP_PORT: PortSetting = { flag: '--port', env: 'PORT', example: 'npm start -- --port 0' };
+const PROVIDERS_PORT: PortSetting = { flag: '--providers-port', env: 'BUNDLEFLEET_PROVIDERS_PORT', example: 'npm start -- --providers-port 0' };
+
 /** A taken port, said with what to do; names the dev that holds it when it is ours. */
-async function portTaken(err: AddressInUse, home: string): Promise<Error> {
-  const flag = err.what === 'the provider simulator' ? '--providers-port' : '--port';
+async function devPortTaken(err: AddressInUse, home: string): Promise<Error> {
   const other = await runningDev(home);
   if (other) return new Conflict(alreadyRunningMessage(other), { cause: err });
-  return new AddressInUse(
-    err.what,
-    err.host,
-    err.port,
-    `cannot start ${err.what}: ${err.host}:${err.port} is already in use by another program. Stop it, or choose another port with ${flag} (0 takes any free port), e.g. \`npm start -- ${flag} 0\``,
-    { cause: err },
-  );
+  return portTaken(err, err.what === 'the provider simulator' ? PROVIDERS_PORT : HTTP_PORT);
+}
+
+/**
+ * How to run this CLI from `baseDir` in another terminal: its name when its directory is on PATH
+ * (not a node_modules/.bin npm added for this run), else a path relative to `baseDir`, else the full path.
+ */
+export function commandToRun(script: string, baseDir: string, pathEnv = process.env.PATH ?? ''): string {
+  const dir = dirname(resolve(script));
+  if (pathEnv.split(delimiter).some((d) => d && !d.includes('node_modules') && resolve(d) === dir)) return basename(script);
+  const rel = relative(baseDir, resolve(script));
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? `./${rel}` : resolve(script);
+}
+
+export interface DevBannerInfo {
+  statusPage: string;
+  database: string;
+  /** The providers line: the simulator's URL, or where the real ones are configured. */
+  providers: string;
+  /** How to run the CLI (commandToRun), from the project directory or `cwd`. */
+  command: string;
+  /** The embedded database's `.bundlefleet/`; undefined with DATABASE_URL. */
+  embeddedHome: string | undefined;
+  cwd: string;
+}
+
+/** What dev prints once everything runs: where things are, and what to run next, true to where the database is. */
+export function devBanner(b: DevBannerInfo): string {
+  const c = b.command;
+  const where = b.embeddedHome ? `in ${dirname(b.embeddedHome)}` : `with the same DATABASE_URL${c.startsWith('./') ? ` (in ${b.cwd})` : ''}`;
+  const stop = b.embeddedHome ? `Ctrl-C stops everything (the embedded database keeps running: ${c} db stop).` : 'Ctrl-C stops everything; the database at DATABASE_URL is left as it is.';
+  return `
+bundlefleet dev is running
+  status page: ${b.statusPage}/   (metrics: ${b.statusPage}/metrics)
+  database:    ${b.database}${b.embeddedHome ? ` (embedded, ${b.embeddedHome})` : ' (DATABASE_URL)'}
+  providers:   ${b.providers}
+In another terminal, ${where}:
+  ${c} enqueue --customer-email ada@example.com --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
+      --passenger "Ada Lovelace" --inbound-flight-id 00000000-0002-4000-8000-000000000117 \\
+      --return-flight-id 00000000-0002-4000-8000-000000000118 --json
+  ${c} inspect <vip_bundle_id>
+  ${c} stats
+  ${c} alerts
+${stop}
+`;
 }
 
 /** Fails with AddressInUse when `port` is taken, so a doomed start creates no database first. */
@@ -65,9 +110,11 @@ export function registerDevCommand(program: Command): void {
       'after',
       `
 One dev runs per project: a second one exits 1 naming the running one (pid, URLs).
+With DATABASE_URL set, no embedded database is created or started.
 Examples:
   $ npm start                                # bundlefleet dev: http://127.0.0.1:8080/ and providers on :4010
   $ npm start -- --port 0 --providers-port 0 # any free ports (printed in the banner)
+  $ bundlefleet dev --concurrency 50
   $ DATABASE_URL=postgres://localhost/bundlefleet bundlefleet dev`,
     )
     .action(async (flags: Record<string, unknown>) => {
@@ -76,6 +123,7 @@ Examples:
       const supervisorOpts = parseSupervisorOptions(flags);
       const apiToken = apiTokenFromEnv();
       const log = rootLogger();
+      // The project's .bundlefleet/ (found upwards): the embedded database's, and the dev record's even with DATABASE_URL.
       const home = await embeddedHome();
       const other = await runningDev(home);
       if (other) throw new Conflict(alreadyRunningMessage(other));
@@ -84,7 +132,7 @@ Examples:
         if (simulate) await checkPortFree('the provider simulator', providersPort);
         await checkPortFree('the HTTP server', port);
       } catch (err) {
-        if (err instanceof AddressInUse) throw await portTaken(err, home);
+        if (err instanceof AddressInUse) throw await devPortTaken(err, home);
         throw err;
       }
 
@@ -109,39 +157,38 @@ Examples:
         // ticketing back to this server (vip bundles wait for it before their taxi).
         if (simulate) {
           const ticketing = { callbackUrl: http.url, token: apiToken, maxDelayMs: 2_000 };
-          simulator = await startProviderSimulator({ port: providersPort, host: HOST, ticketing }).catch((err: NodeJS.ErrnoException) => {
-            throw err.code === 'EADDRINUSE' ? new AddressInUse('the provider simulator', HOST, providersPort, undefined, { cause: err }) : err;
+          simulator = await startProviderSimulator({ port: providersPort, host: HOST, ticketing }).catch((err: unknown) => {
+            throw asAddressInUse(err, 'the provider simulator', HOST, providersPort);
           });
         }
       } catch (err) {
         await simulator?.close();
         await started?.close(0);
         await db.close();
-        if (err instanceof AddressInUse) throw await portTaken(err, home);
+        if (err instanceof AddressInUse) throw await devPortTaken(err, home);
         throw err;
       }
       const providerUrls = simulator ? { tickets: simulator.url, flights: simulator.url, taxis: simulator.url } : providerUrlsFromEnv(process.env);
       const database = describeDatabase(db.url);
-      await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
+      // With DATABASE_URL and no project .bundlefleet/, this makes one for the record: removed on exit.
+      const madeHome = await writeDevRecord(home, { pid: process.pid, startedAt: new Date().toISOString(), statusPage: http.url, providers: simulator?.url ?? null, database });
 
       const { waitTimeout, ...workerOpts } = opts;
       const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, waitTimeoutSeconds: waitTimeout, logger: log, ...metrics.hooks });
       worker.start();
       const supervisor = superviseLoop(worker.pool, { ...supervisorOpts, logger: log, onAction: metrics.hooks.onSupervisorAction }, 5_000);
-      process.stderr.write(`
-bundlefleet dev is running
-  status page: ${http.url}/   (metrics: ${http.url}/metrics)
-  database:    ${database}${process.env.DATABASE_URL ? ' (DATABASE_URL)' : ` (embedded, ${home})`}
-  providers:   ${simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger); its airlines confirm ticketing to the API` : 'from PROVIDERS_URL'}
-In another terminal, from this directory:
-  ./bin/bundlefleet enqueue --customer-email ada@example.com --show-id 00000000-0001-4000-8000-000000000001 --tickets 2 \\
-      --passenger "Ada Lovelace" --inbound-flight-id 00000000-0002-4000-8000-000000000117 \\
-      --return-flight-id 00000000-0002-4000-8000-000000000118 --json
-  ./bin/bundlefleet inspect <vip_bundle_id>
-  ./bin/bundlefleet stats
-  ./bin/bundlefleet alerts
-Ctrl-C stops everything (the embedded database keeps running: ./bin/bundlefleet db stop).
-`);
+      const embedded = process.env.DATABASE_URL ? undefined : home;
+      const cwd = process.cwd();
+      process.stderr.write(
+        devBanner({
+          statusPage: http.url,
+          database,
+          providers: simulator ? `simulator at ${simulator.url} (ledger: ${simulator.url}/__ledger); its airlines confirm ticketing to the API` : 'from PROVIDERS_URL',
+          command: commandToRun(process.argv[1] ?? 'bundlefleet', embedded ? dirname(embedded) : cwd),
+          embeddedHome: embedded,
+          cwd,
+        }),
+      );
       onShutdown(async () => {
         draining = true;
         await http.close(5_000);
@@ -149,7 +196,7 @@ Ctrl-C stops everything (the embedded database keeps running: ./bin/bundlefleet 
         await worker.stop();
         await simulator?.close();
         await db.close();
-        await removeDevRecord(home);
+        await removeDevRecord(home, madeHome);
       });
     });
 }

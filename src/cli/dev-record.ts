@@ -3,7 +3,7 @@
  * `npm start` there can say so instead of dying on a taken port.
  */
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface DevRecord {
@@ -42,15 +42,21 @@ export async function runningDev(home: string): Promise<DevRecord | undefined> {
   }
 }
 
-export async function writeDevRecord(home: string, record: DevRecord): Promise<void> {
-  await mkdir(home, { recursive: true });
+/** Writes the record; true when `home` had to be made for it (dev with DATABASE_URL and no project `.bundlefleet/`). */
+export async function writeDevRecord(home: string, record: DevRecord): Promise<boolean> {
+  const made = (await mkdir(home, { recursive: true })) !== undefined;
   await writeFile(devRecordPath(home), `${JSON.stringify(record, null, 2)}\n`);
+  return made;
 }
 
-/** Removes the record if it is still ours (a later dev may have replaced it). */
-export async function removeDevRecord(home: string): Promise<void> {
+/**
+ * Removes the record if it is still ours (a later dev may have replaced it), and `home` too when
+ * it was made for the record and nothing else has been put there since.
+ */
+export async function removeDevRecord(home: string, removeHome = false): Promise<void> {
   const record = await readFile(devRecordPath(home), 'utf8').then((t) => JSON.parse(t) as DevRecord, () => undefined);
   if (record?.pid === process.pid) await rm(devRecordPath(home), { force: true });
+  if (removeHome) await rmdir(home).catch(() => {}); // only when empty
 }
 
 export function alreadyRunningMessage(record: DevRecord): string {

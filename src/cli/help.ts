@@ -21,8 +21,6 @@ const EXTRA_EXAMPLES: Record<string, string> = {
   'db status': `  $ bundlefleet db status --json`,
   'db url': `  $ psql "$(bundlefleet db url)"`,
   'db stop': `  $ bundlefleet db stop`,
-  dev: `  $ bundlefleet dev                              # what \`npm start\` runs
-  $ bundlefleet dev --concurrency 50 --providers-port 0`,
 };
 
 export function commandPath(cmd: Command): string {

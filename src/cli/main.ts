@@ -23,6 +23,8 @@ const LONG_RUNNING = new Set(['worker', 'serve', 'dev', 'providers']);
 /** Commands without a database: the provider simulator, and groups that only hold subcommands. */
 const NO_DATABASE = new Set(['providers', 'db']);
 const USES_PROVIDERS = new Set(['worker', 'dev']);
+/** The embedded server's own commands: they never open a session connection, so --session-database-url is not offered. */
+const NO_SESSION_DATABASE = new Set(['db status', 'db url', 'db stop']);
 
 /**
  * The command's options, with --database-url / --providers-url taken from the nearest command that
@@ -62,7 +64,7 @@ export function buildProgram(): Command {
   registerDevCommand(program);
   eachCommand(program, (cmd) => {
     const path = commandPath(cmd);
-    if (!NO_DATABASE.has(path)) addDatabaseUrlOption(cmd);
+    if (!NO_DATABASE.has(path)) addDatabaseUrlOption(cmd, { session: !NO_SESSION_DATABASE.has(path) });
     if (USES_PROVIDERS.has(path)) addProvidersUrlOption(cmd);
   });
   configureHelp(program);

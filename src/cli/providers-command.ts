@@ -4,8 +4,11 @@
  */
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
-import { BadInput } from '../errors.js';
+import { AddressInUse, BadInput } from '../errors.js';
 import { startProviderSimulator } from '../providers/simulator.js';
+import { asAddressInUse, portTaken, type PortSetting } from './ports.js';
+
+const PROVIDERS_PORT: PortSetting = { flag: '--port', env: 'PROVIDERS_PORT', example: 'bundlefleet providers --port 0' };
 
 // Flags and env values arrive as strings; refuse "", "abc" and "1e" rather than coercing them to 0 or NaN.
 const number = z.string().trim().regex(/^[-+]?(\d+\.?\d*|\.\d+)$/, 'must be a number').transform(Number);
@@ -53,7 +56,10 @@ Examples:
   command.action(async (raw: Record<string, string | boolean | undefined>, cmd: Command) => {
     const { port, host, ...faults } = parseFlags(raw as Record<string, string | undefined>, cmd);
     const switches = Object.fromEntries(Object.keys(modes).map((name) => [name, raw[name] === true]));
-    const simulator = await startProviderSimulator({ ...faults, ...switches, port, host });
+    const simulator = await startProviderSimulator({ ...faults, ...switches, port, host }).catch((err: unknown) => {
+      const e = asAddressInUse(err, 'the provider simulator', host ?? '127.0.0.1', port ?? 0);
+      throw e instanceof AddressInUse ? portTaken(e, PROVIDERS_PORT) : e;
+    });
     process.stderr.write(`providers simulator listening on ${simulator.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {

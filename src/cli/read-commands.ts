@@ -21,7 +21,7 @@ export function formatHistoryLine(h: BundleView['history'][number]): string {
 
 export function printBundleHead(b: BundleView): void {
   const out = process.stdout;
-  out.write(`bundle ${b.vip_bundle_id}  (booking ${b.booking_id}, kind ${b.kind})\n`);
+  out.write(`bundle ${b.vip_bundle_id}  (booking ${b.booking_id}, kind ${b.kind} v${b.kind_version})\n`);
   const booked = describePayload(b.payload);
   if (booked) out.write(`booking ${booked}\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
@@ -149,20 +149,29 @@ Examples:
 
   program
     .command('stats')
-    .description('counts by state and the age of the oldest due pending bundle')
+    .description('counts by state, age of the oldest due bundle, alerts, providers, unrunnable kind versions')
     .option('--json', 'print JSON')
     .addHelpText('after', `
 Examples:
   $ bundlefleet stats
   $ watch -n 2 bundlefleet stats
-  $ bundlefleet stats --json | jq .by_state`)
+  $ bundlefleet stats --json | jq .by_state
+
+"oldest due" is how long the bundle due the longest has waited for a claim: a pending one or a
+compensating one (to be undone) alike; --json has the same figure as oldest_due_pending_age_seconds.
+Unfinished bundles of a kind version this build does not carry are listed when there are some
+(--json: unrunnable_kind_versions): no worker of this build runs them.`)
     .action(async (flags: { json?: boolean }) => {
       const stats = await withDb(({ pool }) => fleetStats(pool));
       if (flags.json) return printJson(stats);
       for (const [state, n] of Object.entries(stats.by_state)) process.stdout.write(`${state.padEnd(13)} ${n}\n`);
       process.stdout.write(`total         ${stats.total}\n`);
-      process.stdout.write(`oldest due pending: ${stats.oldest_due_pending_age_seconds === null ? 'none' : `${stats.oldest_due_pending_age_seconds.toFixed(1)} s`}\n`);
+      // The claim's condition: due pending bundles and due compensating ones (their undo) alike.
+      process.stdout.write(`oldest due (pending or compensating): ${stats.oldest_due_pending_age_seconds === null ? 'none' : `${stats.oldest_due_pending_age_seconds.toFixed(1)} s`}\n`);
       process.stdout.write(`open alerts: ${stats.open_alerts}\n`);
+      for (const k of stats.unrunnable_kind_versions) {
+        process.stdout.write(`${k.bundles} unfinished ${k.kind} v${k.version} bundle(s): this build does not carry that version; they wait for a worker that does\n`);
+      }
       for (const p of stats.providers) process.stdout.write(`${describeProvider(p)}\n`);
     });
 }

@@ -13,12 +13,15 @@ import { allowNamedStatementsOnSession } from '../db/session-probe.js';
 import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
 import { onShutdown } from './signals.js';
+import { portTaken, type PortSetting } from './ports.js';
 
 export const serveOptionsSchema = z.object({
   port: intOption(0, 65_535),
   host: z.string().trim().min(1, 'must not be empty').max(253, 'must be at most 253 characters'),
   drainTimeoutMs: intOption(0, 600_000),
 });
+
+const SERVE_PORT: PortSetting = { flag: '--port', env: 'PORT', example: 'bundlefleet serve --port 0' };
 
 const SERVE_FLAG_NAMES = {
   port: '--port (PORT)',
@@ -71,8 +74,10 @@ export function registerServeCommand(program: Command): void {
     .addHelpText(
       'after',
       `
-Writes (POST /book-vip-bundle, POST /api/alerts/:id/ack) need "Authorization: Bearer <token>"
-when BUNDLEFLEET_API_TOKEN is set. Without it, serve listens on loopback addresses only.
+Every POST needs "Authorization: Bearer <token>" when BUNDLEFLEET_API_TOKEN is set:
+POST /book-vip-bundle, POST /bundles/:id/retry|cancel|ack, POST /bundles/:id/signals/:name
+and POST /api/alerts/:id/ack. GETs (status page, reads, /healthz, /readyz, /metrics) never do.
+Without a token, serve listens on loopback addresses only and refuses POSTs from another origin.
 Examples:
   $ bundlefleet serve                       # http://127.0.0.1:8080/, the status page
   $ BUNDLEFLEET_API_TOKEN=$(openssl rand -hex 32) bundlefleet serve --host 0.0.0.0 --port 80
@@ -96,7 +101,7 @@ Examples:
       let draining = false;
       const http = await listenHttp({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: unknown) => {
         await db.close();
-        throw err;
+        throw err instanceof AddressInUse ? portTaken(err, SERVE_PORT) : err;
       });
       log.info({ url: http.url, auth: apiToken ? 'bearer token' : 'none', namedStatements }, 'http server listening');
       process.stderr.write(`bundlefleet serve: listening on ${http.url} (status page at ${http.url}/)\n`);

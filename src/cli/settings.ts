@@ -56,9 +56,13 @@ export function validateSettings(env: NodeJS.ProcessEnv, opts: { database?: bool
   throw new BadInput(issues.join('; '), issues);
 }
 
-/** Commands that connect to PostgreSQL: everything but the provider simulator and command groups. */
-export function addDatabaseUrlOption(cmd: Command): void {
+/**
+ * Commands that connect to PostgreSQL: everything but the provider simulator and command groups.
+ * `session: false` leaves out --session-database-url, for commands that never open a connection of that kind.
+ */
+export function addDatabaseUrlOption(cmd: Command, opts: { session?: boolean } = {}): void {
   cmd.addOption(new Option('--database-url <url>', 'PostgreSQL to use (default: the embedded server under .bundlefleet/)').env('DATABASE_URL'));
+  if (opts.session === false) return;
   // Used by the connections that need a session of their own (a worker's liveness lock and LISTEN).
   cmd.addOption(
     new Option('--session-database-url <url>', "PostgreSQL directly or a session-mode pooler, for workers' liveness connections when --database-url is a transaction-mode pooler (default: --database-url)").env(

@@ -39,7 +39,7 @@ Examples:
       // Validate everything before connecting: bad input writes nothing.
       const bundleId = parseBundleId(rawId);
       const data = parseData(flags.data);
-      parseSignal({ name, id: flags.signalId, data });
+      parseSignal({ name, id: flags.signalId, data }, { id: '--signal-id', data: '--data' });
       const result = await withDb(({ pool }) => receiveSignal(pool, { bundleId, name, id: flags.signalId, data, actor: 'cli' }));
       if (flags.json) return printJson(result);
       const what = result.stored ? `signal ${name} stored` : `signal ${name} (id ${result.signal_id}) was already received`;

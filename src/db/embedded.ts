@@ -54,17 +54,31 @@ export interface EmbeddedServer {
 const DATABASE = 'bundlefleet';
 export const HOME_DIR = '.bundlefleet';
 
-/** The nearest `.bundlefleet/` folder in `cwd` or its parents, like git's search for `.git`. */
+/**
+ * The `.bundlefleet/` folder of `cwd` or its parents, like git's search for `.git`: the nearest one
+ * that holds a server (`server.json`). One without (empty, or only a dev record) does not end the
+ * search, so it cannot hide a parent project's database; when none holds a server, the nearest
+ * folder is the answer (where `migrate` creates one, and what "holds no server" messages name).
+ */
 export async function findEmbeddedHome(cwd = process.cwd()): Promise<string | undefined> {
+  let nearest: string | undefined;
   for (let dir = resolve(cwd); ; dir = dirname(dir)) {
     const candidate = join(dir, HOME_DIR);
     const isDir = await stat(candidate).then((s) => s.isDirectory(), () => false);
-    if (isDir) return candidate;
-    if (dirname(dir) === dir) return undefined;
+    if (isDir) {
+      if (await exists(join(candidate, 'server.json'))) return candidate;
+      nearest ??= candidate;
+    }
+    if (dirname(dir) === dir) return nearest;
   }
 }
 
-/** The `.bundlefleet/` a command uses: the nearest existing one, else where `migrate` would create it. */
+/** Why there is no server to use: no `.bundlefleet/` at all, or the nearest holds none (and none above does). */
+export function noServerHere(home: string | null | undefined, cwd: string): string {
+  return home ? `${home} holds no server, nor does any ${HOME_DIR}/ above it` : `no ${HOME_DIR}/ in ${resolve(cwd)} or its parents`;
+}
+
+/** The `.bundlefleet/` a command uses: the one found as above, else where `migrate` would create it. */
 export async function embeddedHome(cwd = process.cwd()): Promise<string> {
   return (await findEmbeddedHome(cwd)) ?? resolve(cwd, HOME_DIR);
 }
@@ -203,7 +217,7 @@ async function ensureDatabase(info: EmbeddedServerInfo): Promise<void> {
 
 /** No server to use and none to be made by this command: say where we looked and what creates one. */
 function noServer(home: string | undefined, cwd: string): EmbeddedDatabaseError {
-  const where = home ? `${home} holds no server` : `no ${HOME_DIR}/ in ${cwd} or its parents`;
+  const where = noServerHere(home, cwd);
   return new EmbeddedDatabaseError(
     `no database: DATABASE_URL is unset and ${where}. Run \`bundlefleet migrate\` (or \`npm start\`) in the project directory to create the embedded PostgreSQL, or set DATABASE_URL`,
     1,

@@ -53,10 +53,12 @@ const LOOPBACK_ONLY = 'host not allowed: without BUNDLEFLEET_API_TOKEN this serv
 
 export function createHttpServer(opts: HttpServerOptions): http.Server {
   const { pool } = opts;
-  const log = (opts.logger ?? rootLogger()).child({ component: 'http' });
+  const base = opts.logger ?? rootLogger();
+  const log = base.child({ component: 'http' });
   const authorized = makeAuthCheck(opts.apiToken);
   const tokenless = opts.apiToken === undefined;
-  const metrics = opts.metrics ?? createMetrics({ logger: log });
+  // The metrics logger binds component "metrics" itself: given `log`, its lines carried "component" twice.
+  const metrics = opts.metrics ?? createMetrics({ logger: base });
   if (!opts.metrics) metrics.collectFromDb(pool);
   const table = routes({
     pool,
