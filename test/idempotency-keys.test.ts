@@ -34,6 +34,10 @@ describe('idempotency keys in enqueueBundles', () => {
     // The refusal never names the other request's bundle.
     expect(other.message).not.toContain(first!.vip_bundle_id);
 
+    // The kind version is part of the request too: the same body under another version is another request.
+    const otherVersion = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-1', activeKey: 'doc-1' }], { kindVersion: 2 }));
+    expect(otherVersion).toBeInstanceOf(IdempotencyKeyReused);
+
     const otherActiveKey = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-1', activeKey: 'doc-2' }], { kindVersion: 1 }));
     expect(otherActiveKey).toBeInstanceOf(IdempotencyKeyReused);
 

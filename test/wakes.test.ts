@@ -121,4 +121,30 @@ describe('wakes', () => {
     expect(started.has(bundle!.vip_bundle_id)).toBe(false);
     await waitFor('the bundle started', async () => started.has(bundle!.vip_bundle_id), 5_000);
   });
+
+  it('stop() during a claim does not wait out the poll interval before draining', async () => {
+    const db = await createTestDb();
+    const u = new URL(db.url);
+    const proxy = await startTcpProxy(u.hostname, Number(u.port));
+    onCleanup(() => proxy.close());
+    const sim = await startSimulator();
+    const worker = startWorker(proxy.url(db.url), sim, { sessionDatabaseUrl: db.url, pollIntervalMs: 60_000 });
+    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+    await waitFor('the worker idle', async () => {
+      const { rows } = await db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
+      );
+      return rows[0]!.n === 0;
+    });
+    // A NOTIFY starts a claim whose reply is held: stop() arrives while the claim is in flight.
+    const release = proxy.holdReplies();
+    await db.pool.query(`SELECT pg_notify($1, '')`, [DUE_CHANNEL]);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = performance.now();
+    const stopped = worker.stop(0);
+    release();
+    await stopped;
+    expect(performance.now() - t0).toBeLessThan(5_000);
+  });
 });
+

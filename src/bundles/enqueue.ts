@@ -17,9 +17,9 @@ export const DUE_CHANNEL = 'bundlefleet_due';
 export interface EnqueueItem {
   payload: Record<string, unknown>;
   /**
-   * Names one request: given again with the same payload and active key (JSON equality, key order
-   * ignored), the bundle it enqueued is returned (created: false); with another payload or active
-   * key, the batch is refused with IdempotencyKeyReused.
+   * Names one request: given again with the same payload (JSON equality, key order ignored), active
+   * key and kind version, the bundle it enqueued is returned (created: false); with another of any
+   * of them, the batch is refused with IdempotencyKeyReused.
    */
   idempotencyKey?: string;
   /** At most one bundle holds it at a time (see active-keys.ts); a taken key refuses the batch with ActiveKeyTaken. */
@@ -113,7 +113,7 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
 }
 
 /**
- * A replayed idempotency key must come with the payload and active key it was first enqueued with
+ * A replayed idempotency key must come with the payload, active key, kind and kind version it was first enqueued with
  * (jsonb equality ignores key order): otherwise it is another request, refused (its transaction
  * rolls back) instead of answered with the first request's bundle. One query, only when the batch
  * has replays; the first such item in input order is named.
@@ -122,17 +122,19 @@ const differentReplaySql = `
 SELECT t.ord::int - 1 AS i
 FROM ROWS FROM (unnest($1::uuid[]), jsonb_array_elements($2::jsonb), unnest($3::text[])) WITH ORDINALITY AS t(id, payload, active_key, ord)
 JOIN bundles b ON b.id = t.id
-WHERE NOT (b.payload = t.payload AND b.active_key IS NOT DISTINCT FROM t.active_key)
+WHERE NOT (b.payload = t.payload AND b.active_key IS NOT DISTINCT FROM t.active_key AND b.kind = $4 AND b.kind_version = $5)
 ORDER BY t.ord
 LIMIT 1`;
 
-async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], payloads: string[], place: BatchPlace): Promise<void> {
+async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], payloads: string[], kind: BundleKind, place: BatchPlace): Promise<void> {
   const replays = rows.flatMap((r, i) => (r.id && !r.created ? [i] : []));
   if (!replays.length) return;
   const { rows: found } = await client.query<{ i: number }>(differentReplaySql, [
     uuidArray(replays.map((i) => rows[i]!.id!)),
     jsonArray(replays.map((i) => payloads[i]!)),
     replays.map((i) => items[i]!.activeKey ?? null),
+    kind.name,
+    kind.version,
   ]);
   if (!found[0]) return;
   const i = replays[found[0].i]!;
@@ -250,7 +252,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
         rows = await insert(batch.map((_, i) => i));
         await resolveLateDuplicates(client, batch, rows);
         await refuseHeldKeys(client, batch, rows, ids, insert);
-        await refuseDifferentReplays(client, batch, rows, payloads, place);
+        await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
       }
       const created = rows.filter((r) => r.created);
       if (kind.events.initialized && created.length) {

@@ -255,12 +255,15 @@ export class Worker {
         // A full batch means more may be due: claim again as soon as slots allow.
         if (claimed > 0 && claimed === free) continue;
       } catch (err) {
+        if (this.stopping) break;
         this.log.error({ err: (err as Error).message }, 'claim failed; retrying');
         this.backingOff = true;
         await this.sleep(errorDelay).finally(() => (this.backingOff = false));
         errorDelay = Math.min(errorDelay * 2, 5_000);
         continue;
       }
+      // stop() during the claim found no sleep to end: the drain must not wait for the poll.
+      if (this.stopping) break;
       // The poll wait gives way to a wake that came during the claim.
       if (this.wokenWhileBusy) {
         this.wokenWhileBusy = false;
