@@ -7,12 +7,25 @@
  * liveness connection (which goes to PostgreSQL directly).
  */
 import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import type { Worker } from '../src/scheduler/worker.js';
 import { createTestDb, onCleanup } from './support/db.js';
 import { startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startTcpProxy } from '../src/chaos/tcp-proxy.js';
 import { DUE_CHANNEL, enqueueBundles } from '../src/bundles/enqueue.js';
 import { createLogger } from '../src/logger.js';
 import { receiveSignal } from '../src/bundles/signals.js';
+
+/** The worker holds its liveness lock and its first claim is done: no statement of its pool runs. */
+async function workerIdle(pool: pg.Pool, worker: Worker): Promise<void> {
+  await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
+  await waitFor('the worker idle', async () => {
+    const { rows } = await pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
+    );
+    return rows[0]!.n === 0;
+  });
+}
 
 describe('wakes', () => {
   it('a NOTIFY that arrives during a claim starts its bundle at once, not after the poll interval', async () => {
@@ -31,14 +44,8 @@ describe('wakes', () => {
       concurrency: 4,
       onAgentStart: (id) => started.set(id, performance.now()),
     });
-    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
     // Its first claim (nothing due) is done and it sleeps: no statement of its pool is running.
-    await waitFor('the worker idle', async () => {
-      const { rows } = await db.pool.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
-      );
-      return rows[0]!.n === 0;
-    });
+    await workerIdle(db.pool, worker);
 
     const release = proxy.holdReplies();
     const [first] = await enqueueBundles(db.pool, [{ payload: vipPayload() }]);
@@ -107,13 +114,7 @@ describe('wakes', () => {
     await holder.query('SELECT 1 FROM bundles WHERE id = $1 FOR NO KEY UPDATE', [bundle!.vip_bundle_id]);
     const started = new Set<string>();
     const worker = startWorker(db.url, sim, { pollIntervalMs: 60_000, onAgentStart: (id) => started.add(id) });
-    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
-    await waitFor('the worker idle after its first claim', async () => {
-      const { rows } = await db.pool.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
-      );
-      return rows[0]!.n === 0;
-    });
+    await workerIdle(db.pool, worker);
     const signal = receiveSignal(db.pool, { bundleId: bundle!.vip_bundle_id, name: 'inbound_ticketed' });
     await new Promise((r) => setTimeout(r, 100));
     await holder.query('COMMIT');
@@ -129,13 +130,7 @@ describe('wakes', () => {
     onCleanup(() => proxy.close());
     const sim = await startSimulator();
     const worker = startWorker(proxy.url(db.url), sim, { sessionDatabaseUrl: db.url, pollIntervalMs: 60_000 });
-    await waitFor('the worker to hold its liveness lock', async () => worker.workerId !== undefined, 10_000);
-    await waitFor('the worker idle', async () => {
-      const { rows } = await db.pool.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'bundlefleet worker %' AND state = 'active'`,
-      );
-      return rows[0]!.n === 0;
-    });
+    await workerIdle(db.pool, worker);
     // A NOTIFY starts a claim whose reply is held: stop() arrives while the claim is in flight.
     const release = proxy.holdReplies();
     await db.pool.query(`SELECT pg_notify($1, '')`, [DUE_CHANNEL]);
