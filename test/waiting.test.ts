@@ -114,6 +114,22 @@ describe('waiting for external confirmations', () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it('refuses a signal the bundle does not wait for without locking its row (a claim would skip a due bundle under that lock)', async () => {
+    const db = await createTestDb();
+    const [id] = await enqueueV2(db.pool);
+    const holder = await db.pool.connect();
+    onCleanup(async () => holder.release());
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM bundles WHERE id = $1 FOR NO KEY UPDATE', [id]);
+    // Refused at once while another session holds the row: the check takes no lock of its own.
+    const refused = await Promise.race([
+      receiveSignal(db.pool, { bundleId: id!, name: 'taxi_arrived' }).catch((e: unknown) => e),
+      new Promise((r) => setTimeout(() => r('blocked on the row lock'), 2_000)),
+    ]);
+    expect(refused).toBeInstanceOf(BadInput);
+    await holder.query('ROLLBACK');
+  });
+
   it('takes signals over HTTP: 201 stored, 200 for a repeat, 400 naming an unknown field or a bad id, writing nothing', async () => {
     const db = await createTestDb();
     const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger() });

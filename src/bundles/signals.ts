@@ -60,23 +60,28 @@ export async function receiveSignal(pool: pg.Pool, input: SignalInput): Promise<
   const signalId = senderId ?? name;
   const startedAt = Date.now();
   let traceContext: string | null = null;
+  // Checked before the row is locked (a bundle's kind and version never change): a refused signal
+  // must not hold a due bundle's row, which a concurrent claim would skip (SKIP LOCKED) with no
+  // NOTIFY to follow its rollback (test/wakes.test.ts).
+  const { rows: [found] } = await pool.query<{ id: string; kind: string; kind_version: number }>('SELECT id, kind, kind_version FROM bundles WHERE id = $1 OR booking_id = $1', [id]);
+  if (!found) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
+  let expected: string[] = [];
+  try {
+    expected = signalNames(bundleKind(found.kind, found.kind_version));
+  } catch (err) {
+    if (!(err instanceof UnknownKindVersion)) throw err;
+  }
+  if (!expected.includes(name)) {
+    throw new BadInput(`name: bundle ${found.id} (kind ${found.kind} v${found.kind_version}) waits for no signal ${JSON.stringify(name)}${expected.length ? `; it takes ${expected.join(', ')}` : '; it takes none'}`);
+  }
   const result = await withTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ id: string; kind: string; kind_version: number; state: string; attempt: number; trace_context: string | null }>(
-      'SELECT id, kind, kind_version, state, attempt, trace_context FROM bundles WHERE id = $1 OR booking_id = $1 FOR NO KEY UPDATE',
-      [id],
+    const { rows } = await client.query<{ id: string; state: string; attempt: number; trace_context: string | null }>(
+      'SELECT id, state, attempt, trace_context FROM bundles WHERE id = $1 FOR NO KEY UPDATE',
+      [found.id],
     );
     const bundle = rows[0];
     if (!bundle) throw new NotFound(`no bundle with vip_bundle_id or booking_id ${id}`);
     traceContext = bundle.trace_context;
-    let expected: string[] = [];
-    try {
-      expected = signalNames(bundleKind(bundle.kind, bundle.kind_version));
-    } catch (err) {
-      if (!(err instanceof UnknownKindVersion)) throw err;
-    }
-    if (!expected.includes(name)) {
-      throw new BadInput(`name: bundle ${bundle.id} (kind ${bundle.kind} v${bundle.kind_version}) waits for no signal ${JSON.stringify(name)}${expected.length ? `; it takes ${expected.join(', ')}` : '; it takes none'}`);
-    }
     const { rowCount } = await client.query(
       'INSERT INTO bundle_signals (bundle_id, signal_id, name, data) VALUES ($1, $2, $3, $4) ON CONFLICT (bundle_id, signal_id) DO NOTHING',
       [bundle.id, signalId, name, data ?? null],
