@@ -40,6 +40,8 @@ export interface EnqueueOptions {
   batchSize?: number;
   actor?: string;
   onProgress?: (done: number, total: number) => void;
+  /** Where each item came from (`line 3` of an NDJSON file), for a refusal to name; default `item N` for an input of several. */
+  itemNames?: Array<string | undefined>;
 }
 
 const insertBatchSql = `
@@ -139,7 +141,7 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
   if (!found[0]) return;
   const i = replays[found[0].i]!;
   const index = place.start + i;
-  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, place.total > 1 ? `item ${index + 1}` : undefined);
+  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, place.names ? place.names[index] : place.total > 1 ? `item ${index + 1}` : undefined);
 }
 
 /**
@@ -189,7 +191,7 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
   try {
     for (let start = 0; start < items.length; start += batchSize) {
       if (inFlight.length === inFlightMax) await settleOldest();
-      const rows = writeBatch(pool, items.slice(start, start + batchSize), kind, opts.actor ?? 'enqueue', results, { start, total: items.length });
+      const rows = writeBatch(pool, items.slice(start, start + batchSize), kind, opts.actor ?? 'enqueue', results, { start, total: items.length, names: opts.itemNames });
       rows.catch(() => {}); // settled in order by settleOldest (or below), never left unhandled
       inFlight.push({ end: Math.min(start + batchSize, items.length), rows });
     }
@@ -204,10 +206,11 @@ export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: 
 
 const isUnkeyed = (item: EnqueueItem): boolean => item.idempotencyKey == null && item.activeKey == null;
 
-/** Where a batch sits in the call's input: its first item's index, and how many items the input has. */
+/** Where a batch sits in the call's input: its first item's index, how many items the input has, and their names if given. */
 interface BatchPlace {
   start: number;
   total: number;
+  names?: Array<string | undefined>;
 }
 
 /** One batch, committed on its own. `before`: what earlier batches enqueued, for a refusal to name. */

@@ -143,7 +143,7 @@ Examples:
         throw err;
       });
       // The HTTP side's pool names its small statements on a session (db/statements.ts), as the worker's does.
-      await allowNamedStatementsOnSession(db.pool, db.url);
+      await allowNamedStatementsOnSession(db.pool, db.url, db.sessionUrl);
       let simulator: ProviderSimulator | undefined;
       let draining = false;
       const metrics = createMetrics({ logger: log });

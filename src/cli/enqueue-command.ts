@@ -139,23 +139,16 @@ Examples:
         enqueueBundles(
           pool,
           inputs.map(({ idempotency_key, active_key, ...payload }) => ({ payload, idempotencyKey: idempotency_key, activeKey: active_key })),
-          { onProgress: showProgress ? progress : undefined, kindVersion },
+          { onProgress: showProgress ? progress : undefined, kindVersion, itemNames: where },
         ),
       )).catch((err: unknown) => {
-        const before = `the first ${err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused ? err.enqueuedBefore.length : 0} bundle(s) of the input were enqueued (printed), none after them`;
         // A refused batch of a large input: the batches before it are enqueued, and say so.
-        if (err instanceof ActiveKeyTaken && err.enqueuedBefore.length) {
+        if ((err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused) && err.enqueuedBefore.length) {
           print(err.enqueuedBefore);
-          err.message += `; ${before}`;
-        }
-        if (err instanceof IdempotencyKeyReused) {
-          // Named by its line (or item) as other bad input is; the bad-input report prints the issues.
-          const named = new IdempotencyKeyReused(err.idempotencyKey, err.index, where[err.index]);
-          if (err.enqueuedBefore.length) {
-            print(err.enqueuedBefore);
-            named.issues.push(before);
-          }
-          throw named;
+          const before = `the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (printed), none after them`;
+          // A bad-input report prints its issues, one a line; any other error its message.
+          if (err instanceof IdempotencyKeyReused) err.issues.push(before);
+          else err.message += `; ${before}`;
         }
         throw err;
       });

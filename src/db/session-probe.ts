@@ -58,10 +58,11 @@ export async function assertSessionConnection(url: string, what: string): Promis
  * A long-lived process other than a worker (`serve`, `dev`'s HTTP side) names its small statements
  * as a worker does (db/statements.ts) when its URL keeps a session: a single enqueue then skips
  * parsing and planning (0.3 ms of 2.2 ms, bench/README.md "Scenario 2"). Checked once at start;
- * a probe that fails or finds a transaction pooler leaves every statement unnamed.
+ * a probe that fails or finds a transaction pooler leaves every statement unnamed. `provenUrl`: a
+ * URL already proven to keep a session (assertSessionConnection); the same URL is not probed again.
  */
-export async function allowNamedStatementsOnSession(pool: pg.Pool, url: string): Promise<boolean> {
-  const probe = await probeSession(url).catch(() => undefined);
-  if (probe?.session) allowNamedStatements(pool);
-  return probe?.session === true;
+export async function allowNamedStatementsOnSession(pool: pg.Pool, url: string, provenUrl?: string): Promise<boolean> {
+  const session = url === provenUrl || (await probeSession(url).catch(() => undefined))?.session === true;
+  if (session) allowNamedStatements(pool);
+  return session;
 }
