@@ -257,7 +257,7 @@ export function scenario3(runs: ThroughputRuns, cfg: Config, vipEnqueue: number[
     targetValue: 1.2 * gwv,
     met: bfv >= 1.2 * gwv && vipEnqueue.length > 0 && vip >= 50_000,
     settings: {
-      bundlefleet: `enqueueBundles(pool, items, { kind: 'noop', batchSize: ${cfg.enqueueBatch} }): one INSERT … unnest per batch with its history rows, in one transaction, plus NOTIFY; vip adds a VipBundleInitialized_v1 event per bundle (pg-boss insert in the same transaction)`,
+      bundlefleet: `enqueueBundles(pool, items, { kind: 'noop', batchSize: ${cfg.enqueueBatch} }): one autocommitted INSERT … unnest per batch with its history rows and NOTIFY, two batches in flight; vip adds a VipBundleInitialized_v1 event per bundle, a pg-boss job written by the same statement`,
       'graphile-worker': 'graphile_worker.add_jobs(job_spec[]) with every job in one call',
       'pg-boss': 'boss.insert(jobs) with every job in one call',
     },

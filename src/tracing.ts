@@ -131,7 +131,7 @@ export function extractHeaders(headers: Record<string, string | string[] | undef
  * span, so every bundle is one trace. Returns the traceparents to store (null without tracing),
  * and `end` to close the spans after the insert.
  */
-export function startEnqueueSpans(ids: string[], bookingIds: string[], kind: string): { traceparents: Array<string | null> | null; eventTraceparent: (id: string) => string | undefined; end: () => void } {
+export function startEnqueueSpans(ids: string[], bookingIds: string[], kind: string): { traceparents: Array<string | null> | null; eventTraceparentOverride: string | null; end: () => void } {
   const active = trace.getSpan(context.active());
   const joinActive = ids.length === 1 && active !== undefined && traceparentOf(active) !== null;
   const links: Link[] = active && !joinActive && traceparentOf(active) ? [{ context: active.spanContext() }] : [];
@@ -146,15 +146,12 @@ export function startEnqueueSpans(ids: string[], bookingIds: string[], kind: str
   const own = spans.map((s) => traceparentOf(s));
   const traceparents = joinActive ? [traceparentOf(active)] : own;
   const on = traceparents.some((t) => t !== null);
-  let byId: Map<string, string | null> | undefined;
   return {
     // Without tracing every entry is null: pass null, so the insert takes no extra array.
     traceparents: on ? traceparents : null,
-    eventTraceparent(id) {
-      if (!on) return undefined;
-      byId ??= new Map(ids.map((bundleId, i) => [bundleId, own[i]!]));
-      return byId.get(id) ?? undefined;
-    },
+    // An event carries its bundle's enqueue span. That is the bundle's own trace context, except
+    // when its one bundle joined the caller's trace: then the event names the enqueue span here.
+    eventTraceparentOverride: joinActive ? own[0]! : null,
     end() {
       for (const s of spans) s.end();
     },

@@ -193,3 +193,55 @@ describe('fan-out: every subscribed queue gets every event', () => {
     expect(await jobs(db.pool, 'VipBundleInitialized_v1')).toEqual([]);
   });
 });
+
+describe("the job rows are pg-boss's own", () => {
+  it("publishes jobs whose every column is what pg-boss's insert() writes, with a queue's own settings and without", async () => {
+    const db = await createTestDb();
+    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
+    boss.on('error', () => {});
+    await boss.start();
+    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    await boss.createQueue('dlq');
+    await boss.createQueue('billing', { name: 'billing', policy: 'standard', retryLimit: 5, retryDelay: 3, retryBackoff: true, expireInSeconds: 120, retentionMinutes: 90, deadLetter: 'dlq' });
+    await boss.createQueue('crm', { name: 'crm', retryDelay: 7 });
+    await boss.subscribe('VipBundleFailed_v1', 'billing');
+    await boss.subscribe('VipBundleFailed_v1', 'crm');
+
+    // A pg-boss upgrade that adds a column to its jobs must be looked at here.
+    const { rows: columns } = await db.pool.query<{ column_name: string }>(`SELECT column_name FROM information_schema.columns WHERE table_schema = 'pgboss' AND table_name = 'job' ORDER BY ordinal_position`);
+    const compared = ['name', 'priority', 'state', 'retry_limit', 'retry_count', 'retry_delay', 'retry_backoff', 'singleton_key', 'singleton_on', 'expire_in', 'started_on', 'completed_on', 'output', 'dead_letter', 'policy'];
+    expect(columns.map((c) => c.column_name).sort()).toEqual([...compared, 'id', 'data', 'start_after', 'created_on', 'keep_until'].sort());
+
+    const ours = '00000000-0000-4000-8000-0000000000a1';
+    const theirs = '00000000-0000-4000-8000-0000000000b2';
+    await withTransaction(db.pool, (c) => publishEvents(c, [{ name: 'VipBundleFailed_v1', correlationId: ours, data: { n: 1 } }]));
+    await withTransaction(db.pool, (c) =>
+      // What the outbox wrote before stop 20: pg-boss's insert() on the caller's connection, from a PgBoss made without config.
+      new PgBoss({ db: { executeSql: (text: string, values?: unknown[]) => c.query(text, values) } }).insert(
+        ['VipBundleFailed_v1', 'billing', 'crm'].map((name) => ({ name, data: { header: { correlation_id: theirs }, data: { n: 1 } } })),
+      ),
+    );
+    const rowsOf = async (correlation: string) =>
+      (
+        await db.pool.query(
+          `SELECT ${compared.join(', ')}, start_after - created_on AS start_delay, keep_until - created_on AS kept_for
+           FROM pgboss.job WHERE data->'header'->>'correlation_id' = $1 ORDER BY name`,
+          [correlation],
+        )
+      ).rows;
+    const expected = await rowsOf(theirs);
+    expect(expected.map((r) => r.name)).toEqual(['VipBundleFailed_v1', 'billing', 'crm']);
+    expect(await rowsOf(ours)).toEqual(expected);
+    // The queue's settings were used, so the comparison above covers them.
+    expect(expected[1]).toMatchObject({ retry_limit: 5, retry_delay: 3, retry_backoff: true, dead_letter: 'dlq', policy: 'standard' });
+
+    // The envelope: one event id for every copy (each job's id), published_at as toISOString() writes it.
+    const { rows: copies } = await db.pool.query<{ id: string; data: EventEnvelope; created_on: Date }>(`SELECT id, data, created_on FROM pgboss.job WHERE data->'header'->>'correlation_id' = $1`, [ours]);
+    expect(new Set(copies.map((c) => c.data.header.event_id))).toEqual(new Set([copies[0]!.id]));
+    expect(copies.map((c) => c.id)).toEqual(copies.map((c) => c.data.header.event_id));
+    for (const c of copies) {
+      expect(c.data).toEqual({ header: { event_id: c.id, event_name: 'VipBundleFailed_v1', published_at: expect.any(String), correlation_id: ours }, data: { n: 1 } });
+      expect(c.data.header.published_at).toBe(new Date(Math.floor(c.created_on.getTime())).toISOString());
+    }
+  });
+});

@@ -70,7 +70,7 @@ describe('named statements', () => {
       const first = await enqueueBundles(session, [{ payload: vipPayload(1), idempotencyKey: 'named-1' }], { kindVersion: 1 });
       const again = await enqueueBundles(session, [{ payload: vipPayload(1), idempotencyKey: 'named-1' }], { kindVersion: 1 });
       expect(again).toEqual([{ ...first[0], created: false }]);
-      expect(await prepared(session)).toEqual(['bundlefleet_enqueue', 'bundlefleet_enqueue_unkeyed']);
+      expect(await prepared(session)).toEqual(['bundlefleet_enqueue_events', 'bundlefleet_enqueue_unkeyed']);
       const large = createPool(db.url, { max: 1 });
       expect(await allowNamedStatementsOnSession(large, db.url)).toBe(true);
       const rows = await enqueueBundles(large, Array.from({ length: 40 }, (_, i) => ({ payload: { i } })), { kind: 'noop' });

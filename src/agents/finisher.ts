@@ -1,12 +1,12 @@
 /**
  * Finishing bundles with group commit: agents that finish at about the same time are written in
- * one transaction and one statement (still fenced per row on attempt), with their events. While
+ * one autocommitted statement (still fenced per row on attempt), with their events. While
  * a flush is in flight, new finishes queue up and go in the next one, so under load the number
  * of transactions per bundle falls well below one, and when idle a finish is written at once.
  */
 import type pg from 'pg';
-import { withTransaction, type Queryable } from '../db/pool.js';
-import { publishEvents, type PendingEvent } from '../bundles/events.js';
+import type { Queryable } from '../db/pool.js';
+import { eventJobsCte, type EventName } from '../bundles/events.js';
 import { bundleKind } from '../bundles/kinds.js';
 import { GroupCommit } from './group-commit.js';
 import { withAgentTimeouts } from './fenced-writes.js';
@@ -32,8 +32,8 @@ export interface FinishRequest {
 
 const finishSqlTemplate = `
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::float8[])
-    AS t(id, attempt, actor, outcome, position, step, key, reference, reconcile_after)
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::text[], $9::float8[], $10::text[], $11::text[])
+    AS t(id, attempt, actor, outcome, position, step, key, reference, reconcile_after, event_name, traceparent)
 ), lockable AS (
   -- SKIP LOCKED: a row another session holds must not stall the batch-mates; it comes back busy.
   SELECT b.id, b.attempt FROM bundles b JOIN input i ON b.id = i.id
@@ -47,7 +47,7 @@ WITH input AS (
       reconcile_attempts = 0
   FROM input i JOIN lockable l ON l.id = i.id AND l.attempt = i.attempt
   WHERE b.id = i.id
-  RETURNING b.id, b.booking_id, b.kind, i.attempt, i.actor, i.outcome, i.position, i.step, i.key, i.reference
+  RETURNING b.id, b.booking_id, b.kind, i.attempt, i.actor, i.outcome, i.position, i.step, i.key, i.reference, i.event_name, i.traceparent
 ), step AS (
   INSERT INTO steps (bundle_id, position, name, status, idempotency_key, reference, attempt)
   SELECT id, position, step, 'booked', key, reference, attempt FROM done WHERE key IS NOT NULL
@@ -56,10 +56,10 @@ WITH input AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason)
   SELECT id, actor, attempt, 'running', outcome, step,
          CASE outcome WHEN 'completed' THEN 'all steps booked' ELSE 'all booked steps cancelled' END FROM done
-)
-SELECT id, attempt, booking_id, kind, outcome, false AS busy FROM done
+), ${eventJobsCte(`SELECT event_name, id AS correlation_id, jsonb_build_object('vip_bundle_id', id, 'booking_id', booking_id, 'outcome', outcome) AS data, traceparent FROM done`)}
+SELECT id, attempt, false AS busy FROM done
 UNION ALL
-SELECT i.id, i.attempt, NULL, NULL, NULL, true FROM input i
+SELECT i.id, i.attempt, true FROM input i
 JOIN bundles b ON b.id = i.id AND b.attempt = i.attempt AND b.state = 'running' AND b.phase = CASE i.outcome WHEN 'completed' THEN 'book' ELSE 'undo' END
 -- NOT IN over the CTE is a hashed subplan; NOT EXISTS was planned as a nested loop over it
 -- (the CTE's row estimate is tiny), growing with the square of the batch: measured 51 ms of a
@@ -80,7 +80,7 @@ export interface FinishResult {
 }
 
 export async function finishBundles(db: Queryable, items: FinishRequest[], opts: { wait?: boolean } = {}): Promise<FinishResult> {
-  const { rows: all } = await db.query<{ id: string; attempt: number; booking_id: string; kind: string; outcome: FinishRequest['outcome']; busy: boolean }>(statement(db, opts.wait ? 'bundlefleet_finish_waiting' : 'bundlefleet_finish', opts.wait ? finishWaiting : finishSkipLocked, [
+  const { rows: all } = await db.query<{ id: string; attempt: number; busy: boolean }>(statement(db, opts.wait ? 'bundlefleet_finish_waiting' : 'bundlefleet_finish', opts.wait ? finishWaiting : finishSkipLocked, [
     items.map((i) => i.bundleId),
     items.map((i) => i.attempt),
     items.map((i) => i.actor),
@@ -90,17 +90,10 @@ export async function finishBundles(db: Queryable, items: FinishRequest[], opts:
     items.map((i) => i.lastStep?.key ?? null),
     items.map((i) => i.lastStep?.reference ?? null),
     items.map((i) => i.reconcileAfterSeconds ?? null),
+    items.map(eventOf),
+    items.map((i) => i.traceparent ?? null),
   ], items.length));
   const rows = all.filter((r) => !r.busy);
-  const events: PendingEvent[] = [];
-  const traced = items.some((i) => i.traceparent) ? new Map(items.map((i) => [finishKey(i.bundleId, i.attempt), i.traceparent])) : undefined;
-  for (const r of rows) {
-    const kind = bundleKind(r.kind);
-    const name = r.outcome === 'completed' ? kind.events.finalized : kind.events.failed;
-    const traceparent = traced?.get(finishKey(r.id, r.attempt));
-    if (name) events.push({ name, correlationId: r.id, traceparent, data: { vip_bundle_id: r.id, booking_id: r.booking_id, outcome: r.outcome } });
-  }
-  await publishEvents(db, events);
   return { finished: new Set(rows.map((r) => finishKey(r.id, r.attempt))), busy: new Set(all.filter((r) => r.busy).map((r) => finishKey(r.id, r.attempt))) };
 }
 
@@ -113,10 +106,7 @@ export class Finisher {
     this.group = new GroupCommit({
       maxBatch,
       write: async (batch) => {
-        // Events need the transaction; a batch without any is one autocommitted statement.
-        const { finished, busy } = batch.some(hasEvent)
-          ? await withTransaction(pool, (client) => finishBundles(client, batch))
-          : await finishBundles(pool, batch);
+        const { finished, busy } = await finishBundles(pool, batch);
         return batch.map((b) => {
           const key = finishKey(b.bundleId, b.attempt);
           return busy.has(key) ? BUSY : finished.has(key);
@@ -135,7 +125,8 @@ export class Finisher {
   }
 }
 
-function hasEvent(req: FinishRequest): boolean {
+/** The event a finish publishes, if its kind has one: VipBundleFinalized_v1 or VipBundleFailed_v1 for vip. */
+function eventOf(req: FinishRequest): EventName | null {
   const { events } = bundleKind(req.kind);
-  return Boolean(req.outcome === 'completed' ? events.finalized : events.failed);
+  return (req.outcome === 'completed' ? events.finalized : events.failed) ?? null;
 }

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { statement } from '../db/statements.js';
-import { publishEvents } from './events.js';
+import { eventJobsCte } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
 import { IdempotencyKeyReused } from '../errors.js';
@@ -44,7 +44,22 @@ export interface EnqueueOptions {
   itemNames?: Array<string | undefined>;
 }
 
-const insertBatchSql = `
+/**
+ * The initialized event of each inserted bundle (`event`: a text parameter, the kind's event name),
+ * as pg-boss jobs written by the same statement (events.ts eventJobsCte); `inserted` returns id,
+ * booking_id and trace_context. An event carries its bundle's trace context, or `override` (a
+ * text parameter) when one bundle's enqueue joined the caller's trace (tracing.ts startEnqueueSpans).
+ */
+const initializedEventCtes = (event: string, override: string): string =>
+  `, ${eventJobsCte(`SELECT ${event}::text AS event_name, id AS correlation_id, jsonb_build_object('vip_bundle_id', id, 'booking_id', booking_id) AS data, coalesce(${override}::text, trace_context) AS traceparent FROM inserted`)}`;
+
+/**
+ * Rows that may meet used keys: `ON CONFLICT DO NOTHING`, and the answer joins each input row to
+ * what was inserted or found. Parameters: $1 ids, $2 booking ids, $3 payloads (one JSON array),
+ * $4 idempotency keys, $5 kind, $6 actor, $7 kind version, $8 active keys, $9 trace contexts, $10
+ * the event's name and $11 its trace context override (only with events).
+ */
+const keyedBatchSql = memo((events: boolean) => `
 WITH input AS (
   SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::uuid[]), jsonb_array_elements($3::jsonb), unnest($4::text[]), unnest($8::text[]), unnest($9::text[]))
     WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, trace_context, ord)
@@ -54,11 +69,11 @@ WITH input AS (
   -- No conflict target: a used idempotency key (a replay) and a held active key (a refusal) are
   -- both skipped here and told apart below.
   ON CONFLICT DO NOTHING
-  RETURNING id, booking_id, idempotency_key
+  RETURNING id, booking_id, idempotency_key, trace_context
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
   SELECT id, $6, 0, NULL, 'pending', 'enqueued' FROM inserted
-)
+)${events ? initializedEventCtes('$10', '$11') : ''}
 SELECT input.ord,
        coalesce(ins.id, existing.id) AS id,
        coalesce(ins.booking_id, existing.booking_id) AS booking_id,
@@ -66,26 +81,36 @@ SELECT input.ord,
 FROM input
 LEFT JOIN inserted ins ON ins.id = input.id
 LEFT JOIN bundles existing ON input.idempotency_key IS NOT NULL AND existing.idempotency_key = input.idempotency_key AND ins.id IS NULL
-ORDER BY input.ord`;
+ORDER BY input.ord`);
 
 /**
  * A batch without idempotency keys cannot conflict, and its ids are made here: a plain INSERT
  * (no speculative insertion, no join back to find existing rows) that returns nothing per row,
- * with its history rows and its NOTIFY in the same statement. About 1.4× the rate of
- * insertBatchSql for such batches; for a kind without an initialized event it is the whole
- * enqueue, one autocommitted statement (one round trip instead of four).
+ * with its history rows, its events and its NOTIFY in the same statement: one autocommitted
+ * statement, one round trip. About 1.4× the rate of keyedBatchSql for such batches.
+ * Parameters: $1 ids, $2 booking ids, $3 payloads, $4 kind, $5 actor, $6 kind version, $7 trace
+ * contexts, $8 the event's name and $9 its trace context override (only with events).
  */
-const insertUnkeyedBatchSql = `
+export const unkeyedBatchSql = memo((events: boolean) => `
 WITH inserted AS (
   INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context)
   SELECT id, booking_id, $4, $6, payload, trace_context
   FROM ROWS FROM (unnest($1::uuid[]), unnest($2::uuid[]), jsonb_array_elements($3::jsonb), unnest($7::text[])) AS t(id, booking_id, payload, trace_context)
-  RETURNING id
+  RETURNING id, booking_id, trace_context
 ), history AS (
   INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
   SELECT id, $5, 0, NULL, 'pending', 'enqueued' FROM inserted
-)
-SELECT pg_notify('${DUE_CHANNEL}', count(*)::text) FROM inserted`;
+)${events ? initializedEventCtes('$8', '$9') : ''}
+SELECT pg_notify('${DUE_CHANNEL}', count(*)::text) FROM inserted`);
+
+/** The statement's name when it is named (db/statements.ts): one name per text. */
+const statementName = (base: string, events: boolean): string => (events ? `${base}_events` : base);
+
+/** Both texts of a statement, with and without its events, made once. */
+function memo(make: (events: boolean) => string): (events: boolean) => string {
+  const texts = [make(false), make(true)] as const;
+  return (events) => texts[events ? 1 : 0];
+}
 
 type Row = { id: string | null; booking_id: string | null; created: boolean };
 
@@ -218,51 +243,42 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
   const ids = batch.map(() => randomUUID());
   const bookingIds = batch.map(() => randomUUID());
   const payloads = batch.map((b) => JSON.stringify(b.payload));
-  const unkeyed = batch.every(isUnkeyed);
+  const event = kind.events.initialized;
+  const events = event !== undefined;
   // One trace per bundle (tracing.ts); without tracing, no spans and a null parameter.
   const traces = startEnqueueSpans(ids, bookingIds, kind.name);
   const traceparents = traces.traceparents;
-  const unkeyedParams = [uuidArray(ids), uuidArray(bookingIds), jsonArray(payloads), kind.name, actor, kind.version, traceparents];
-  const unkeyedRows = (): Row[] => ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
+  const eventParams = events ? [event, traces.eventTraceparentOverride] : [];
   let rows: Row[];
-  if (unkeyed && !kind.events.initialized) {
-    // Rows, history and NOTIFY in one statement: atomic on its own, no transaction needed.
+  if (batch.every(isUnkeyed)) {
+    // Rows, history, events and NOTIFY in one statement: atomic on its own, no transaction needed.
     // Named only on a pool proven to be a session (db/statements.ts): parsing and planning this
     // statement was 0.3 ms of a single enqueue's 2.2 ms on an idle server (bench/README.md, "Scenario 2").
-    await pool.query(statement(pool, 'bundlefleet_enqueue_unkeyed', insertUnkeyedBatchSql, unkeyedParams, batch.length));
-    rows = unkeyedRows();
+    const params = [uuidArray(ids), uuidArray(bookingIds), jsonArray(payloads), kind.name, actor, kind.version, traceparents, ...eventParams];
+    await pool.query(statement(pool, statementName('bundlefleet_enqueue_unkeyed', events), unkeyedBatchSql(events), params, batch.length));
+    rows = ids.map((id, i) => ({ id, booking_id: bookingIds[i]!, created: true }));
   } else {
     rows = await withTransaction(pool, async (client) => {
-      let rows: Row[];
-      if (unkeyed) {
-        await client.query(statement(client, 'bundlefleet_enqueue_unkeyed', insertUnkeyedBatchSql, unkeyedParams, batch.length));
-        rows = unkeyedRows();
-      } else {
-        const insert = async (at: number[]) =>
-          (
-            await client.query<Row>(statement(client, 'bundlefleet_enqueue', insertBatchSql, [
-              uuidArray(at.map((i) => ids[i]!)),
-              uuidArray(at.map((i) => bookingIds[i]!)),
-              jsonArray(at.map((i) => payloads[i]!)),
-              at.map((i) => batch[i]!.idempotencyKey ?? null),
-              kind.name,
-              actor,
-              kind.version,
-              at.map((i) => batch[i]!.activeKey ?? null),
-              traceparents && at.map((i) => traceparents[i]),
-            ], at.length))
-          ).rows;
-        rows = await insert(batch.map((_, i) => i));
-        await resolveLateDuplicates(client, batch, rows);
-        await refuseHeldKeys(client, batch, rows, ids, insert);
-        await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
-      }
-      const created = rows.filter((r) => r.created);
-      if (kind.events.initialized && created.length) {
-        const name = kind.events.initialized;
-        await publishEvents(client, created.map((r) => ({ name, correlationId: r.id!, traceparent: traces.eventTraceparent(r.id!), data: { vip_bundle_id: r.id, booking_id: r.booking_id } })));
-      }
-      if (!unkeyed && created.length) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created.length)]);
+      const insert = async (at: number[]) =>
+        (
+          await client.query<Row>(statement(client, statementName('bundlefleet_enqueue', events), keyedBatchSql(events), [
+            uuidArray(at.map((i) => ids[i]!)),
+            uuidArray(at.map((i) => bookingIds[i]!)),
+            jsonArray(at.map((i) => payloads[i]!)),
+            at.map((i) => batch[i]!.idempotencyKey ?? null),
+            kind.name,
+            actor,
+            kind.version,
+            at.map((i) => batch[i]!.activeKey ?? null),
+            traceparents && at.map((i) => traceparents[i]),
+            ...eventParams,
+          ], at.length))
+        ).rows;
+      const rows = await insert(batch.map((_, i) => i));
+      await resolveLateDuplicates(client, batch, rows);
+      await refuseHeldKeys(client, batch, rows, ids, insert);
+      await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
+      if (rows.some((r) => r.created)) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(rows.filter((r) => r.created).length)]);
       return rows;
     }).catch((err: unknown) => {
       // Earlier batches are committed (keyed inputs go one batch at a time): the refusal says which bundles were enqueued before it.
