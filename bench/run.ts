@@ -62,16 +62,14 @@ async function main(): Promise<void> {
     if (only.has('1') || only.has('3')) runs = await sc.noopRuns(server, cfg);
     if (only.has('1')) results.push(sc.scenario1(runs!, cfg));
     if (only.has('2')) results.push(await sc.scenario2(server, cfg));
-    let vipEnqueue: number[] = [];
     const s5: sc.ScenarioResult[] = [];
     if (only.has('5')) {
       const r = await sc.scenario5(server, cfg);
       s5.push(...r.results);
-      vipEnqueue = r.vipEnqueue;
       // 5a with tracing on vs off (issue 11), skipped with --no-tracing-row.
       if (!args['no-tracing-row']) s5.push(await scenario5Tracing(server, cfg));
     }
-    if (only.has('3')) results.push(sc.scenario3(runs!, cfg, vipEnqueue));
+    if (only.has('3')) results.push(sc.scenario3(runs!, cfg));
     if (only.has('4')) results.push(await sc.scenario4(server, cfg));
     results.push(...s5);
     if (only.has('6')) results.push(await sc.scenario6(server, cfg));

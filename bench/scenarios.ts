@@ -136,6 +136,18 @@ export async function noopRuns(server: BenchServer, cfg: Config): Promise<Throug
         await pool.end();
         await server.dropDatabase(url);
       }
+      // Scenario 3's VIP row: the same bulk enqueue (N bundles, batches of cfg.enqueueBatch), VIP
+      // bundles each with its VipBundleInitialized_v1 event, on a fresh database of its own.
+      const vipUrl = await server.createDatabase('enqueue_vip');
+      const vipPool = await bf.setup(vipUrl);
+      try {
+        const s = await bf.enqueue(vipPool, bf.vipItems(N), 'vip', cfg.enqueueBatch);
+        push(runs.enqueue, 'bundlefleet vip', N / s);
+        log(`3. rep ${rep} bundlefleet: vip with events ${fmt(N / s)}/s`);
+      } finally {
+        await vipPool.end();
+        await server.dropDatabase(vipUrl);
+      }
     }
     // graphile-worker, concurrency 10 and 32
     for (const concurrency of cfg.systems.has('graphile-worker') ? [10, 32] : []) {
@@ -237,7 +249,8 @@ export function scenario1(runs: ThroughputRuns, cfg: Config): ScenarioResult {
   };
 }
 
-export function scenario3(runs: ThroughputRuns, cfg: Config, vipEnqueue: number[]): ScenarioResult {
+export function scenario3(runs: ThroughputRuns, cfg: Config): ScenarioResult {
+  const vipEnqueue = runs.enqueue['bundlefleet vip'] ?? [];
   const m = (k: string) => median(runs.enqueue[k] ?? []);
   const bfv = m('bundlefleet');
   const gwv = m('graphile-worker');
@@ -514,8 +527,7 @@ async function dbosRecovery(server: BenchServer, cfg: Config, simUrl: string, re
 /** DBOS queue polling for its headline figure: far below its 1 s default, so dispatch is not its limit. */
 const DBOS_FAST_POLL_MS = 10;
 
-export async function scenario5(server: BenchServer, cfg: Config): Promise<{ results: ScenarioResult[]; vipEnqueue: number[] }> {
-  const vipEnqueue: number[] = [];
+export async function scenario5(server: BenchServer, cfg: Config): Promise<{ results: ScenarioResult[] }> {
   const configs = [
     { id: '5a', latencyMs: 0, concurrency: cfg.vipConcurrencyZero, dbos: cfg.systems.has('dbos') },
     { id: '5b', latencyMs: 20, concurrency: 50, dbos: cfg.systems.has('dbos') },
@@ -536,8 +548,7 @@ export async function scenario5(server: BenchServer, cfg: Config): Promise<{ res
           const url = await server.createDatabase(`vip_${c.id}`);
           const pool = await bf.setup(url);
           try {
-            const s = await bf.enqueue(pool, bf.vipItems(N), 'vip', 1000);
-            vipEnqueue.push(N / s);
+            await bf.enqueue(pool, bf.vipItems(N), 'vip', 1000);
             await analyze(pool);
             const { seconds, outcomes } = await bf.processAll(pool, url, N, { concurrency: c.concurrency, providerUrls: urls });
             if ((outcomes.completed ?? 0) !== N) throw new Error(`5 ${c.id}: outcomes ${JSON.stringify(outcomes)}`);
@@ -604,7 +615,7 @@ export async function scenario5(server: BenchServer, cfg: Config): Promise<{ res
       ],
     });
   }
-  return { results, vipEnqueue };
+  return { results };
 }
 
 // ---------------------------------------------------------------------------------------------
