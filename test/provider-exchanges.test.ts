@@ -10,11 +10,12 @@ import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb, onCleanup } from './support/db.js';
 import { cli } from './support/cli.js';
-import { simulatorUrls, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
+import { quietLogger, simulatorUrls, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { pruneBatch } from '../src/supervisor/retention.js';
 import { ProviderClient } from '../src/providers/client.js';
 import { MAX_BODY_CHARS, type ProviderExchange } from '../src/providers/exchange.js';
+import { ExchangeRecorder } from '../src/agents/exchange-recorder.js';
 
 interface Row {
   step: string;
@@ -39,6 +40,27 @@ async function exchanges(pool: pg.Pool, bundleId: string): Promise<Row[]> {
 const stateOf = async (pool: pg.Pool, id: string) => (await pool.query('SELECT state FROM bundles WHERE id = $1', [id])).rows[0].state as string;
 
 describe('provider exchanges', () => {
+  it('are written in batches: the exchanges reported within the delay share one statement, and flush writes what waits', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
+    const statements: string[] = [];
+    const counting = { query: (...a: Parameters<pg.Pool['query']>) => (statements.push(String((a[0] as { text?: string }).text ?? a[0])), db.pool.query(...a)) } as unknown as pg.Pool;
+    const recorder = new ExchangeRecorder(counting, quietLogger());
+    const exchange = (step: string): ProviderExchange => ({
+      context: { bundleId: b!.vip_bundle_id, attempt: 1, workerId: 'w', step },
+      provider: 'tickets', operation: 'book', method: 'POST', path: '/tickets/bookings', status: 201, outcome: 'ok', error: null, durationMs: 3, at: new Date(), requestBody: null, responseBody: null,
+    });
+    for (const step of ['show_tickets', 'inbound_flight', 'return_flight']) recorder.record(exchange(step));
+    await waitFor('the batch written', async () => (await exchanges(db.pool, b!.vip_bundle_id)).length === 3);
+    expect(statements).toHaveLength(1);
+    // A stopping worker flushes: what waits for its batch is written at once, not lost.
+    recorder.record(exchange('taxi'));
+    await recorder.flush();
+    expect((await exchanges(db.pool, b!.vip_bundle_id)).map((r) => r.step)).toEqual(['show_tickets', 'inbound_flight', 'return_flight', 'taxi']);
+    expect(statements).toHaveLength(2);
+  });
+
+
   it("records a bundle's four bookings with status, duration, attempt, worker and step, without any email or passenger name", async () => {
     const db = await createTestDb();
     const sim = await startSimulator({ latencyMs: 5 });

@@ -1,14 +1,22 @@
 /**
- * Writes the provider exchanges a worker's agents make into `provider_exchanges`, batched with
- * GroupCommit (exchanges reported while a statement is in flight go together in the next one).
- * An append-only log beside the agents' work, never in their transactions: an exchange of a
- * stale agent is recorded too (it happened). A failure to record is a warning, never the agent's
- * failure, and `record` never waits for the database.
+ * Writes the provider exchanges a worker's agents make into `provider_exchanges`, in batches: an
+ * exchange waits at most EXCHANGE_BATCH_DELAY_MS (or until MAX_BATCH are waiting) and goes with
+ * the others reported meanwhile, in one statement. An append-only log beside the agents' work,
+ * never in their transactions: an exchange of a stale agent is recorded too (it happened). A
+ * failure to record is a warning, never the agent's failure, and `record` never waits for the
+ * database; a stopping worker writes what is waiting (`flush`).
+ *
+ * Why a delay, when the agents' own writes have none (group-commit.ts): nobody waits for these
+ * rows, and written as soon as possible they were 0.76 statements per bundle in scenario 5b, more
+ * than the step writes, each a commit on cores the agents share. Batched over 100 ms they are
+ * about 0.1 per bundle: 5b 1.06×, 5a 1.05× (bench/README.md, "Exchanges batched over 100 ms"). The price:
+ * `inspect` shows an exchange up to 100 ms later, and a SIGKILLed worker loses the exchanges of
+ * its last 100 ms from the log (the bookings themselves are in `steps`, written before and after
+ * each call; an exchange of a call still in flight at the kill was never recorded either).
  */
 import type { Queryable } from '../db/pool.js';
 import { scrubText, type Logger } from '../logger.js';
 import type { ProviderExchange } from '../providers/exchange.js';
-import { GroupCommit } from './group-commit.js';
 import { statement } from '../db/statements.js';
 
 const INSERT_SQL = `INSERT INTO provider_exchanges
@@ -37,36 +45,48 @@ function columns(batch: ProviderExchange[]): unknown[][] {
   ];
 }
 
+/** How long an exchange may wait for others to share its statement. */
+export const EXCHANGE_BATCH_DELAY_MS = 100;
+const MAX_BATCH = 500;
+
 export class ExchangeRecorder {
-  private readonly group: GroupCommit<ProviderExchange, void>;
+  private waiting: ProviderExchange[] = [];
+  private timer: NodeJS.Timeout | undefined;
   private readonly pending = new Set<Promise<void>>();
   private warnedAt = 0;
 
   constructor(
-    db: Queryable,
+    private readonly db: Queryable,
     private readonly log: Logger,
-  ) {
-    this.group = new GroupCommit<ProviderExchange, void>({
-      maxBatch: 500,
-      write: async (batch) => {
-        // Named only on a session and for small batches (db/statements.ts).
-        await db.query(statement(db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length));
-        return batch.map(() => undefined);
-      },
-    });
-  }
+  ) {}
 
   /** Queues one exchange; exchanges outside a bundle (no bundle id) are not kept. */
   record = (exchange: ProviderExchange): void => {
     if (!exchange.context.bundleId) return;
-    const done: Promise<void> = this.group.submit(exchange).catch((err: unknown) => this.warn(err));
-    this.pending.add(done);
-    void done.finally(() => this.pending.delete(done));
+    this.waiting.push(exchange);
+    if (this.waiting.length >= MAX_BATCH) this.write();
+    else this.timer ??= setTimeout(() => this.write(), EXCHANGE_BATCH_DELAY_MS);
   };
 
-  /** Waits for what was queued so far (a stopping worker calls it before closing its pool). */
+  /** Writes what is waiting, and waits for every write so far (a stopping worker calls it before closing its pool). */
   async flush(): Promise<void> {
+    this.write();
     await Promise.allSettled([...this.pending]);
+  }
+
+  private write(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.waiting;
+    if (!batch.length) return;
+    this.waiting = [];
+    // Named only on a session and for small batches (db/statements.ts).
+    const done = this.db.query(statement(this.db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length)).then(
+      () => {},
+      (err: unknown) => this.warn(err),
+    );
+    this.pending.add(done);
+    void done.finally(() => this.pending.delete(done));
   }
 
   /** At most one warning a second: a database outage must not flood the log with one line per exchange. */
