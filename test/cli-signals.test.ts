@@ -42,6 +42,7 @@ describe('signal and kind versions on the command line', () => {
       [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--data', '[1]'], /--data: must be a JSON object/],
       [['signal', 'not-a-uuid', 'inbound_ticketed'], /id: /],
       [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', ''], /^  --signal-id: must not be empty$/m],
+      [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', '   '], /^  --signal-id: must not be blank \(only spaces\)$/m],
       [['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', 'x'.repeat(201)], /^  --signal-id: must be at most 200 characters$/m],
     ] as const) {
       const r = await cli(db.url, [...args]);

@@ -136,7 +136,7 @@ describe('waiting for external confirmations', () => {
     onCleanup(() => api.close(0));
     const [id] = await enqueueV2(db.pool);
     const post = (body: unknown) => fetch(`${api.url}/bundles/${id}/signals/inbound_ticketed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    for (const [body, field] of [[{ id: 'x', colour: 'red' }, /colour: unknown field/], [{ id: '' }, /"id: must not be empty"/], [{ data: [1] }, /data: /]] as const) {
+    for (const [body, field] of [[{ id: 'x', colour: 'red' }, /colour: unknown field/], [{ id: '' }, /"id: must not be empty"/], [{ id: ' \t ' }, /"id: must not be blank/], [{ data: [1] }, /data: /]] as const) {
       const res = await post(body);
       expect(res.status).toBe(400);
       expect(JSON.stringify(await res.json())).toMatch(field);

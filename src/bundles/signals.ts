@@ -18,7 +18,8 @@ import { recordSignal } from './tracing.js';
 
 const signalSchema = z.strictObject({
   name: z.string().min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
-  id: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+  // A blank id would dedupe every blank delivery as one signal; say so instead of storing it.
+  id: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').refine((v) => v.trim() !== '', 'must not be blank (only spaces)').optional(),
   data: z.record(z.string(), z.unknown()).optional(),
 });
 
