@@ -17,7 +17,7 @@ import { needsAttention } from '../src/http/attention.js';
 import { soldOutId } from '../src/providers/simulator.js';
 import { startHttpServer } from '../src/http/server.js';
 import { superviseLoop } from '../src/cli/supervise-command.js';
-import { Conflict } from '../src/errors.js';
+import { BadInput, Conflict } from '../src/errors.js';
 
 const TOKEN = 'active-keys-token';
 
@@ -68,7 +68,7 @@ describe('active keys', () => {
     expect(rows[0].n).toBe(1);
   });
 
-  it('a batch refused for one held key writes none of its bundles; the same key twice in one input is refused too', async () => {
+  it('a batch refused for one held key writes none of its bundles; the same key twice in one input is refused too (before writing)', async () => {
     const db = await createTestDb();
     const first = await enqueueWithKey(db.pool, 'doc-7');
     await expect(enqueueBundles(db.pool, [{ payload: vipPayload() }, { payload: vipPayload(), activeKey: 'doc-7' }])).rejects.toThrow(
@@ -78,10 +78,28 @@ describe('active keys', () => {
     await db.pool.query(`UPDATE bundles SET state = 'waiting' WHERE id = $1`, [first.vip_bundle_id]);
     await expect(enqueueWithKey(db.pool, 'doc-7')).rejects.toThrow(new RegExp(`held by bundle ${first.vip_bundle_id} \\(waiting\\)`));
     await expect(enqueueBundles(db.pool, [{ payload: vipPayload(), activeKey: 'doc-8' }, { payload: vipPayload(), activeKey: 'doc-8' }])).rejects.toThrow(
-      /active_key "doc-8": given to more than one bundle of this input/,
+      /item 2: active_key "doc-8" is also given to item 1/,
     );
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM bundles`);
     expect(rows[0].n).toBe(1);
+  });
+
+  it('the same active key twice in one input is bad input: refused before anything is written, in any batch, naming both items (CLI exit 2)', async () => {
+    const db = await createTestDb();
+    // Three batches of one: on the old code the first was committed before the third was refused.
+    const items = [{ payload: vipPayload(), activeKey: 'doc-9' }, { payload: vipPayload() }, { payload: vipPayload(), activeKey: 'doc-9' }];
+    const err = await enqueueBundles(db.pool, items, { batchSize: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadInput);
+    expect((err as BadInput).message).toBe('item 3: active_key "doc-9" is also given to item 1; an active key allows one bundle at a time');
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n).toBe(0);
+
+    const lines = [vipPayload(), { ...vipPayload(), active_key: 'doc-10' }, vipPayload(), { ...vipPayload(), active_key: 'doc-10' }].map((b) => JSON.stringify(b)).join('\n');
+    const r = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines}\n` });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain('line 4: active_key "doc-10" is also given to line 2');
+    expect(r.stdout).toBe('');
+    expectNoStack(r);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n).toBe(0);
   });
 
   it('a completed bundle frees its key; a compensated one holds it until its failure is acknowledged (real fleet, CLI)', async () => {

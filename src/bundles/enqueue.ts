@@ -9,7 +9,7 @@ import { statement } from '../db/statements.js';
 import { eventJobsCte } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
-import { IdempotencyKeyReused } from '../errors.js';
+import { BadInput, IdempotencyKeyReused } from '../errors.js';
 import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
@@ -166,7 +166,27 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
   if (!found[0]) return;
   const i = replays[found[0].i]!;
   const index = place.start + i;
-  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, place.names ? place.names[index] : place.total > 1 ? `item ${index + 1}` : undefined);
+  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, itemName(index, place.total, place.names));
+}
+
+/** How a refusal names an item: where the caller says it came from (`line 3`), else `item N` in an input of several. */
+const itemName = (index: number, total: number, names?: Array<string | undefined>): string | undefined =>
+  names ? names[index] : total > 1 ? `item ${index + 1}` : undefined;
+
+/**
+ * One input giving an active key to two bundles can never be enqueued whole: bad input, refused
+ * before anything is written. Left to the index, the second would be refused only when its batch
+ * is written, after the batches before it were committed.
+ */
+function refuseRepeatedActiveKeys(items: EnqueueItem[], names?: Array<string | undefined>): void {
+  const first = new Map<string, number>();
+  items.forEach((item, i) => {
+    if (item.activeKey == null) return;
+    const earlier = first.get(item.activeKey);
+    if (earlier === undefined) return void first.set(item.activeKey, i);
+    const message = `${itemName(i, items.length, names)}: active_key ${JSON.stringify(item.activeKey)} is also given to ${itemName(earlier, items.length, names)}; an active key allows one bundle at a time`;
+    throw new BadInput(message);
+  });
 }
 
 /**
@@ -174,16 +194,12 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
  * holder and refuse the batch (its transaction rolls back). A key freed since the refusal has no
  * holder any more; those items are inserted again, a few times at most.
  */
-async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], ids: string[], insertAgain: (indexes: number[]) => Promise<Row[]>): Promise<void> {
+async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], insertAgain: (indexes: number[]) => Promise<Row[]>): Promise<void> {
   for (let round = 0; ; round++) {
     const refused = rows.flatMap((r, i) => (r.id ? [] : [i]));
     if (!refused.length) return;
     const holders = await findKeyHolders(client, refused.map((i) => items[i]!.activeKey).filter((k): k is string => !!k));
-    const own = new Set(ids);
-    const taken = refused.flatMap((i) => {
-      const h = holders.get(items[i]!.activeKey ?? '');
-      return h ? [{ ...h, inThisInput: own.has(h.vip_bundle_id) }] : [];
-    });
+    const taken = refused.flatMap((i) => holders.get(items[i]!.activeKey ?? '') ?? []);
     if (taken.length) throw new ActiveKeyTaken(taken.filter((t, i) => taken.findIndex((u) => u.active_key === t.active_key) === i));
     if (round === 3) throw new Error(`enqueue: ${refused.length} bundle(s) were neither inserted nor found; try again`);
     const again = await insertAgain(refused);
@@ -204,6 +220,7 @@ const UNKEYED_BATCHES_IN_FLIGHT = 2;
 
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
   const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
+  refuseRepeatedActiveKeys(items, opts.itemNames);
   const batchSize = opts.batchSize ?? 1000;
   const inFlightMax = items.every(isUnkeyed) ? UNKEYED_BATCHES_IN_FLIGHT : 1;
   const results: EnqueueResult[] = [];
@@ -276,7 +293,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
         ).rows;
       const rows = await insert(batch.map((_, i) => i));
       await resolveLateDuplicates(client, batch, rows);
-      await refuseHeldKeys(client, batch, rows, ids, insert);
+      await refuseHeldKeys(client, batch, rows, insert);
       await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
       if (rows.some((r) => r.created)) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(rows.filter((r) => r.created).length)]);
       return rows;
