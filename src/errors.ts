@@ -22,9 +22,13 @@ export class IdempotencyKeyReused extends BadInput {
   /** The bundles of earlier batches of the same call, committed before this batch was refused. */
   enqueuedBefore: Array<{ vip_bundle_id: string; booking_id: string; created: boolean }> = [];
 
-  /** `index`: the item's position in the call's input (0-based); `where` (e.g. `item 3`) prefixes the message. */
-  constructor(readonly idempotencyKey: string, readonly index: number, where?: string) {
-    const message = `${where ? `${where}: ` : ''}idempotency_key ${JSON.stringify(idempotencyKey)} was already used with a different body; use a new key for a new booking`;
+  /**
+   * `index`: the item's position in the call's input (0-based); `where` (e.g. `item 3`) prefixes
+   * the message; `earlierItem`: the item of the same input that gave the key another body.
+   */
+  constructor(readonly idempotencyKey: string, readonly index: number, where?: string, earlierItem?: string) {
+    const used = earlierItem ? `is also given to ${earlierItem} with a different body` : 'was already used with a different body';
+    const message = `${where ? `${where}: ` : ''}idempotency_key ${JSON.stringify(idempotencyKey)} ${used}; use a new key for a new booking`;
     super(message, [message]);
     this.name = 'IdempotencyKeyReused';
   }

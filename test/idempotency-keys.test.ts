@@ -66,4 +66,21 @@ describe('idempotency keys in enqueueBundles', () => {
     const { rows } = await db.pool.query<{ id: string }>('SELECT id FROM bundles WHERE idempotency_key IS NULL');
     expect(new Set(rows.map((r) => r.id))).toEqual(new Set(err.enqueuedBefore.map((r) => r.vip_bundle_id)));
   });
+
+  it('one input giving a key to two different bodies is refused before anything is written; the same body twice is one bundle', async () => {
+    const db = await createTestDb();
+    const payload = vipPayload();
+    const reordered = Object.fromEntries(Object.entries(payload).reverse());
+    const same = await enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-twice' }, { payload: reordered, idempotencyKey: 'k-twice' }], { kindVersion: 1 });
+    expect(same[1]).toEqual({ ...same[0], created: false });
+
+    // Batches of one: on the old code the first two were committed before the fourth was refused.
+    const items = [{ payload: vipPayload(), idempotencyKey: 'k-in' }, { payload: vipPayload() }, { payload: vipPayload(), idempotencyKey: 'k-in', activeKey: 'doc-x' }];
+    const err = await refusal(enqueueBundles(db.pool, items, { kindVersion: 1, batchSize: 1 }));
+    expect(err).toBeInstanceOf(IdempotencyKeyReused);
+    expect(err.message).toBe('item 3: idempotency_key "k-in" is also given to item 1 with a different body; use a new key for a new booking');
+    expect(err.index).toBe(2);
+    expect(err.enqueuedBefore).toEqual([]);
+    expect(await count(db.pool, 'bundles')).toBe(1);
+  });
 });

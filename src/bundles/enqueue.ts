@@ -9,7 +9,8 @@ import { statement } from '../db/statements.js';
 import { eventJobsCte } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
-import { BadInput, IdempotencyKeyReused } from '../errors.js';
+import { IdempotencyKeyReused } from '../errors.js';
+import { itemName, refuseInconsistentInput } from './enqueue-checks.js';
 import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
@@ -169,26 +170,6 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
   throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, itemName(index, place.total, place.names));
 }
 
-/** How a refusal names an item: where the caller says it came from (`line 3`), else `item N` in an input of several. */
-const itemName = (index: number, total: number, names?: Array<string | undefined>): string | undefined =>
-  names ? names[index] : total > 1 ? `item ${index + 1}` : undefined;
-
-/**
- * One input giving an active key to two bundles can never be enqueued whole: bad input, refused
- * before anything is written. Left to the index, the second would be refused only when its batch
- * is written, after the batches before it were committed.
- */
-function refuseRepeatedActiveKeys(items: EnqueueItem[], names?: Array<string | undefined>): void {
-  const first = new Map<string, number>();
-  items.forEach((item, i) => {
-    if (item.activeKey == null) return;
-    const earlier = first.get(item.activeKey);
-    if (earlier === undefined) return void first.set(item.activeKey, i);
-    const message = `${itemName(i, items.length, names)}: active_key ${JSON.stringify(item.activeKey)} is also given to ${itemName(earlier, items.length, names)}; an active key allows one bundle at a time`;
-    throw new BadInput(message);
-  });
-}
-
 /**
  * Rows neither inserted nor replayed were refused by the active-key index: name each key's
  * holder and refuse the batch (its transaction rolls back). A key freed since the refusal has no
@@ -220,7 +201,7 @@ const UNKEYED_BATCHES_IN_FLIGHT = 2;
 
 export async function enqueueBundles(pool: pg.Pool, items: EnqueueItem[], opts: EnqueueOptions = {}): Promise<EnqueueResult[]> {
   const kind = bundleKind(opts.kind ?? 'vip', opts.kindVersion);
-  refuseRepeatedActiveKeys(items, opts.itemNames);
+  refuseInconsistentInput(items, opts.itemNames);
   const batchSize = opts.batchSize ?? 1000;
   const inFlightMax = items.every(isUnkeyed) ? UNKEYED_BATCHES_IN_FLIGHT : 1;
   const results: EnqueueResult[] = [];

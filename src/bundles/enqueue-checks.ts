@@ -1,0 +1,45 @@
+/**
+ * Checks of an enqueue's whole input, made before anything is written (bundles/enqueue.ts), and
+ * how a refusal names an item.
+ */
+import { BadInput, IdempotencyKeyReused } from '../errors.js';
+import type { EnqueueItem } from './enqueue.js';
+
+/** How a refusal names an item: where the caller says it came from (`line 3`), else `item N` in an input of several. */
+export const itemName = (index: number, total: number, names?: Array<string | undefined>): string | undefined =>
+  names ? names[index] : total > 1 ? `item ${index + 1}` : undefined;
+
+/**
+ * An input that can never be enqueued whole is bad input, refused before anything is written: an
+ * active key given to two bundles, or an idempotency key given to two different bodies (payload,
+ * in any key order, and active key). Left to the database, the second would be refused only when
+ * its batch is written, after the batches before it were committed. The same body twice under
+ * one key is a replay, as across calls.
+ */
+export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<string | undefined>): void {
+  const name = (i: number) => itemName(i, items.length, names);
+  const holders = new Map<string, number>();
+  const bodies = new Map<string, { at: number; body: string }>();
+  items.forEach((item, i) => {
+    if (item.activeKey != null) {
+      const earlier = holders.get(item.activeKey);
+      if (earlier !== undefined) {
+        throw new BadInput(`${name(i)}: active_key ${JSON.stringify(item.activeKey)} is also given to ${name(earlier)}; an active key allows one bundle at a time`);
+      }
+      holders.set(item.activeKey, i);
+    }
+    if (item.idempotencyKey != null) {
+      const body = canonicalJson([item.payload, item.activeKey ?? null]);
+      const earlier = bodies.get(item.idempotencyKey);
+      if (earlier && earlier.body !== body) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
+      if (!earlier) bodies.set(item.idempotencyKey, { at: i, body });
+    }
+  });
+}
+
+/** JSON with every object's keys sorted: equal for values jsonb holds equal. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
