@@ -160,11 +160,12 @@ describe('provider simulator: stricter and more forgetful providers', () => {
   });
 
   it('slowRate: booked at once, answered after hangMs; with concurrentConflict the client\'s retry meets its own first request', async () => {
-    await withSimulator({ slowRate: 1, hangMs: 600, concurrentConflict: true }, async (sim, client) => {
-      expect((await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).type).toBe('transient');
+    // Timeouts well apart (400 ms client, 1.5 s reply): it failed once on a loaded machine with 100 ms and 600 ms.
+    await withSimulator({ slowRate: 1, hangMs: 1500, concurrentConflict: true }, async (sim, client) => {
+      expect((await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(400)))).type).toBe('transient');
       expect(sim.ledger()).toEqual([expect.objectContaining({ status: 'booked', book_calls: 1 })]);
-      expect(await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(100)))).toMatchObject({ type: 'permanent', status: 409 });
-      await new Promise((resolve) => setTimeout(resolve, 600));
+      expect(await providerError(client.book('flights', 'k1', flight, AbortSignal.timeout(400)))).toMatchObject({ type: 'permanent', status: 409 });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
       sim.setFaults({ slowRate: 0 });
       expect(await client.book('flights', 'k1', flight)).toEqual({ reference: sim.ledger()[0]!.reference, status: 200 });
     });
