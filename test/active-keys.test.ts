@@ -100,6 +100,14 @@ describe('active keys', () => {
     expect(r.stdout).toBe('');
     expectNoStack(r);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n).toBe(0);
+
+    // A line repeated whole (its idempotency key, body and active key) is a replay, not a second holder.
+    const line = { payload: vipPayload(), idempotencyKey: 'k-repeat', activeKey: 'doc-11' };
+    const replayed = await enqueueBundles(db.pool, [line, { payload: vipPayload() }, { ...line }], { batchSize: 1 });
+    expect(replayed[2]).toEqual({ ...replayed[0], created: false });
+    // The same key and active key with another body is the reused idempotency key, named as such.
+    const other = await enqueueBundles(db.pool, [{ ...line, idempotencyKey: 'k-other' }, { ...line, idempotencyKey: 'k-other', payload: vipPayload(2) }]).catch((e: unknown) => e);
+    expect((other as Error).message).toBe('item 2: idempotency_key "k-other" is also given to item 1 with a different body; use a new key for a new booking');
   });
 
   it('a completed bundle frees its key; a compensated one holds it until its failure is acknowledged (real fleet, CLI)', async () => {

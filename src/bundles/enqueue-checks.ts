@@ -21,18 +21,20 @@ export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<stri
   const holders = new Map<string, number>();
   const bodies = new Map<string, { at: number; body: string }>();
   items.forEach((item, i) => {
+    if (item.idempotencyKey != null) {
+      const body = canonicalJson([item.payload, item.activeKey ?? null]);
+      const earlier = bodies.get(item.idempotencyKey);
+      if (earlier && earlier.body !== body) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
+      // A replay of an earlier item is that item's bundle: it holds no active key of its own.
+      if (earlier) return;
+      bodies.set(item.idempotencyKey, { at: i, body });
+    }
     if (item.activeKey != null) {
       const earlier = holders.get(item.activeKey);
       if (earlier !== undefined) {
         throw new BadInput(`${name(i)}: active_key ${JSON.stringify(item.activeKey)} is also given to ${name(earlier)}; an active key allows one bundle at a time`);
       }
       holders.set(item.activeKey, i);
-    }
-    if (item.idempotencyKey != null) {
-      const body = canonicalJson([item.payload, item.activeKey ?? null]);
-      const earlier = bodies.get(item.idempotencyKey);
-      if (earlier && earlier.body !== body) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
-      if (!earlier) bodies.set(item.idempotencyKey, { at: i, body });
     }
   });
 }
