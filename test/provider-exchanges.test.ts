@@ -61,6 +61,32 @@ describe('provider exchanges', () => {
   });
 
 
+  it('keep one statement in flight: while a write is slow, the exchanges that come meanwhile wait and go in the next one', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let sent = 0;
+    // A database that is slow to answer the first write (as under the faults of DESIGN.md): a real query, its reply held.
+    const slow = { query: async (...a: Parameters<pg.Pool['query']>) => { const n = ++sent; const result = await db.pool.query(...a); if (n === 1) await held; return result; } } as unknown as pg.Pool;
+    const recorder = new ExchangeRecorder(slow, quietLogger());
+    const exchange = (path: string): ProviderExchange => ({
+      context: { bundleId: b!.vip_bundle_id, attempt: 1, workerId: 'w', step: 'show_tickets' },
+      provider: 'tickets', operation: 'book', method: 'POST', path, status: 201, outcome: 'ok', error: null, durationMs: 3, at: new Date(), requestBody: null, responseBody: null,
+    });
+    recorder.record(exchange('/1'));
+    await waitFor('the first write sent', async () => sent === 1);
+    for (const path of ['/2', '/3', '/4']) {
+      recorder.record(exchange(path));
+      await new Promise((r) => setTimeout(r, 150)); // past the batch delay each time
+    }
+    expect(sent).toBe(1);
+    release();
+    await recorder.flush();
+    expect(sent).toBe(2);
+    expect((await db.pool.query('SELECT path FROM provider_exchanges ORDER BY id')).rows.map((r) => r.path)).toEqual(['/1', '/2', '/3', '/4']);
+  });
+
   it("records a bundle's four bookings with status, duration, attempt, worker and step, without any email or passenger name", async () => {
     const db = await createTestDb();
     const sim = await startSimulator({ latencyMs: 5 });

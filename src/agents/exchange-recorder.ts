@@ -1,7 +1,9 @@
 /**
  * Writes the provider exchanges a worker's agents make into `provider_exchanges`, in batches: an
  * exchange waits at most EXCHANGE_BATCH_DELAY_MS (or until MAX_BATCH are waiting) and goes with
- * the others reported meanwhile, in one statement. An append-only log beside the agents' work,
+ * the others reported meanwhile, in one statement, and one statement at a time: while one is in
+ * flight (a slow database) the rest wait for it, so the recorder never holds more than one of the
+ * connections the agents' fenced writes need. An append-only log beside the agents' work,
  * never in their transactions: an exchange of a stale agent is recorded too (it happened). A
  * failure to record is a warning, never the agent's failure, and `record` never waits for the
  * database; a stopping worker writes what is waiting (`flush`).
@@ -52,7 +54,8 @@ const MAX_BATCH = 500;
 export class ExchangeRecorder {
   private waiting: ProviderExchange[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private readonly pending = new Set<Promise<void>>();
+  /** The one write in flight: while the database is slow, exchanges wait for it rather than take more of the agents' pool. */
+  private inFlight: Promise<void> | undefined;
   private warnedAt = 0;
 
   constructor(
@@ -65,28 +68,31 @@ export class ExchangeRecorder {
     if (!exchange.context.bundleId) return;
     this.waiting.push(exchange);
     if (this.waiting.length >= MAX_BATCH) this.write();
-    else this.timer ??= setTimeout(() => this.write(), EXCHANGE_BATCH_DELAY_MS);
+    else this.timer ??= setTimeout(() => this.write(), EXCHANGE_BATCH_DELAY_MS).unref();
   };
 
-  /** Writes what is waiting, and waits for every write so far (a stopping worker calls it before closing its pool). */
+  /** Writes what is waiting and waits for it (a stopping worker calls it before closing its pool). */
   async flush(): Promise<void> {
-    this.write();
-    await Promise.allSettled([...this.pending]);
+    while (this.inFlight || this.waiting.length) {
+      this.write();
+      await this.inFlight;
+    }
   }
 
+  /** Starts a write of what waits, unless one is in flight: then what waits goes when it ends. */
   private write(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.waiting;
-    if (!batch.length) return;
-    this.waiting = [];
+    if (this.inFlight || !this.waiting.length) return;
+    const batch = this.waiting.splice(0, MAX_BATCH);
     // Named only on a session and for small batches (db/statements.ts).
-    const done = this.db.query(statement(this.db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length)).then(
+    this.inFlight = this.db.query(statement(this.db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length)).then(
       () => {},
       (err: unknown) => this.warn(err),
-    );
-    this.pending.add(done);
-    void done.finally(() => this.pending.delete(done));
+    ).finally(() => {
+      this.inFlight = undefined;
+      if (this.waiting.length) this.write();
+    });
   }
 
   /** At most one warning a second: a database outage must not flood the log with one line per exchange. */
