@@ -65,8 +65,9 @@ const BOSS_SCHEMA = 'pgboss';
  *
  * Each job's columns are what pg-boss 10's `insert()` writes for a job given no options, from a
  * PgBoss made without config (plans.js insertJobs): the queue's settings, else pg-boss's defaults;
- * a queue that does not exist gets nothing, and a conflict is skipped, as there. The job's id is
- * its event's id: pg-boss keys jobs on (name, id), and each queue gets one job of an event.
+ * a queue that does not exist gets nothing, and a conflict is skipped, as there. Each job gets
+ * its own id, as there: the copies of one event share only the envelope's event_id (pg-boss keys
+ * jobs on (name, id), but its expiry sweep tells retried jobs apart by id alone).
  */
 export function eventJobsCte(source: string): string {
   return `
@@ -89,7 +90,7 @@ event_rows AS (
   FROM event_targets t JOIN ${BOSS_SCHEMA}.queue q ON q.name = t.queue
 ), event_jobs AS (
   INSERT INTO ${BOSS_SCHEMA}.job (id, name, data, priority, start_after, singleton_key, singleton_on, dead_letter, expire_in, keep_until, retry_limit, retry_delay, retry_backoff, policy)
-  SELECT e.event_id, q.name,
+  SELECT gen_random_uuid(), q.name,
          jsonb_build_object(
            'header', jsonb_strip_nulls(jsonb_build_object('event_id', e.event_id, 'event_name', e.event_name, 'published_at', q.published_at, 'correlation_id', e.correlation_id, 'traceparent', e.traceparent)),
            'data', e.data),
@@ -110,7 +111,7 @@ export async function publishEvents(db: Queryable, events: PendingEvent[]): Prom
     events.map((e) => e.name),
     events.map((e) => e.correlationId),
     `[${events.map((e) => JSON.stringify(e.data)).join(',')}]`,
-    events.map((e) => e.traceparent ?? null),
+    events.map((e) => e.traceparent || null),
   ]);
 }
 
