@@ -22,6 +22,15 @@ async function count(pool: pg.Pool, sql: string): Promise<number> {
   return rows[0]!.n;
 }
 
+/** A consumer's pg-boss on the test database, stopped at cleanup. */
+async function startBoss(url: string): Promise<PgBoss> {
+  const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false, max: 2 });
+  boss.on('error', () => {});
+  await boss.start();
+  onCleanup(() => boss.stop({ graceful: false, wait: true }));
+  return boss;
+}
+
 /** A check on `table` that fails only at COMMIT, after every statement of the transaction has run. */
 async function failAtCommit(pool: pg.Pool, table: string, when = 'true'): Promise<void> {
   await pool.query(`CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -139,10 +148,7 @@ describe('fan-out: every subscribed queue gets every event', () => {
   it('two consumers subscribed with pg-boss each receive every event, with the same event ids, in the same transaction', async () => {
     const db = await createTestDb();
     // Two consumers, as they would set themselves up: their own queue, subscribed to the events they want.
-    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
-    boss.on('error', () => {});
-    await boss.start();
-    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    const boss = await startBoss(db.url);
     for (const queue of ['billing', 'crm']) {
       await boss.createQueue(queue);
       for (const event of ['VipBundleInitialized_v1', 'VipBundleFinalized_v1']) await boss.subscribe(event, queue);
@@ -180,10 +186,7 @@ describe('fan-out: every subscribed queue gets every event', () => {
 
   it("fails the publishing transaction when a subscriber's copy cannot be written (nothing is dropped silently)", async () => {
     const db = await createTestDb();
-    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
-    boss.on('error', () => {});
-    await boss.start();
-    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    const boss = await startBoss(db.url);
     await boss.createQueue('billing');
     await boss.subscribe('VipBundleInitialized_v1', 'billing');
     const { rows } = await db.pool.query<{ partition_name: string }>(`SELECT partition_name FROM pgboss.queue WHERE name = 'billing'`);
@@ -197,10 +200,7 @@ describe('fan-out: every subscribed queue gets every event', () => {
 describe("the job rows are pg-boss's own", () => {
   it("publishes jobs whose every column is what pg-boss's insert() writes, with a queue's own settings and without", async () => {
     const db = await createTestDb();
-    const boss = new PgBoss({ connectionString: db.url, supervise: false, schedule: false, max: 2 });
-    boss.on('error', () => {});
-    await boss.start();
-    onCleanup(() => boss.stop({ graceful: false, wait: true }));
+    const boss = await startBoss(db.url);
     await boss.createQueue('dlq');
     await boss.createQueue('billing', { name: 'billing', policy: 'standard', retryLimit: 5, retryDelay: 3, retryBackoff: true, expireInSeconds: 120, retentionMinutes: 90, deadLetter: 'dlq' });
     await boss.createQueue('crm', { name: 'crm', retryDelay: 7 });

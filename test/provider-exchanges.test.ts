@@ -87,6 +87,36 @@ describe('provider exchanges', () => {
     expect((await db.pool.query('SELECT path FROM provider_exchanges ORDER BY id')).rows.map((r) => r.path)).toEqual(['/1', '/2', '/3', '/4']);
   });
 
+  it('keep batching while the database is slow: exchanges that come during a write wait for their own delay, not for the write to end', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueBundles(db.pool, [{ payload: vipPayload() }], { kindVersion: 1 });
+    let sent = 0;
+    // Every write takes 30 ms (a real query, its reply late); an exchange comes every 5 ms for 1 s.
+    const slow = { query: async (...a: Parameters<pg.Pool['query']>) => { sent++; const result = await db.pool.query(...a); await new Promise((r) => setTimeout(r, 30)); return result; } } as unknown as pg.Pool;
+    const recorder = new ExchangeRecorder(slow, quietLogger());
+    for (let i = 0; i < 200; i++) {
+      recorder.record({ context: { bundleId: b!.vip_bundle_id, attempt: 1, workerId: 'w', step: 'taxi' }, provider: 'taxis', operation: 'book', method: 'POST', path: `/${i}`, status: 201, outcome: 'ok', error: null, durationMs: 1, at: new Date(), requestBody: null, responseBody: null });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await recorder.flush();
+    expect((await exchanges(db.pool, b!.vip_bundle_id)).length).toBe(200);
+    // One write per 100 ms delay (plus its 30 ms): about 10; a write sent as soon as the one before ended made about 35.
+    expect(sent).toBeLessThanOrEqual(16);
+  });
+
+  it('a stopping worker does not wait out one timeout per batch while the database is down: the first failed write drops the rest', async () => {
+    const db = await createTestDb();
+    let sent = 0;
+    const down = { query: async () => { sent++; await new Promise((r) => setTimeout(r, 100)); throw new Error('connection timeout'); } } as unknown as pg.Pool;
+    const recorder = new ExchangeRecorder(down, quietLogger());
+    for (let i = 0; i < 1200; i++) {
+      recorder.record({ context: { bundleId: '00000000-0000-4000-8000-000000000001', attempt: 1, workerId: 'w', step: 'taxi' }, provider: 'taxis', operation: 'book', method: 'POST', path: `/${i}`, status: null, outcome: 'transient', error: 'x', durationMs: 1, at: new Date(), requestBody: null, responseBody: null });
+    }
+    await recorder.flush();
+    expect(sent).toBe(1); // the write of the first 500 (started by record) failed: flush drops the other 700
+    await db.pool.query('SELECT 1');
+  });
+
   it("records a bundle's four bookings with status, duration, attempt, worker and step, without any email or passenger name", async () => {
     const db = await createTestDb();
     const sim = await startSimulator({ latencyMs: 5 });

@@ -11,7 +11,7 @@
  * Why a delay, when the agents' own writes have none (group-commit.ts): nobody waits for these
  * rows, and written as soon as possible they were 0.76 statements per bundle in scenario 5b, more
  * than the step writes, each a commit on cores the agents share. Batched over 100 ms they are
- * about 0.1 per bundle: 5b 1.06×, 5a 1.05× (bench/README.md, "Exchanges batched over 100 ms"). The price:
+ * 0.02 per bundle: 5b 1.06×, 5a 1.05× (bench/README.md, "Exchanges batched over 100 ms"). The price:
  * `inspect` shows an exchange up to 100 ms later, and a SIGKILLed worker loses the exchanges of
  * its last 100 ms from the log (the bookings themselves are in `steps`, written before and after
  * each call; an exchange of a call still in flight at the kill was never recorded either).
@@ -56,6 +56,10 @@ export class ExchangeRecorder {
   private timer: NodeJS.Timeout | undefined;
   /** The one write in flight: while the database is slow, exchanges wait for it rather than take more of the agents' pool. */
   private inFlight: Promise<void> | undefined;
+  /** A write was asked for (its delay ran out, or a full batch waits) while one was in flight: it goes when that one ends. */
+  private due = false;
+  /** The last write failed: the next waits for its delay rather than follow at once, and a stop gives up. */
+  private failed = false;
   private warnedAt = 0;
 
   constructor(
@@ -68,30 +72,63 @@ export class ExchangeRecorder {
     if (!exchange.context.bundleId) return;
     this.waiting.push(exchange);
     if (this.waiting.length >= MAX_BATCH) this.write();
-    else this.timer ??= setTimeout(() => this.write(), EXCHANGE_BATCH_DELAY_MS).unref();
+    else this.waitForBatch();
   };
 
-  /** Writes what is waiting and waits for it (a stopping worker calls it before closing its pool). */
+  /**
+   * Writes what is waiting and waits for it (a stopping worker calls it before closing its pool).
+   * Once a write fails, what still waits is dropped with a warning: with the database down, a stop
+   * must not wait out one connection timeout per batch.
+   */
   async flush(): Promise<void> {
-    while (this.inFlight || this.waiting.length) {
-      this.write();
-      await this.inFlight;
+    for (;;) {
+      if (this.inFlight) {
+        await this.inFlight;
+        if (this.failed) break;
+      } else if (this.waiting.length) this.write();
+      else return;
     }
-  }
-
-  /** Starts a write of what waits, unless one is in flight: then what waits goes when it ends. */
-  private write(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.inFlight || !this.waiting.length) return;
+    const dropped = this.waiting.length;
+    this.waiting = [];
+    if (dropped) this.log.warn({ dropped }, `stopping: ${dropped} provider exchange(s) not recorded, the database did not take the last write`);
+  }
+
+  private waitForBatch(): void {
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.write();
+    }, EXCHANGE_BATCH_DELAY_MS).unref();
+  }
+
+  /** Starts a write of what waits, unless one is in flight: then it goes when that one ends. */
+  private write(): void {
+    if (this.inFlight) {
+      this.due = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.due = false;
+    if (!this.waiting.length) return;
     const batch = this.waiting.splice(0, MAX_BATCH);
+    if (this.waiting.length) this.due = true; // more than a batch waited: the rest has waited too
     // Named only on a session and for small batches (db/statements.ts).
     this.inFlight = this.db.query(statement(this.db, 'bundlefleet_exchanges', INSERT_SQL, columns(batch), batch.length)).then(
-      () => {},
-      (err: unknown) => this.warn(err),
+      () => {
+        this.failed = false;
+      },
+      (err: unknown) => {
+        this.failed = true;
+        this.warn(err);
+      },
     ).finally(() => {
       this.inFlight = undefined;
-      if (this.waiting.length) this.write();
+      // Exchanges that came during the write wait for their own delay (their timer runs), so a
+      // slow database still gets one statement per delay, not one right after another.
+      if (this.due && !this.failed) this.write();
+      else if (this.waiting.length) this.waitForBatch();
     });
   }
 
