@@ -92,7 +92,7 @@ ORDER BY input.ord`);
  * Parameters: $1 ids, $2 booking ids, $3 payloads, $4 kind, $5 actor, $6 kind version, $7 trace
  * contexts, $8 the event's name and $9 its trace context override (only with events).
  */
-export const unkeyedBatchSql = memo((events: boolean) => `
+const unkeyedBatchSql = memo((events: boolean) => `
 WITH inserted AS (
   INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context)
   SELECT id, booking_id, $4, $6, payload, trace_context
