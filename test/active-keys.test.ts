@@ -105,6 +105,25 @@ describe('active keys', () => {
     const line = { payload: vipPayload(), idempotencyKey: 'k-repeat', activeKey: 'doc-11' };
     const replayed = await enqueueBundles(db.pool, [line, { payload: vipPayload() }, { ...line }], { batchSize: 1 });
     expect(replayed[2]).toEqual({ ...replayed[0], created: false });
+    // Items with idempotency keys may be replays, which the database tells: a replay of a bundle
+    // that completed (and freed its key) beside a new bundle with that key is accepted, and so is a
+    // file of two old lines whose bundles held the key one after the other.
+    const [old] = await enqueueBundles(db.pool, [{ payload: line.payload, idempotencyKey: 'k-old', activeKey: 'doc-12' }]);
+    await db.pool.query(`UPDATE bundles SET state = 'completed', finished_at = now() WHERE id = $1`, [old!.vip_bundle_id]);
+    const [replayedOld, fresh] = await enqueueBundles(db.pool, [{ payload: line.payload, idempotencyKey: 'k-old', activeKey: 'doc-12' }, { payload: vipPayload(), activeKey: 'doc-12' }]);
+    expect(replayedOld).toEqual({ ...old, created: false });
+    expect(fresh!.created).toBe(true);
+    await db.pool.query(`UPDATE bundles SET state = 'completed', finished_at = now() WHERE id = $1`, [fresh!.vip_bundle_id]);
+    const [later] = await enqueueBundles(db.pool, [{ payload: vipPayload(3), idempotencyKey: 'k-later', activeKey: 'doc-12' }]);
+    const file = await enqueueBundles(db.pool, [{ payload: line.payload, idempotencyKey: 'k-old', activeKey: 'doc-12' }, { payload: vipPayload(3), idempotencyKey: 'k-later', activeKey: 'doc-12' }]);
+    expect(file).toEqual([{ ...old, created: false }, { ...later, created: false }]);
+    // Two new ones with one key in a batch are still refused by the database, named as such (exit 1), writing nothing of the batch.
+    const before = (await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n;
+    await expect(enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-new-1', activeKey: 'doc-13' }, { payload: vipPayload(), activeKey: 'doc-13' }])).rejects.toThrow(
+      /active_key "doc-13": given to more than one bundle of this input/,
+    );
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n).toBe(before);
+
     // The same key and active key with another body is the reused idempotency key, named as such.
     const other = await enqueueBundles(db.pool, [{ ...line, idempotencyKey: 'k-other' }, { ...line, idempotencyKey: 'k-other', payload: vipPayload(2) }]).catch((e: unknown) => e);
     expect((other as Error).message).toBe('item 2: idempotency_key "k-other" is also given to item 1 with a different body; use a new key for a new booking');

@@ -33,8 +33,9 @@ export async function findKeyHolders(db: Queryable, keys: string[]): Promise<Map
   return new Map(rows.map((r) => [r.active_key, r]));
 }
 
-function describeHolder(h: KeyHolder): string {
+function describeHolder(h: KeyHolder & { inThisInput: boolean }): string {
   const key = JSON.stringify(h.active_key);
+  if (h.inThisInput) return `active_key ${key}: given to more than one bundle of this input; an active key allows one bundle at a time`;
   if (h.state === 'compensated' || h.state === 'dead') {
     return `active_key ${key} is held by bundle ${h.vip_bundle_id}, which ended ${h.state} and whose failure is not acknowledged yet: acknowledge it (bundlefleet ack ${h.vip_bundle_id}) to free the key`;
   }
@@ -46,8 +47,8 @@ export class ActiveKeyTaken extends Conflict {
   /** The bundles of earlier batches of the same call, committed before this batch was refused. */
   enqueuedBefore: Array<{ vip_bundle_id: string; booking_id: string; created: boolean }> = [];
 
-  /** (A key given twice in one input is refused before anything is written: BadInput, enqueue.ts.) */
-  constructor(readonly holders: KeyHolder[]) {
+  /** `inThisInput`: the holder is a bundle of the same batch (refused with it); two new bundles with one key are refused before any write (enqueue-checks.ts). */
+  constructor(readonly holders: Array<KeyHolder & { inThisInput: boolean }>) {
     super(holders.map(describeHolder).join('; '));
     this.name = 'ActiveKeyTaken';
   }

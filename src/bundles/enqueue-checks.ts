@@ -11,10 +11,12 @@ export const itemName = (index: number, total: number, names?: Array<string | un
 
 /**
  * An input that can never be enqueued whole is bad input, refused before anything is written: an
- * active key given to two bundles, or an idempotency key given to two different bodies (payload,
- * in any key order, and active key). Left to the database, the second would be refused only when
- * its batch is written, after the batches before it were committed. The same body twice under
- * one key is a replay, as across calls.
+ * active key given to two bundles that are both new (neither has an idempotency key, so neither
+ * can be a replay), or an idempotency key given to two different bodies (payload, in any key
+ * order, and active key). Left to the database, the second would be refused only when its batch
+ * is written, after the batches before it were committed. The same body twice under one key is a
+ * replay, as across calls. An active key shared with an item that has an idempotency key is left
+ * to the database: that item may replay a bundle that has since freed the key.
  */
 export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<string | undefined>): void {
   const name = (i: number) => itemName(i, items.length, names);
@@ -25,11 +27,9 @@ export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<stri
       const body = canonicalJson([item.payload, item.activeKey ?? null]);
       const earlier = bodies.get(item.idempotencyKey);
       if (earlier && earlier.body !== body) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
-      // A replay of an earlier item is that item's bundle: it holds no active key of its own.
-      if (earlier) return;
-      bodies.set(item.idempotencyKey, { at: i, body });
+      if (!earlier) bodies.set(item.idempotencyKey, { at: i, body });
     }
-    if (item.activeKey != null) {
+    if (item.activeKey != null && item.idempotencyKey == null) {
       const earlier = holders.get(item.activeKey);
       if (earlier !== undefined) {
         throw new BadInput(`${name(i)}: active_key ${JSON.stringify(item.activeKey)} is also given to ${name(earlier)}; an active key allows one bundle at a time`);

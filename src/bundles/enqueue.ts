@@ -175,12 +175,16 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
  * holder and refuse the batch (its transaction rolls back). A key freed since the refusal has no
  * holder any more; those items are inserted again, a few times at most.
  */
-async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], insertAgain: (indexes: number[]) => Promise<Row[]>): Promise<void> {
+async function refuseHeldKeys(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], ids: string[], insertAgain: (indexes: number[]) => Promise<Row[]>): Promise<void> {
   for (let round = 0; ; round++) {
     const refused = rows.flatMap((r, i) => (r.id ? [] : [i]));
     if (!refused.length) return;
     const holders = await findKeyHolders(client, refused.map((i) => items[i]!.activeKey).filter((k): k is string => !!k));
-    const taken = refused.flatMap((i) => holders.get(items[i]!.activeKey ?? '') ?? []);
+    const own = new Set(ids);
+    const taken = refused.flatMap((i) => {
+      const h = holders.get(items[i]!.activeKey ?? '');
+      return h ? [{ ...h, inThisInput: own.has(h.vip_bundle_id) }] : [];
+    });
     if (taken.length) throw new ActiveKeyTaken(taken.filter((t, i) => taken.findIndex((u) => u.active_key === t.active_key) === i));
     if (round === 3) throw new Error(`enqueue: ${refused.length} bundle(s) were neither inserted nor found; try again`);
     const again = await insertAgain(refused);
@@ -274,7 +278,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
         ).rows;
       const rows = await insert(batch.map((_, i) => i));
       await resolveLateDuplicates(client, batch, rows);
-      await refuseHeldKeys(client, batch, rows, insert);
+      await refuseHeldKeys(client, batch, rows, ids, insert);
       await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
       if (rows.some((r) => r.created)) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(rows.filter((r) => r.created).length)]);
       return rows;
