@@ -4,6 +4,7 @@
  */
 import { BadInput, IdempotencyKeyReused } from '../errors.js';
 import type { EnqueueItem } from './enqueue.js';
+import { canonicalJson } from '../canonical-json.js';
 
 /** How a refusal names an item: where the caller says it came from (`line 3`), else `item N` in an input of several. */
 export const itemName = (index: number, total: number, names?: Array<string | undefined>): string | undefined =>
@@ -37,11 +38,4 @@ export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<stri
       holders.set(item.activeKey, i);
     }
   });
-}
-
-/** JSON with every object's keys sorted: equal for values jsonb holds equal. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
-  );
 }

@@ -52,7 +52,8 @@ export function parseSupervisorOptions(flags: Record<string, unknown>): Supervis
   };
 }
 
-/** Settings only `--loop` uses, with their variables. */
+/** Settings only `--loop` uses: their schemas, and their flags with their variables. */
+const LOOP_OPTIONS = { intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) };
 const LOOP_FLAG_NAMES = {
   intervalSeconds: '--interval-seconds (BUNDLEFLEET_SUPERVISE_INTERVAL_SECONDS)',
   orphanCheckMs: '--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS)',
@@ -113,7 +114,7 @@ Examples:
     .action(async (flags: Record<string, unknown> & { loop?: boolean; failOnAlert?: boolean; json?: boolean }, cmd: Command) => {
       const opts = parseSupervisorOptions(flags);
       if (flags.loop) {
-        const { intervalSeconds: interval, orphanCheckMs } = parseOptions(z.object({ intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) }), flags, LOOP_FLAG_NAMES);
+        const { intervalSeconds: interval, orphanCheckMs } = parseOptions(z.object(LOOP_OPTIONS), flags, LOOP_FLAG_NAMES);
         const db = await openDb({ max: 3, waitSeconds: 60 });
         const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000, orphanCheckMs);
         onShutdown(async () => {
@@ -128,8 +129,7 @@ Examples:
       // flag that never did anything would be worse than the mistake.
       const typed = (Object.keys(LOOP_FLAG_NAMES) as Array<keyof typeof LOOP_FLAG_NAMES>).filter((key) => cmd.getOptionValueSource(key) === 'cli');
       if (typed.length) {
-        const loopOnly = { intervalSeconds: seconds, orphanCheckMs: intOption(0, 3_600_000) };
-        parseOptions(z.object(Object.fromEntries(typed.map((key) => [key, loopOnly[key]]))), flags, LOOP_FLAG_NAMES);
+        parseOptions(z.object(Object.fromEntries(typed.map((key) => [key, LOOP_OPTIONS[key]]))), flags, LOOP_FLAG_NAMES);
         const names = typed.map((key) => LOOP_FLAG_NAMES[key].split(' ')[0]).join(' and ');
         process.stderr.write(`bundlefleet supervise: ${names} ${typed.length > 1 ? 'apply' : 'applies'} only with --loop: running one pass (add --loop to repeat passes)\n`);
       }

@@ -94,7 +94,7 @@ Examples:
       const metrics = metricsPort !== undefined ? createMetrics({ logger }) : undefined;
       const { waitTimeout, ...workerOpts } = opts;
       const worker = new Worker({ databaseUrl: db.url, sessionDatabaseUrl: db.sessionUrl, providerUrls, ...workerOpts, ...flow, waitTimeoutSeconds: waitTimeout, logger, ...metrics?.hooks });
-      const metricsServer = metrics && metricsPort !== undefined ? await startMetricsServer(metricsPort, metrics.registry) : undefined;
+      const metricsServer = metrics ? await startMetricsServer(metricsPort!, metrics.registry) : undefined;
       let schedule: SupervisorSchedule | undefined;
       if (flags.superviseCron) {
         schedule = await startSupervisorSchedule(db.url, worker.pool, flags.superviseCron, { ...supervisorOpts, logger, onAction: metrics?.hooks.onSupervisorAction });

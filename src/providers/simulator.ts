@@ -10,6 +10,7 @@ import { z } from 'zod';
 import type { ProviderKind } from './client.js';
 import { scheduleTicketing, type TicketingOptions } from './ticketing-callbacks.js';
 import { SimulatorRateLimit, type ProviderCall } from './rate-limit.js';
+import { canonicalJson } from '../canonical-json.js';
 
 export type { ProviderCall } from './rate-limit.js';
 
@@ -128,15 +129,6 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-/** Key order must not matter when deciding "same body": compare a canonical form. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object') {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
 type Send = (status: number, body: unknown, headers?: Record<string, string>) => void;
 const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 
@@ -175,7 +167,7 @@ export async function startProviderSimulator(opts: SimulatorOptions & SimulatorR
     if (entry) entry.book_calls += 1;
     // A cancelled key is spent: a late or replayed booking must never take effect after the undo.
     if (entry?.status === 'cancelled') return [409, { error: 'cancelled' }];
-    if (entry && canonical(entry.body) !== canonical(body)) return [422, { error: 'idempotency key reused with a different body' }];
+    if (entry && canonicalJson(entry.body) !== canonicalJson(body)) return [422, { error: 'idempotency key reused with a different body' }];
     if (entry?.status === 'refused') return [409, { error: 'sold out' }];
     if (entry) return [200, { reference: entry.reference, status: 'booked', booked_at: entry.booked_at }];
     const now = new Date().toISOString();
