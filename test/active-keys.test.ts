@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDb, onCleanup, type TestDb } from './support/db.js';
-import { cli, expectNoStack } from './support/cli.js';
+import { cli, expectNoStack, expectRefusal } from './support/cli.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { ackBundle, ActiveKeyTaken } from '../src/bundles/active-keys.js';
@@ -95,9 +95,8 @@ describe('active keys', () => {
 
     const lines = [vipPayload(), { ...vipPayload(), active_key: 'doc-10' }, vipPayload(), { ...vipPayload(), active_key: 'doc-10' }].map((b) => JSON.stringify(b)).join('\n');
     const r = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines}\n` });
-    expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toContain('line 4: active_key "doc-10" is also given to line 2');
-    expect(r.stdout).toBe('');
+    expect(expectRefusal(r, ['--json'], { exit: 2, code: 'BAD_INPUT' })?.issues).toEqual(['line 4: active_key "doc-10" is also given to line 2; an active key allows one bundle at a time']);
     expectNoStack(r);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM bundles`)).rows[0].n).toBe(0);
 
@@ -174,13 +173,22 @@ describe('active keys', () => {
     const holder = await enqueueWithKey(db.pool, 'k-big');
     const lines = [...Array.from({ length: 1000 }, () => JSON.stringify(vipPayload())), JSON.stringify({ ...vipPayload(), active_key: 'k-big' })];
     const run = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines.join('\n')}\n` });
-    expect(run.code).toBe(1);
-    expect(JSON.parse(run.stdout)).toHaveLength(1000);
+    // One document: the refusal, with the bundles of the first batch in `enqueued`.
+    const doc = expectRefusal(run, ['--json'], { exit: 1, code: 'CONFLICT' })!;
+    expect(doc.enqueued).toHaveLength(1000);
+    expect(doc.error).toContain(`active_key "k-big" is held by bundle ${holder.vip_bundle_id} (pending)`);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toContain(`active_key "k-big" is held by bundle ${holder.vip_bundle_id} (pending)`);
-    expect(run.stderr).toContain('the first 1000 bundle(s) of the input were enqueued (printed), none after them');
+    expect(run.stderr).toContain('the first 1000 bundle(s) of the input were enqueued (listed in "enqueued"), none after them');
+    const { rows: first } = await db.pool.query(`SELECT id FROM bundles WHERE active_key IS NULL`);
+    expect(new Set(first.map((r) => r.id))).toEqual(new Set((doc.enqueued as Array<{ vip_bundle_id: string }>).map((r) => r.vip_bundle_id)));
+    // Without --json the same refusal prints the enqueued bundles, one line each.
+    const text = await cli(db.url, ['enqueue', '-'], { input: `${lines.join('\n')}\n` });
+    expect(text.code).toBe(1);
+    expect(text.stdout.trim().split('\n')).toHaveLength(1000);
+    expect(text.stderr).toContain('the first 1000 bundle(s) of the input were enqueued (printed), none after them');
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM bundles`);
-    expect(rows[0].n).toBe(1001);
+    expect(rows[0].n).toBe(2001);
   });
 
   it('ack refuses a completed or unfinished bundle with a reason, and bad input with exit 2', async () => {

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDb } from './support/db.js';
-import { cli, expectNoStack, jsonLines } from './support/cli.js';
+import { cli, expectNoStack, expectRefusal, jsonLines } from './support/cli.js';
 import { enqueueVip } from './support/fleet.js';
 import { shouldColor } from '../src/logger.js';
 import { routes } from '../src/http/routes.js';
@@ -157,6 +157,41 @@ describe('settings', () => {
     const level = await cli(db.url, ['stats'], { env: { LOG_LEVEL: 'loud' } });
     expect(level.code).toBe(2);
     expect(level.stderr).toMatch(/LOG_LEVEL: must be one of/);
+  });
+});
+
+describe('--json when a command fails', () => {
+  it('prints the error as the one document on stdout, whatever failed: a flag, a variable, the input, the database, a missing bundle', async () => {
+    const db = await createTestDb();
+    const cases: Array<{ args: string[]; env?: Record<string, string>; url?: string; exit: number; code: string; says: RegExp }> = [
+      { args: ['list', '--json', '--bogus'], exit: 2, code: 'USAGE', says: /unknown option '--bogus'/ },
+      { args: ['list', '--json', '--limit', 'x'], exit: 2, code: 'BAD_INPUT', says: /--limit/ },
+      { args: ['stats', '--json'], env: { LOG_LEVEL: 'loud' }, exit: 2, code: 'BAD_INPUT', says: /LOG_LEVEL: must be one of/ },
+      { args: ['enqueue', '-', '--json'], exit: 2, code: 'BAD_INPUT', says: /not valid JSON/ },
+      { args: ['inspect', '00000000-0000-4000-8000-00000000abcd', '--json'], exit: 1, code: 'NOT_FOUND', says: /no bundle with vip_bundle_id or booking_id/ },
+      { args: ['stats', '--json'], url: NO_DB, exit: 1, code: 'DATABASE_UNAVAILABLE', says: /cannot reach PostgreSQL/ },
+    ];
+    for (const c of cases) {
+      const run = await cli(c.url ?? db.url, c.args, { input: '{"customer_email": ', env: c.env });
+      const doc = expectRefusal(run, c.args, { exit: c.exit, code: c.code })!;
+      expect(JSON.stringify(doc), c.args.join(' ')).toMatch(c.says);
+      // stderr keeps the message for a person; no stack either way.
+      expect(run.stderr).toMatch(c.says);
+      expectNoStack(run);
+      // The same failure without --json prints nothing on stdout.
+      const plain = c.args.filter((a) => a !== '--json');
+      expectRefusal(await cli(c.url ?? db.url, plain, { input: '{"customer_email": ', env: c.env }), plain, { exit: c.exit, code: c.code });
+    }
+  });
+
+  it('a command that printed its result and then exits non-zero prints no second document', async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`INSERT INTO alerts (bundle_id, kind, message) VALUES ($1, 'stuck', 'test alert')`, [b!.vip_bundle_id]);
+    const run = await cli(db.url, ['supervise', '--fail-on-alert', '--json']);
+    expect(run.code).toBe(3);
+    expect(jsonLines(run.stdout)).toHaveLength(1);
+    expect(jsonLines(run.stdout)[0]).toMatchObject({ ran: true });
   });
 });
 

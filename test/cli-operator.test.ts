@@ -8,7 +8,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { confirm } from '../src/cli/confirm.js';
 import { createTestDb, onCleanup } from './support/db.js';
-import { cli, expectNoStack } from './support/cli.js';
+import { cli, expectNoStack, expectRefusal } from './support/cli.js';
 import { enqueueVip, quietLogger, startSimulator, startWorker, vipPayload } from './support/fleet.js';
 import { enqueueBundles } from '../src/bundles/enqueue.js';
 import { retryBundles } from '../src/supervisor/operator.js';
@@ -225,8 +225,7 @@ describe('bounded input', () => {
   it('an empty batch is bad input (exit 2), not a silent success', async () => {
     const db = await createTestDb();
     const run = await cli(db.url, ['enqueue', '-', '--json'], { input: '[]\n' });
-    expect(run.code).toBe(2);
-    expect(run.stdout).toBe('');
+    expectRefusal(run, ['--json'], { exit: 2, code: 'BAD_INPUT' });
     expect(run.stderr).toMatch(/empty array/);
   });
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createTestDb, onCleanup, urlFor } from './support/db.js';
-import { BIN, cli, expectNoStack, jsonLines, tempDir } from './support/cli.js';
+import { BIN, cli, expectNoStack, expectRefusal, jsonLines, tempDir } from './support/cli.js';
 import { exampleId } from '../src/providers/simulator.js';
 
 const SHOW = exampleId(1, 1);
@@ -84,8 +84,7 @@ describe('bundlefleet enqueue', () => {
 
     for (const mode of [['--json'], []]) {
       const refused = await cli(db.url, [...withTickets('5'), ...mode]);
-      expect(refused.code).toBe(2);
-      expect(refused.stdout).toBe('');
+      expectRefusal(refused, mode, { exit: 2, code: 'BAD_INPUT' });
       // Nothing on stderr but the refusal, naming the key (never the other request's bundle).
       expect(refused.stderr).toBe('bundlefleet: bad input:\n  idempotency_key "flag-k" was already used with a different body; use a new key for a new booking\n');
       expectNoStack(refused);
@@ -113,8 +112,7 @@ describe('bundlefleet enqueue', () => {
     const input = `${JSON.stringify(bundleJson(1))}\n\n${JSON.stringify({ ...keyed, number_of_tickets: 5 })}\n`;
     for (const mode of [['--json'], []]) {
       const refused = await cli(db.url, ['enqueue', '-', ...mode], { input });
-      expect(refused.code).toBe(2);
-      expect(refused.stdout).toBe('');
+      expectRefusal(refused, mode, { exit: 2, code: 'BAD_INPUT' });
       expect(refused.stderr).toBe('bundlefleet: bad input:\n  line 3: idempotency_key "nd-k" was already used with a different body; use a new key for a new booking\n');
       expectNoStack(refused);
     }
@@ -137,9 +135,13 @@ describe('bundlefleet enqueue', () => {
     await cli(db.url, ['enqueue', '-'], { input: JSON.stringify({ ...bundleJson(0), idempotency_key: 'big-k' }) });
     const lines = [...Array.from({ length: 1000 }, (_, i) => JSON.stringify(bundleJson(i % 10))), JSON.stringify({ ...bundleJson(1), idempotency_key: 'big-k' })];
     const run = await cli(db.url, ['enqueue', '-', '--json'], { input: `${lines.join('\n')}\n` });
-    expect(run.code).toBe(2);
-    expect(JSON.parse(run.stdout)).toHaveLength(1000);
-    expect(run.stderr).toBe('bundlefleet: bad input:\n  line 1001: idempotency_key "big-k" was already used with a different body; use a new key for a new booking\n  the first 1000 bundle(s) of the input were enqueued (printed), none after them\n');
+    const doc = expectRefusal(run, ['--json'], { exit: 2, code: 'BAD_INPUT' })!;
+    expect(doc.enqueued).toHaveLength(1000);
+    expect(doc.issues).toEqual([
+      'line 1001: idempotency_key "big-k" was already used with a different body; use a new key for a new booking',
+      'the first 1000 bundle(s) of the input were enqueued (listed in "enqueued"), none after them',
+    ]);
+    expect(run.stderr).toBe('bundlefleet: bad input:\n  line 1001: idempotency_key "big-k" was already used with a different body; use a new key for a new booking\n  the first 1000 bundle(s) of the input were enqueued (listed in "enqueued"), none after them\n');
     expect(await countRows(db.pool)).toBe(1001);
   });
 
@@ -175,8 +177,8 @@ describe('bundlefleet enqueue', () => {
     const lines = [JSON.stringify(bundleJson(0)), JSON.stringify({ ...bundleJson(1), number_of_tickets: 'two' }), '{"customer_email": "x@example.com",'];
     await writeFile(join(cwd, 'bad.ndjson'), lines.join('\n') + '\n');
     const run = await cli(db.url, ['enqueue', '--file', 'bad.ndjson', '--json'], { cwd });
-    expect(run.code).toBe(2);
-    expect(run.stdout).toBe('');
+    const doc = expectRefusal(run, ['--json'], { exit: 2, code: 'BAD_INPUT' })!;
+    expect(doc.issues).toEqual([expect.stringMatching(/^line 2: number_of_tickets/), expect.stringMatching(/^line 3: not valid JSON/)]);
     expect(run.stderr).toMatch(/line 2: number_of_tickets/);
     expect(run.stderr).toMatch(/line 3: not valid JSON/);
     expect(run.stderr).not.toMatch(/line 1/);
@@ -200,7 +202,7 @@ describe('bundlefleet enqueue', () => {
       for (const args of [['enqueue', '-'], ['enqueue', '-', '--json']]) {
         const run = await cli(db.url, args, { input });
         expect(run.code, `${JSON.stringify(input)}: ${run.stderr}`).toBe(2);
-        expect(run.stdout).toBe('');
+        expectRefusal(run, args, { exit: 2, code: 'BAD_INPUT' });
         expect(run.stderr).toContain(message);
         expect(run.stderr).not.toMatch(/\(body\)|Invalid input|received/);
         expectNoStack(run);

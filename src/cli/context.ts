@@ -67,33 +67,64 @@ export async function withDb<T>(fn: (db: Db) => Promise<T>, opts?: { checkSchema
   }
 }
 
+/**
+ * A one-shot command given --json prints exactly one document on stdout: its result, or, when it
+ * fails, its error (errorDocument). Set from the command line before the command runs.
+ */
+let jsonRequested = false;
+let jsonPrinted = false;
+
+export function requestJsonOutput(on: boolean): void {
+  jsonRequested = on;
+}
+
 export function printJson(value: unknown): void {
+  jsonPrinted = true;
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
-/** Maps an error to its message and exit code; never prints a stack trace for expected failures. */
+/**
+ * Maps an error to its message (stderr) and exit code; never prints a stack trace for expected
+ * failures. Under --json, a command that printed nothing yet also prints the error as its one
+ * document on stdout, shaped like the HTTP API's error bodies.
+ */
 export function reportError(err: unknown): number {
-  if (err instanceof BadInput) {
-    process.stderr.write(`bundlefleet: bad input:\n  ${err.issues.join('\n  ')}\n`);
-    return EXIT.usage;
-  }
-  if (err instanceof SessionRequired) {
-    // A configuration error: the URL points a session-bound connection at a transaction pooler.
-    process.stderr.write(`bundlefleet: ${err.message}\n`);
-    return EXIT.usage;
-  }
-  if (err instanceof EmbeddedDatabaseError) {
-    process.stderr.write(`bundlefleet: ${err.message}\n`);
-    return err.exitCode;
-  }
-  if (err instanceof NotFound || err instanceof Conflict || err instanceof SchemaMissing || err instanceof DatabaseUnavailable) {
-    process.stderr.write(`bundlefleet: ${err.message}\n`);
-    return EXIT.failure;
-  }
-  const e = err as Error;
-  process.stderr.write(`bundlefleet: ${e?.message ?? String(err)}\n`);
-  if (process.env.BUNDLEFLEET_DEBUG) process.stderr.write(`${e?.stack}\n`);
-  return EXIT.failure;
+  const { exitCode, text } = describeError(err);
+  process.stderr.write(`bundlefleet: ${text}\n`);
+  if (!isTypedError(err) && process.env.BUNDLEFLEET_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
+  if (jsonRequested && !jsonPrinted) printJson(errorDocument(err, exitCode));
+  return exitCode;
+}
+
+/** A usage error found by commander (which printed it): under --json, its document too. */
+export function reportUsageError(message: string): void {
+  if (jsonRequested && !jsonPrinted) printJson({ error: message.replace(/^error: /, ''), code: 'USAGE', exit_code: EXIT.usage });
+}
+
+const isTypedError = (err: unknown): boolean =>
+  err instanceof BadInput || err instanceof SessionRequired || err instanceof EmbeddedDatabaseError || err instanceof NotFound || err instanceof Conflict || err instanceof SchemaMissing || err instanceof DatabaseUnavailable;
+
+function describeError(err: unknown): { exitCode: number; text: string } {
+  if (err instanceof BadInput) return { exitCode: EXIT.usage, text: `bad input:\n  ${err.issues.join('\n  ')}` };
+  // A configuration error: the URL points a session-bound connection at a transaction pooler.
+  if (err instanceof SessionRequired) return { exitCode: EXIT.usage, text: err.message };
+  if (err instanceof EmbeddedDatabaseError) return { exitCode: err.exitCode, text: err.message };
+  if (isTypedError(err)) return { exitCode: EXIT.failure, text: (err as Error).message };
+  return { exitCode: EXIT.failure, text: (err as Error)?.message ?? String(err) };
+}
+
+/**
+ * `{ error, code, exit_code }`, plus `issues` for bad input (one per offending field, as HTTP's 400
+ * body has them) and `enqueued` for a refused enqueue whose earlier batches were committed. `code`
+ * is the typed error's (BAD_INPUT, NOT_FOUND, CONFLICT, …), FAILURE for anything else.
+ */
+function errorDocument(err: unknown, exitCode: number): Record<string, unknown> {
+  const e = err as Error & { code?: unknown; enqueuedBefore?: Array<{ vip_bundle_id: string; booking_id: string }> };
+  const code = isTypedError(err) && typeof e.code === 'string' ? e.code : 'FAILURE';
+  const doc: Record<string, unknown> = err instanceof BadInput ? { error: 'bad input', code, issues: err.issues } : { error: e?.message ?? String(err), code };
+  if (e?.enqueuedBefore?.length) doc.enqueued = e.enqueuedBefore.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
+  doc.exit_code = exitCode;
+  return doc;
 }
 
 /**

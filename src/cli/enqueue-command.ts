@@ -143,9 +143,10 @@ Examples:
         ),
       )).catch((err: unknown) => {
         // A refused batch of a large input: the batches before it are enqueued, and say so.
+        // Under --json they are the error document's `enqueued` (context.ts), the one document printed.
         if ((err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused) && err.enqueuedBefore.length) {
-          print(err.enqueuedBefore);
-          const before = `the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (printed), none after them`;
+          if (!flags.json) print(err.enqueuedBefore);
+          const before = `the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (${flags.json ? 'listed in "enqueued"' : 'printed'}), none after them`;
           // A bad-input report prints its issues, one a line; any other error its message.
           if (err instanceof IdempotencyKeyReused) err.issues.push(before);
           else err.message += `; ${before}`;

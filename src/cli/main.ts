@@ -11,7 +11,7 @@ import { registerWorkerCommand } from './worker-command.js';
 import { registerOperatorCommands } from './operator-commands.js';
 import { registerAckCommand } from './ack-command.js';
 import { registerSignalCommand } from './signal-command.js';
-import { EXIT, parseEnvSwitches, reportError } from './context.js';
+import { EXIT, parseEnvSwitches, reportError, reportUsageError, requestJsonOutput } from './context.js';
 import { flushTracing, startTracing } from '../tracing.js';
 import { EXIT_CODES_HELP, commandPath, configureHelp, eachCommand } from './help.js';
 import { addDatabaseUrlOption, addProvidersUrlOption, applySettings } from './settings.js';
@@ -82,6 +82,8 @@ ${EXIT_CODES_HELP}`);
     const opts = settingsOf(action);
     const path = commandPath(action);
     const longRunning = LONG_RUNNING.has(path) || (path === 'supervise' && Boolean(opts.loop));
+    // Set before the settings are checked, so a bad variable under --json is a JSON document too.
+    requestJsonOutput(Boolean(opts.json) && !longRunning);
     setRootLogStream(longRunning ? 'stdout' : 'stderr');
     applySettings(opts, !NO_DATABASE.has(path));
     parseEnvSwitches(action);
@@ -92,6 +94,9 @@ ${EXIT_CODES_HELP}`);
 export async function main(argv = process.argv): Promise<void> {
   exitQuietlyOnClosedPipe();
   const program = buildProgram();
+  // Until commander has parsed the command (and the hook above has read its own --json), a usage
+  // error under --json is told by the word on the command line.
+  requestJsonOutput(argv.slice(2).includes('--json'));
   try {
     // Loads the OpenTelemetry SDK only when OTEL_* asks for traces (tracing.ts); a bad OTEL value exits 2.
     await startTracing();
@@ -99,6 +104,7 @@ export async function main(argv = process.argv): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version end here with code 0; usage errors were already printed by commander.
+      if (err.exitCode !== 0) reportUsageError(err.message);
       process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
       return;
     }

@@ -83,3 +83,21 @@ export function expectNoStack(run: Run): void {
   expect(run.stderr).not.toMatch(/^\s+at /m);
   expect(run.stdout + run.stderr).not.toMatch(/node:internal|\.js:\d+:\d+/);
 }
+
+/**
+ * A refused command given --json: exactly one document on stdout, its error (`{ error, code,
+ * exit_code, issues? }`), and the exit code it names. Returns the document. Without --json in
+ * `args`, stdout must be empty.
+ */
+export function expectRefusal(run: Run, args: string[], expected: { exit: number; code: string }): Record<string, unknown> | undefined {
+  expect(run.code, run.stderr).toBe(expected.exit);
+  if (!args.includes('--json')) {
+    expect(run.stdout).toBe('');
+    return undefined;
+  }
+  const docs = jsonLines(run.stdout);
+  expect(docs, run.stdout).toHaveLength(1);
+  expect(docs[0]).toMatchObject({ code: expected.code, exit_code: expected.exit });
+  expect(typeof docs[0]!.error).toBe('string');
+  return docs[0];
+}
