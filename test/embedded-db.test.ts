@@ -77,7 +77,7 @@ describe('embedded database discovery', () => {
 
     const none = await cli(['db', 'status', '--json'], deeper);
     expect(none.code).toBe(1);
-    expect(JSON.parse(none.stdout)).toMatchObject({ state: 'absent', home: null, searchedFrom: deeper });
+    expect(JSON.parse(none.stdout)).toMatchObject({ state: 'absent', home: null, searched_from: deeper });
 
     // An empty .bundlefleet/ (say, left by an older `dev` run with DATABASE_URL) and nothing above: it is named.
     await mkdir(join(deeper, '.bundlefleet'));
@@ -152,16 +152,16 @@ describe('embedded database discovery', () => {
     expect(listed.code, listed.stderr).toBe(0);
     expect(JSON.parse(listed.stdout)).toHaveLength(1);
 
-    const status = JSON.parse((await cli(['db', 'status', '--json'], project, env, bin)).stdout) as { state: string; dataDir: string };
+    const status = JSON.parse((await cli(['db', 'status', '--json'], project, env, bin)).stdout) as { state: string; data_dir: string };
     const server = JSON.parse(await readFile(join(project, '.bundlefleet', 'server.json'), 'utf8')) as { dataDir: string; binDir?: string };
     expect(status.state).toBe('running');
     if (userInfo().uid === 0) {
       // The server runs as `postgres`: its data and binaries were placed where that user can reach them.
-      expect(status.dataDir.startsWith(join(system, 'data'))).toBe(true);
+      expect(status.data_dir.startsWith(join(system, 'data'))).toBe(true);
       expect(server.binDir?.startsWith(system)).toBe(true);
       expect(await exists(join(server.binDir!, 'postgres'))).toBe(true);
     } else {
-      expect(status.dataDir).toBe(join(project, '.bundlefleet', 'data'));
+      expect(status.data_dir).toBe(join(project, '.bundlefleet', 'data'));
     }
   });
 });

@@ -36,7 +36,8 @@ export function registerDbCommands(program: Command): void {
       }
       const status = await embeddedStatus();
       if (status.state !== 'running') process.exitCode = EXIT.failure;
-      if (flags.json) return printJson(status);
+      // Field names in snake_case, as every other --json document has them.
+      if (flags.json) return printJson(status.state === 'absent' ? { state: status.state, home: status.home, searched_from: status.searchedFrom } : { state: status.state, home: status.home, url: status.url, data_dir: status.dataDir, port: status.port });
       if (status.state === 'absent') {
         const where = noServerHere(status.home, status.searchedFrom);
         process.stdout.write(`none: ${where} (\`bundlefleet migrate\` or \`npm start\` creates one)\n`);
