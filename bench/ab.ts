@@ -15,6 +15,7 @@ import { startServer } from './lib/server.js';
 import { bundlefleetAt, parseVariants } from './lib/variants.js';
 import { startSimulator } from './lib/procs.js';
 import { load, log, median, ownCpuSeconds } from './lib/util.js';
+import { findPostmaster, processCpuSeconds, serverCpuSeconds } from './lib/server-cpu.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -40,7 +41,11 @@ async function main(): Promise<void> {
   const rates = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   // Per bundle: worker (this process) CPU ms, statement execution ms (pg_stat_statements), WAL
   // bytes, statements — steadier than bundles/s on a shared machine.
-  const costs = new Map<string, { worker: number[]; server: number[]; wal: number[]; statements: number[] }>(variants.map((v) => [v.name, { worker: [], server: [], wal: [], statements: [] }]));
+  // And the CPU of the whole PostgreSQL server and of the simulator process (/proc), so the two
+  // cores' budget per bundle is whole.
+  const costs = new Map<string, { worker: number[]; server: number[]; wal: number[]; statements: number[]; serverCpu: number[]; simulatorCpu: number[] }>(
+    variants.map((v) => [v.name, { worker: [], server: [], wal: [], statements: [], serverCpu: [], simulatorCpu: [] }]),
+  );
   try {
     for (let rep = 0; rep < Number(args.reps); rep++) {
       // Rotate the order so that no variant always runs first (or last) in a repetition.
@@ -56,12 +61,17 @@ async function main(): Promise<void> {
           await pool.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
           await pool.query('SELECT pg_stat_statements_reset()');
           const lsn0 = (await pool.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
+          const postmaster = await findPostmaster(pool);
           const cpu0 = ownCpuSeconds();
+          const serverCpu0 = postmaster ? serverCpuSeconds(postmaster) : NaN;
+          const simulatorCpu0 = processCpuSeconds(sim.child.pid);
           const urls = { tickets: sim.url, flights: sim.url, taxis: sim.url };
           const { seconds, outcomes } = await bf.processAll(pool, url, N, { concurrency, providerUrls: urls });
           if ((outcomes.completed ?? 0) !== N) throw new Error(`${v.name}: outcomes ${JSON.stringify(outcomes)}`);
           const c = costs.get(v.name)!;
           c.worker.push(((ownCpuSeconds() - cpu0) * 1000) / N);
+          c.serverCpu.push(postmaster ? ((serverCpuSeconds(postmaster) - serverCpu0) * 1000) / N : NaN);
+          c.simulatorCpu.push(((processCpuSeconds(sim.child.pid) - simulatorCpu0) * 1000) / N);
           // Statements of the worker only: the harness's own polling (count(*) on bundles) is left out.
           const st = (await pool.query<{ ms: number; calls: string }>(
             `SELECT coalesce(sum(total_exec_time), 0)::float8 AS ms, coalesce(sum(calls), 0) AS calls FROM pg_stat_statements
@@ -72,7 +82,7 @@ async function main(): Promise<void> {
           c.statements.push(Number(st.calls) / N);
           c.wal.push(Number((await pool.query<{ b: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS b', [lsn0])).rows[0]!.b) / N);
           rates.get(v.name)!.push(N / seconds);
-          log(`rep ${rep + 1} ${v.name}: ${(N / seconds).toFixed(0)} bundles/s, per bundle: worker CPU ${c.worker.at(-1)!.toFixed(2)} ms, statements ${c.statements.at(-1)!.toFixed(2)} taking ${c.server.at(-1)!.toFixed(2)} ms, WAL ${c.wal.at(-1)!.toFixed(0)} B/bundle (load ${load().join(' ')})`);
+          log(`rep ${rep + 1} ${v.name}: ${(N / seconds).toFixed(0)} bundles/s, per bundle: worker CPU ${c.worker.at(-1)!.toFixed(2)} ms, server CPU ${c.serverCpu.at(-1)!.toFixed(2)} ms, simulator CPU ${c.simulatorCpu.at(-1)!.toFixed(2)} ms, statements ${c.statements.at(-1)!.toFixed(2)} taking ${c.server.at(-1)!.toFixed(2)} ms, WAL ${c.wal.at(-1)!.toFixed(0)} B/bundle (load ${load().join(' ')})`);
         } finally {
           await pool.end();
           await server.dropDatabase(url);
@@ -88,7 +98,7 @@ async function main(): Promise<void> {
   for (const v of variants) {
     const r = rates.get(v.name)!;
     const c = costs.get(v.name)!;
-    process.stdout.write(`${v.name}: median ${median(r).toFixed(0)}/s (${(median(r) / base).toFixed(2)}× ${variants[0]!.name}); runs ${r.map((x) => x.toFixed(0)).join(', ')}; per bundle: worker CPU ${median(c.worker).toFixed(2)} ms, statements ${median(c.statements).toFixed(2)} taking ${median(c.server).toFixed(2)} ms, WAL ${median(c.wal).toFixed(0)} B\n`);
+    process.stdout.write(`${v.name}: median ${median(r).toFixed(0)}/s (${(median(r) / base).toFixed(2)}× ${variants[0]!.name}); runs ${r.map((x) => x.toFixed(0)).join(', ')}; per bundle: worker CPU ${median(c.worker).toFixed(2)} ms, server CPU ${median(c.serverCpu).toFixed(2)} ms, simulator CPU ${median(c.simulatorCpu).toFixed(2)} ms, statements ${median(c.statements).toFixed(2)} taking ${median(c.server).toFixed(2)} ms, WAL ${median(c.wal).toFixed(0)} B\n`);
   }
 }
 

@@ -40,6 +40,12 @@ export async function findPostmaster(pool: pg.Pool): Promise<number | undefined>
   return ppid;
 }
 
+/** CPU seconds (user + system) of another process on this machine so far; NaN when it is gone. */
+export function processCpuSeconds(pid: number): number {
+  const f = statFields(pid);
+  return f ? ticks(f, false) / TICKS_PER_SECOND : NaN;
+}
+
 /** The server's CPU seconds so far (postmaster, its live children and its reaped ones). */
 export function serverCpuSeconds(postmaster: number): number {
   const own = statFields(postmaster);
