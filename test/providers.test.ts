@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, it, expect, vi } from 'vitest';
 import { Command } from 'commander';
@@ -215,6 +216,19 @@ describe('provider simulator and client: faults', () => {
       const err = await providerError(client.book('tickets', 'k1', tickets, AbortSignal.timeout(50)));
       expect(err.type).toBe('transient');
       expect(err.message).toContain('aborted by caller');
+    });
+  });
+
+  it("an already aborted caller's signal sends nothing; a caller's signal that outlives many calls keeps no listener of theirs", async () => {
+    await withSimulator({}, async (sim, client) => {
+      const err = await providerError(client.book('tickets', 'k-aborted', tickets, AbortSignal.abort()));
+      expect(err.message).toContain('aborted by caller');
+      expect(sim.ledger()).toHaveLength(0);
+      // An agent's signal lives for its whole bundle, across every call and retry.
+      const agent = new AbortController();
+      for (let i = 0; i < 20; i++) await client.book('tickets', `k-${i}`, tickets, agent.signal);
+      expect(getEventListeners(agent.signal, 'abort')).toHaveLength(0);
+      expect(sim.ledger()).toHaveLength(20);
     });
   });
 

@@ -184,20 +184,25 @@ export class ProviderClient {
     // at concurrency 50 with the default 5 s (bench scenario 7, worker RSS).
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(new DOMException(`timed out after ${this.timeoutMs} ms`, 'TimeoutError')), this.timeoutMs).unref();
-    const combined = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
+    // The caller's abort ends the exchange through the same controller: AbortSignal.any() made two
+    // signals and a dependency per call (1.5 % of scenario 5a's worker samples, bench/README.md).
+    const onCallerAbort = () => timeout.abort(signal!.reason);
+    if (signal?.aborted) onCallerAbort();
+    else signal?.addEventListener('abort', onCallerAbort, { once: true });
     const at = new Date();
     const started = performance.now();
     let status: number;
     let text: string;
     let retryAfter: string | undefined;
     try {
-      ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), combined));
+      ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), timeout.signal));
     } catch (err) {
       const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout.signal, this.timeoutMs)}`, undefined, err);
       this.report(call, { method, url, at, started, body, error: failure });
       throw failure;
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onCallerAbort);
     }
     const parsed = parseJson(text);
     const refusal = (status >= 200 && status < 300) || accept.includes(status) ? undefined : classify(what, status, parsed, text, retryAfter);
