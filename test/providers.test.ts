@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { getEventListeners } from 'node:events';
+import { getEventListeners, once } from 'node:events';
+import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { describe, it, expect, vi } from 'vitest';
 import { Command } from 'commander';
@@ -217,6 +218,29 @@ describe('provider simulator and client: faults', () => {
       expect(err.type).toBe('transient');
       expect(err.message).toContain('aborted by caller');
     });
+  });
+
+  it('a provider that stalls halfway through its body is a timeout, and the connection is closed', async () => {
+    const closed: Promise<unknown>[] = [];
+    const server = http.createServer((req, res) => {
+      closed.push(once(req.socket, 'close'));
+      res.writeHead(201, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"reference": "half'); // and nothing more
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const started = performance.now();
+      const err = await providerError(new ProviderClient(urlsOf(url), { timeoutMs: 150 }).book('tickets', 'k-stall', tickets));
+      expect(err.type).toBe('transient');
+      expect(err.message).toContain('timed out after 150 ms');
+      expect(performance.now() - started).toBeLessThan(2_000);
+      await Promise.all(closed);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it("an already aborted caller's signal sends nothing; a caller's signal that outlives many calls keeps no listener of theirs", async () => {

@@ -179,30 +179,24 @@ export class ProviderClient {
 
   /** One HTTP exchange; returns 2xx replies (and `accept`ed statuses), throws a classified ProviderError otherwise. */
   private async send(call: Call, what: string, method: string, url: string, signal: AbortSignal | undefined, body?: unknown, headers: Record<string, string> = {}, accept: number[] = []): Promise<Reply> {
-    // A timer cleared when the exchange ends, not AbortSignal.timeout(): that one's timer and
-    // signal live for the whole timeout after the reply, about 7,600 of them at a time in a worker
-    // at concurrency 50 with the default 5 s (bench scenario 7, worker RSS).
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(new DOMException(`timed out after ${this.timeoutMs} ms`, 'TimeoutError')), this.timeoutMs).unref();
-    // The caller's abort ends the exchange through the same controller: AbortSignal.any() made two
-    // signals and a dependency per call (1.5 % of scenario 5a's worker samples, bench/README.md).
-    const onCallerAbort = () => timeout.abort(signal!.reason);
-    if (signal?.aborted) onCallerAbort();
-    else signal?.addEventListener('abort', onCallerAbort, { once: true });
+    // The timeout and the caller's signal end the request themselves (exchange()): no
+    // AbortSignal.timeout(), whose timer and signal lived the whole timeout after the reply, no
+    // AbortSignal.any(), whose signals V8 keeps through young-generation GCs (they are held by
+    // WeakRefs, which a scavenge treats as strong), and no AbortController per request for
+    // node:http's `signal` option (a signal, its listener and an end-of-stream watcher per call).
+    // Each of them moved request objects to the old generation, whose size sets the worker's peak
+    // RSS (bench scenario 7).
     const at = new Date();
     const started = performance.now();
     let status: number;
     let text: string;
     let retryAfter: string | undefined;
     try {
-      ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), timeout.signal));
+      ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), this.timeoutMs, signal));
     } catch (err) {
-      const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, timeout.signal, this.timeoutMs)}`, undefined, err);
+      const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, this.timeoutMs)}`, undefined, err);
       this.report(call, { method, url, at, started, body, error: failure });
       throw failure;
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onCallerAbort);
     }
     const parsed = parseJson(text);
     const refusal = (status >= 200 && status < 300) || accept.includes(status) ? undefined : classify(what, status, parsed, text, retryAfter);
@@ -251,9 +245,9 @@ function classify(what: string, status: number, body: unknown, text: string, ret
   return ProviderError.transient(message, status, cause);
 }
 
-function describeFailure(err: unknown, signal: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): string {
+function describeFailure(err: unknown, signal: AbortSignal | undefined, timeoutMs: number): string {
   if (signal?.aborted) return 'aborted by caller';
-  if (timeout.aborted) return `timed out after ${timeoutMs} ms`;
+  if (err instanceof ExchangeTimeout) return `timed out after ${timeoutMs} ms`;
   const code = (err as { code?: unknown } | null)?.code;
   const reason = err instanceof Error ? err.message : String(err);
   return typeof code === 'string' && !reason.includes(code) ? `${code}: ${reason}` : reason;
@@ -269,28 +263,59 @@ const agents = {
   'https:': new https.Agent({ keepAlive: true, maxSockets: 256 }),
 };
 
-/** One request and its whole body; rejects on socket errors and when `signal` aborts (timeout included). */
-function exchange(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<{ status: number; text: string; retryAfter?: string }> {
+/** The client's own timeout ended an exchange. */
+class ExchangeTimeout extends Error {
+  override name = 'TimeoutError';
+}
+
+/**
+ * One request and its whole body; rejects on socket errors, when `signal` aborts, and when the
+ * whole exchange (body included) takes longer than `timeoutMs`; the request is destroyed then.
+ */
+function exchange(url: string, method: string, headers: Record<string, string>, body: string | undefined, timeoutMs: number, signal: AbortSignal | undefined): Promise<{ status: number; text: string; retryAfter?: string }> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
     const target = new URL(url);
     const transport = target.protocol === 'https:' ? https : http;
     const req = transport.request(target, {
       method,
       agent: agents[target.protocol as 'http:' | 'https:'],
       headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-      signal,
     });
-    req.on('error', reject);
+    let ended = false;
+    const end = (err: unknown, reply?: { status: number; text: string; retryAfter?: string }) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (reply) resolve(reply);
+      else {
+        req.destroy();
+        reject(err);
+      }
+    };
+    const onAbort = () => end(abortError(signal!));
+    // The timeout covers the body too: a provider that stalls mid-body is still a timeout.
+    const timer = setTimeout(() => end(new ExchangeTimeout(`timed out after ${timeoutMs} ms`)), timeoutMs).unref();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.on('error', end);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
-      // The timeout covers the body too: a provider that stalls mid-body is still a timeout.
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('aborted', () => reject(Object.assign(new Error('response aborted'), { code: 'ECONNRESET' })));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
+      res.on('error', end);
+      res.on('aborted', () => end(Object.assign(new Error('response aborted'), { code: 'ECONNRESET' })));
+      res.on('end', () => end(undefined, { status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), retryAfter: res.headers['retry-after'] }));
     });
     req.end(body);
   });
+}
+
+/** What a request aborted through its signal rejects with (as node:http's own `signal` option does). */
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('The operation was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
 }
 
 function parseJson(text: string): unknown {
