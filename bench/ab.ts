@@ -62,9 +62,10 @@ async function main(): Promise<void> {
           await pool.query('SELECT pg_stat_statements_reset()');
           const lsn0 = (await pool.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l;
           const postmaster = await findPostmaster(pool);
-          const cpu0 = ownCpuSeconds();
           const serverCpu0 = postmaster ? serverCpuSeconds(postmaster) : NaN;
           const simulatorCpu0 = processCpuSeconds(sim.child.pid);
+          // Read last: the /proc scans above are this process's CPU, not the worker's.
+          const cpu0 = ownCpuSeconds();
           const urls = { tickets: sim.url, flights: sim.url, taxis: sim.url };
           const { seconds, outcomes } = await bf.processAll(pool, url, N, { concurrency, providerUrls: urls });
           if ((outcomes.completed ?? 0) !== N) throw new Error(`${v.name}: outcomes ${JSON.stringify(outcomes)}`);

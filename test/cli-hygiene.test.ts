@@ -8,12 +8,14 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createTestDb } from './support/db.js';
 import { cli, expectNoStack, expectRefusal, jsonLines } from './support/cli.js';
 import { enqueueVip } from './support/fleet.js';
 import { shouldColor } from '../src/logger.js';
 import { routes } from '../src/http/routes.js';
+import { printJson, reportError, requestJsonOutput } from '../src/cli/context.js';
+import { NotFound } from '../src/errors.js';
 
 const NO_DB = 'postgres://u:secret@127.0.0.1:1/none';
 const ESC = '\u001b[';
@@ -181,6 +183,43 @@ describe('--json when a command fails', () => {
       // The same failure without --json prints nothing on stdout.
       const plain = c.args.filter((a) => a !== '--json');
       expectRefusal(await cli(c.url ?? db.url, plain, { input: '{"customer_email": ', env: c.env }), plain, { exit: c.exit, code: c.code });
+    }
+  });
+
+  it('--json is read as a flag only where it is one; a long-running command never gets an error document', async () => {
+    const db = await createTestDb();
+    // The value of --idempotency-key, not the flag: the usage error is text only.
+    const asValue = await cli(db.url, ['enqueue', '--idempotency-key', '--json', '--bogus']);
+    expect(asValue.code).toBe(2);
+    expect(asValue.stdout).toBe('');
+    const afterDashes = await cli(db.url, ['list', '--bogus', '--', '--json']);
+    expect(afterDashes.code).toBe(2);
+    expect(afterDashes.stdout).toBe('');
+    // `supervise --loop` logs to stdout like a service: a bad variable is exit 2 and no document.
+    const loop = await cli(db.url, ['supervise', '--loop', '--json'], { env: { LOG_LEVEL: 'loud' } });
+    expect(loop.code).toBe(2);
+    expect(loop.stderr).toContain('LOG_LEVEL: must be one of');
+    expect(loop.stdout).toBe('');
+    // `help` of a command that does not exist.
+    const help = await cli(NO_DB, ['help', 'bogus', '--json']);
+    expect(expectRefusal(help, ['--json'], { exit: 2, code: 'USAGE' })!.error).toBe("no such command: see 'bundlefleet --help'");
+  });
+
+  it('reportError prints no error document after the command printed its result', () => {
+    const written: string[] = [];
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: unknown) => (written.push(String(chunk)), true));
+    const errWrite = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      requestJsonOutput(true);
+      expect(reportError(new NotFound('gone'))).toBe(1);
+      expect(written.map((w) => JSON.parse(w))).toEqual([{ error: 'gone', code: 'NOT_FOUND', exit_code: 1 }]);
+      printJson({ ok: true });
+      reportError(new Error('after the result'));
+      expect(written).toHaveLength(2);
+    } finally {
+      requestJsonOutput(false);
+      write.mockRestore();
+      errWrite.mockRestore();
     }
   });
 

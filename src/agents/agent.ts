@@ -93,7 +93,7 @@ function callWithRetry<T>(run: Run, fn: () => Promise<T>): Promise<T> {
       }
     },
     {
-      // Every option p-retry reads is given (its defaults where ours are not): it copies the
+      // Every option p-retry fills in is given (its defaults where ours are not): it copies the
       // options and fills in the missing ones with `??=`, and in Node 20's V8 that copy got a new
       // hidden class on every call, garbage that survived young-generation GCs (about a fifth of
       // what the worker moved to the old generation; bench scenario 7, worker RSS).

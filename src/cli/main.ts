@@ -91,12 +91,31 @@ ${EXIT_CODES_HELP}`);
   return program;
 }
 
+/**
+ * Whether `--json` is on the command line as a flag: not after `--`, and not as the value of an
+ * option that takes one (`--idempotency-key --json`).
+ */
+function jsonFlagGiven(program: Command, args: string[]): boolean {
+  const takesValue = new Set<string>();
+  const collect = (c: Command) => {
+    for (const o of c.options) if (o.required || o.optional) for (const flag of [o.long, o.short]) if (flag) takesValue.add(flag);
+  };
+  collect(program);
+  eachCommand(program, collect);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') return false;
+    if (args[i] === '--json') return true;
+    if (takesValue.has(args[i]!)) i++;
+  }
+  return false;
+}
+
 export async function main(argv = process.argv): Promise<void> {
   exitQuietlyOnClosedPipe();
   const program = buildProgram();
   // Until commander has parsed the command (and the hook above has read its own --json), a usage
   // error under --json is told by the word on the command line.
-  requestJsonOutput(argv.slice(2).includes('--json'));
+  requestJsonOutput(jsonFlagGiven(program, argv.slice(2)));
   try {
     // Loads the OpenTelemetry SDK only when OTEL_* asks for traces (tracing.ts); a bad OTEL value exits 2.
     await startTracing();
@@ -104,7 +123,8 @@ export async function main(argv = process.argv): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version end here with code 0; usage errors were already printed by commander.
-      if (err.exitCode !== 0) reportUsageError(err.message);
+      // `help <no such command>` prints the root help and ends as 'commander.help' with code 1.
+      if (err.exitCode !== 0) reportUsageError(err.code === 'commander.help' ? "no such command: see 'bundlefleet --help'" : err.message);
       process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
       return;
     }

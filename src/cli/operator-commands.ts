@@ -74,6 +74,7 @@ async function runAction(action: Action, id: string | undefined, flags: Operator
     process.stderr.write(`${ids.length} bundle(s) match (${describeFilter(filter)})\n`);
     if (!(await confirm(`${action.name} ${ids.length} bundle(s)?`, { yes: flags.yes, what: `${action.name} these ${ids.length} bundle(s)` }))) {
       process.stderr.write('nothing done\n');
+      if (flags.json) printJson({ ...summary, declined: true, bundles: [] });
       return;
     }
     const moved = await action.many(pool, ids);
