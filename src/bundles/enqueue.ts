@@ -280,7 +280,8 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
       await resolveLateDuplicates(client, batch, rows);
       await refuseHeldKeys(client, batch, rows, ids, insert);
       await refuseDifferentReplays(client, batch, rows, payloads, kind, place);
-      if (rows.some((r) => r.created)) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(rows.filter((r) => r.created).length)]);
+      const created = rows.filter((r) => r.created).length;
+      if (created) await client.query('SELECT pg_notify($1, $2)', [DUE_CHANNEL, String(created)]);
       return rows;
     }).catch((err: unknown) => {
       // Earlier batches are committed (keyed inputs go one batch at a time): the refusal says which bundles were enqueued before it.

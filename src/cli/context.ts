@@ -109,7 +109,7 @@ function describeError(err: unknown): { exitCode: number; text: string } {
   // A configuration error: the URL points a session-bound connection at a transaction pooler.
   if (err instanceof SessionRequired) return { exitCode: EXIT.usage, text: err.message };
   if (err instanceof EmbeddedDatabaseError) return { exitCode: err.exitCode, text: err.message };
-  if (isTypedError(err)) return { exitCode: EXIT.failure, text: (err as Error).message };
+  // Not found, a conflict, a missing schema, an unreachable database, or anything else.
   return { exitCode: EXIT.failure, text: (err as Error)?.message ?? String(err) };
 }
 
