@@ -90,7 +90,7 @@ describe('bundlefleet enqueue', () => {
       expectNoStack(refused);
     }
     expect(await countRows(db.pool)).toBe(1);
-    expect(await countRows(db.pool, 'bundle_history')).toBe(1);
+    expect(await countRows(db.pool, 'bundle_history')).toBe(0);
 
     const replayJson = await cli(db.url, [...withTickets('1'), '--json']);
     expect(replayJson.code, replayJson.stderr).toBe(0);

@@ -41,10 +41,21 @@ describe('booking bundles end to end', () => {
       ['taxi', 'booked'],
     ]);
     expect(view.steps.every((s) => s.reference)).toBe(true);
-    expect(view.history[0]).toMatchObject({ to_state: 'pending', reason: 'enqueued' });
+    expect(view.history[0]).toMatchObject({ actor: 'enqueue', attempt: 0, from_state: null, to_state: 'pending', reason: 'enqueued', at: view.created_at });
+    expect(view.history.filter((h) => h.reason === 'enqueued')).toHaveLength(1);
+    expect(view.history[1]).toMatchObject({ from_state: 'pending', to_state: 'running', reason: 'claimed' });
     expect(view.history.at(-1)).toMatchObject({ from_state: 'running', to_state: 'completed' });
     // The local tickets record exists for the show tickets step.
     const { rows } = await db.pool.query('SELECT reference FROM tickets WHERE booking_id = $1', [b!.booking_id]);
     expect(rows).toHaveLength(1);
+  });
+
+  it("shows a bundle enqueued before migration 010 (its enqueue a history row, no enqueued_by) with one 'enqueued' entry", async () => {
+    const db = await createTestDb();
+    const [b] = await enqueueVip(db.pool, 1);
+    await db.pool.query(`UPDATE bundles SET enqueued_by = NULL WHERE id = $1`, [b!.vip_bundle_id]);
+    await db.pool.query(`INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason) VALUES ($1, 'cli', 0, NULL, 'pending', 'enqueued')`, [b!.vip_bundle_id]);
+    const view = await inspectBundle(db.pool, b!.vip_bundle_id);
+    expect(view.history).toEqual([expect.objectContaining({ actor: 'cli', to_state: 'pending', reason: 'enqueued' })]);
   });
 });

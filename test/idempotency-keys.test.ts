@@ -50,7 +50,7 @@ describe('idempotency keys in enqueueBundles', () => {
     expect(twice).toMatchObject({ idempotencyKey: 'k-2', index: 1 });
 
     expect(await count(db.pool, 'bundles')).toBe(1);
-    expect(await count(db.pool, 'bundle_history')).toBe(1);
+    expect(await count(db.pool, 'bundle_history')).toBe(0);
     expect(await count(db.pool, `pgboss.job WHERE name = 'VipBundleInitialized_v1'`)).toBe(1);
   });
 

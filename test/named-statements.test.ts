@@ -77,10 +77,10 @@ describe('named statements', () => {
       expect(rows).toHaveLength(40);
       expect(await prepared(large)).toEqual([]);
       await large.end();
-      const { rows: counts } = await db.pool.query<{ bundles: number; history: number }>(
-        `SELECT (SELECT count(*)::int FROM bundles) AS bundles, (SELECT count(*)::int FROM bundle_history WHERE reason = 'enqueued') AS history`,
+      const { rows: counts } = await db.pool.query<{ bundles: number; enqueued_by: number }>(
+        `SELECT (SELECT count(*)::int FROM bundles) AS bundles, (SELECT count(*)::int FROM bundles WHERE enqueued_by IS NOT NULL) AS enqueued_by`,
       );
-      expect(counts[0]).toEqual({ bundles: 42, history: 42 });
+      expect(counts[0]).toEqual({ bundles: 42, enqueued_by: 42 });
     } finally {
       await session.end();
     }

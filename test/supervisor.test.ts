@@ -16,6 +16,7 @@ import { Conflict, NotFound, BadInput } from '../src/errors.js';
 import { createPool } from '../src/db/pool.js';
 import { WORKER_LOCK_KEY_SQL } from '../src/scheduler/liveness.js';
 import { claimBundles } from '../src/scheduler/claim.js';
+import { inspectBundle } from '../src/bundles/read.js';
 
 const fast: SupervisorOptions = { backoffBaseSeconds: 0.01, backoffMaxSeconds: 0.05, logger: quietLogger() };
 
@@ -354,11 +355,18 @@ describe('operator commands and alerts', () => {
     const db = await createTestDb();
     const [old, fresh] = await enqueueVip(db.pool, 2);
     await db.pool.query(`UPDATE bundles SET state = 'completed', finished_at = now() - interval '40 days' WHERE id = $1`, [old!.vip_bundle_id]);
+    // A transition of each bundle: the old one's finish, 40 days ago; the fresh one's claim, now.
+    await db.pool.query(
+      `INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, at)
+       VALUES ($1, 'w1', 1, 'running', 'completed', 'completed', now() - interval '40 days'), ($2, 'w1', 1, 'pending', 'running', 'claimed', now())`,
+      [old!.vip_bundle_id, fresh!.vip_bundle_id],
+    );
     const report = await runOnce(db.pool, { ...fast, retentionSeconds: 30 * 86_400 });
-    expect(report.pruned).toBeGreaterThanOrEqual(2);
+    expect(report.pruned).toBe(2);
     expect(await bundle(db, old!.vip_bundle_id)).toBeUndefined();
     expect(await historyReasons(db, old!.vip_bundle_id)).toEqual([]);
     expect(await bundle(db, fresh!.vip_bundle_id)).toBeDefined();
-    expect(await historyReasons(db, fresh!.vip_bundle_id)).toEqual(['enqueued']);
+    expect(await historyReasons(db, fresh!.vip_bundle_id)).toEqual(['claimed']);
+    expect((await inspectBundle(db.pool, fresh!.vip_bundle_id)).history.map((h) => h.reason)).toEqual(['enqueued', 'claimed']);
   });
 });

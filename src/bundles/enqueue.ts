@@ -1,6 +1,7 @@
 /**
- * Enqueue: one INSERT per batch (unnest), the history rows and the events in the same
- * transaction, and a NOTIFY so idle schedulers wake at once.
+ * Enqueue: one INSERT per batch (unnest) and the events in the same statement, and a NOTIFY so
+ * idle schedulers wake at once. The enqueue's timeline entry is the bundle row itself (`created_at`,
+ * `enqueued_by`; sql/010_enqueued_by.sql), not a history row.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
@@ -65,15 +66,12 @@ WITH input AS (
   SELECT * FROM ROWS FROM (unnest($1::uuid[]), unnest($2::uuid[]), jsonb_array_elements($3::jsonb), unnest($4::text[]), unnest($8::text[]), unnest($9::text[]))
     WITH ORDINALITY AS t(id, booking_id, payload, idempotency_key, active_key, trace_context, ord)
 ), inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key, trace_context)
-  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key, trace_context FROM input ORDER BY ord
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, idempotency_key, active_key, trace_context, enqueued_by)
+  SELECT id, booking_id, $5, $7, payload, idempotency_key, active_key, trace_context, $6 FROM input ORDER BY ord
   -- No conflict target: a used idempotency key (a replay) and a held active key (a refusal) are
   -- both skipped here and told apart below.
   ON CONFLICT DO NOTHING
   RETURNING id, booking_id, idempotency_key, trace_context
-), history AS (
-  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
-  SELECT id, $6, 0, NULL, 'pending', 'enqueued' FROM inserted
 )${events ? initializedEventCtes('$10', '$11') : ''}
 SELECT input.ord,
        coalesce(ins.id, existing.id) AS id,
@@ -87,20 +85,17 @@ ORDER BY input.ord`);
 /**
  * A batch without idempotency keys cannot conflict, and its ids are made here: a plain INSERT
  * (no speculative insertion, no join back to find existing rows) that returns nothing per row,
- * with its history rows, its events and its NOTIFY in the same statement: one autocommitted
+ * with its events and its NOTIFY in the same statement: one autocommitted
  * statement, one round trip. About 1.4× the rate of keyedBatchSql for such batches.
  * Parameters: $1 ids, $2 booking ids, $3 payloads, $4 kind, $5 actor, $6 kind version, $7 trace
  * contexts, $8 the event's name and $9 its trace context override (only with events).
  */
 const unkeyedBatchSql = memo((events: boolean) => `
 WITH inserted AS (
-  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context)
-  SELECT id, booking_id, $4, $6, payload, trace_context
+  INSERT INTO bundles (id, booking_id, kind, kind_version, payload, trace_context, enqueued_by)
+  SELECT id, booking_id, $4, $6, payload, trace_context, $5
   FROM ROWS FROM (unnest($1::uuid[]), unnest($2::uuid[]), jsonb_array_elements($3::jsonb), unnest($7::text[])) AS t(id, booking_id, payload, trace_context)
   RETURNING id, booking_id, trace_context
-), history AS (
-  INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
-  SELECT id, $5, 0, NULL, 'pending', 'enqueued' FROM inserted
 )${events ? initializedEventCtes('$8', '$9') : ''}
 SELECT pg_notify('${DUE_CHANNEL}', count(*)::text) FROM inserted`);
 
@@ -253,7 +248,7 @@ async function writeBatch(pool: pg.Pool, batch: EnqueueItem[], kind: BundleKind,
   const eventParams = events ? [event, traces.eventTraceparentOverride] : [];
   let rows: Row[];
   if (batch.every(isUnkeyed)) {
-    // Rows, history, events and NOTIFY in one statement: atomic on its own, no transaction needed.
+    // Rows, events and NOTIFY in one statement: atomic on its own, no transaction needed.
     // Named only on a pool proven to be a session (db/statements.ts): parsing and planning this
     // statement was 0.3 ms of a single enqueue's 2.2 ms on an idle server (bench/README.md, "Scenario 2").
     const params = [uuidArray(ids), uuidArray(bookingIds), jsonArray(payloads), kind.name, actor, kind.version, traceparents, ...eventParams];

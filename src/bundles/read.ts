@@ -140,12 +140,21 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
       const status = row?.status ?? (b.state === 'completed' ? 'booked' : 'pending');
       return { name: def.name, status, reference: row?.reference ?? null, idempotency_key: row?.idempotency_key ?? null, error: row?.error ?? null };
     }),
-    history: history.rows.map((h) => ({ ...h, at: iso(h.at)! })),
+    history: [...enqueueEntry(b), ...history.rows.map((h) => ({ ...h, at: iso(h.at)! }))],
     active_key: b.active_key ?? null,
     failure_acked_at: iso(b.failure_acked_at),
     exchanges: exchanges.rows.reverse().map(({ total: _, ...e }) => ({ ...e, at: iso(e.at)! })),
     exchanges_omitted: Math.max(0, Number(exchanges.rows[0]?.total ?? 0) - exchanges.rows.length),
   };
+}
+
+/**
+ * The enqueue's timeline entry, which the bundle row keeps (sql/010_enqueued_by.sql): the same
+ * fields its history row had. None for a bundle enqueued before 010, whose history row says it.
+ */
+function enqueueEntry(b: Record<string, unknown>): BundleView['history'] {
+  if (typeof b.enqueued_by !== 'string') return [];
+  return [{ at: iso(b.created_at)!, actor: b.enqueued_by, attempt: 0, from_state: null, to_state: 'pending', step: null, reason: 'enqueued', error: null }];
 }
 
 /** A bundle is parked while it waits (pending or compensating) for the time its last park set. */
