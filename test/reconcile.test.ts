@@ -15,6 +15,8 @@ import { ProviderClient } from '../src/providers/client.js';
 import { claimReconciliations } from '../src/scheduler/claim.js';
 import { reconcileBundle } from '../src/agents/reconcile.js';
 import { runOnce } from '../src/supervisor/supervisor.js';
+import { MAX_RECONCILE_ATTEMPTS, RECONCILE_RETRY_SECONDS } from '../src/bundles/reconciliation.js';
+import { unrunnableKindVersions } from '../src/bundles/read.js';
 
 async function reconcileState(pool: pg.Pool, id: string) {
   const { rows } = await pool.query(`SELECT state, reconcile_at, extract(epoch FROM reconcile_at - finished_at)::float8 AS after_s, reconcile_attempts FROM bundles WHERE id = $1`, [id]);
@@ -151,5 +153,77 @@ describe('reconciliation of undone bundles', () => {
     // 120 s is the supervisor's delay; the first attempt's lease ends in about 598 s, plus the 5 s margin.
     expect(r.in_s).toBeGreaterThan(595);
     expect(r.in_s).toBeLessThan(610);
+  });
+
+  /** A compensated vip v1 bundle whose show tickets a late request booked after its undo (the provider forgot the cancel). */
+  async function lateBooking(db: Awaited<ReturnType<typeof createTestDb>>, sim: Awaited<ReturnType<typeof startSimulator>>) {
+    const [b] = await enqueueVip(db.pool, 1, 1);
+    const id = b!.vip_bundle_id;
+    const key = stepIdempotencyKey(id, 'show_tickets');
+    const [claimed] = await claimAs(db.pool, { workerId: 'zombie', limit: 1, leaseSeconds: 60 });
+    await recordIntent(db.pool, { bundleId: id, attempt: claimed!.attempt, actor: 'zombie', leaseSeconds: 60 }, 0, 'show_tickets', key);
+    await db.pool.query(`UPDATE steps SET status = 'cancelled' WHERE bundle_id = $1`, [id]);
+    await db.pool.query(`UPDATE bundles SET state = 'compensated', finished_at = now(), locked_by = NULL, reconcile_at = now() WHERE id = $1`, [id]);
+    const p = claimed!.payload as { show_id: string; customer_email: string; number_of_tickets: number };
+    await new ProviderClient(simulatorUrls(sim)).book('tickets', key, { show_id: p.show_id, booking_id: b!.booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets });
+    expect(sim.ledger().find((e) => e.idempotency_key === key)?.status).toBe('booked');
+    return { id, key };
+  }
+
+  it('never gives up silently: past its last pass it raises an unreconciled alert and goes on hourly until a pass cancels the late booking', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ forgetUnknownCancels: true });
+    const { id, key } = await lateBooking(db, sim);
+    // Every pass so far found the tickets provider unreachable; this is the last one before the alert.
+    await db.pool.query(`UPDATE bundles SET reconcile_attempts = $2 WHERE id = $1`, [id, MAX_RECONCILE_ATTEMPTS - 1]);
+    const down = await startSimulator();
+    await down.close();
+    await holdWorkerLock(db.pool, 'reconciler');
+    const pass = async (providers: ProviderClient) => {
+      const claims = await claimReconciliations(db.pool, { workerId: 'reconciler', limit: 1, leaseSeconds: 5 });
+      expect(claims).toHaveLength(1);
+      return reconcileBundle(claims[0]!, { pool: db.pool, providers, workerId: 'reconciler', logger: quietLogger() });
+    };
+    expect((await pass(new ProviderClient({ ...simulatorUrls(sim), tickets: down.url }, { timeoutMs: 500 }))).done).toBe(false);
+
+    const { rows: [after] } = await db.pool.query(`SELECT state, reconcile_attempts, extract(epoch FROM reconcile_at - now())::float8 AS in_s FROM bundles WHERE id = $1`, [id]);
+    expect(after.state).toBe('compensated');
+    expect(after.reconcile_attempts).toBe(MAX_RECONCILE_ATTEMPTS);
+    // Not given up: due again in an hour.
+    expect(after.in_s).toBeGreaterThan(RECONCILE_RETRY_SECONDS - 60);
+    expect(after.in_s).toBeLessThan(RECONCILE_RETRY_SECONDS + 60);
+    const { rows: notes } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciliation incomplete after%'`, [id]);
+    expect(notes[0].reason).toMatch(/^reconciliation incomplete after 10 passes \(alert raised\), next pass in 60 min: show_tickets: not reached/);
+    // The supervisor raises the alert once.
+    await runOnce(db.pool, { logger: quietLogger() });
+    await runOnce(db.pool, { logger: quietLogger() });
+    const alerts = async () => (await db.pool.query(`SELECT kind, message, resolved_at IS NOT NULL AS resolved FROM alerts WHERE bundle_id = $1`, [id])).rows;
+    expect(await alerts()).toEqual([{ kind: 'unreconciled', message: expect.stringContaining('not reconciled after 10 passes'), resolved: false }]);
+
+    // The hour passes, and the provider answers again: the next pass cancels the late booking.
+    await db.pool.query(`UPDATE bundles SET reconcile_at = now() WHERE id = $1`, [id]);
+    expect((await pass(new ProviderClient(simulatorUrls(sim), { timeoutMs: 500 }))).done).toBe(true);
+    expect(sim.ledger().find((e) => e.idempotency_key === key)?.status).toBe('cancelled');
+    await runOnce(db.pool, { logger: quietLogger() });
+    expect(await alerts()).toEqual([expect.objectContaining({ kind: 'unreconciled', resolved: true })]);
+  });
+
+  it('keeps a bundle whose pass is still due from being pruned, and its kind version from being removed', async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ forgetUnknownCancels: true });
+    const { id } = await lateBooking(db, sim);
+    await db.pool.query(`UPDATE bundles SET finished_at = now() - interval '40 days', reconcile_at = now() + interval '1 hour' WHERE id = $1`, [id]);
+    // A build without vip v1 could never run the pass: migrate, worker and stats count the bundle as unfinished.
+    const newBuild = [{ kind: 'vip', version: 2 }, { kind: 'noop', version: 1 }];
+    expect(await unrunnableKindVersions(db.pool, newBuild)).toEqual([{ kind: 'vip', version: 1, bundles: 1 }]);
+    expect(await unrunnableKindVersions(db.pool, newBuild, { claimableOnly: true })).toEqual([{ kind: 'vip', version: 1, bundles: 1 }]);
+    // Retention leaves it (and the pass) alone.
+    await runOnce(db.pool, { logger: quietLogger(), retentionSeconds: 30 * 86_400 });
+    expect((await db.pool.query(`SELECT 1 FROM bundles WHERE id = $1`, [id])).rowCount).toBe(1);
+    // Once reconciled, neither holds.
+    await db.pool.query(`UPDATE bundles SET reconcile_at = NULL WHERE id = $1`, [id]);
+    expect(await unrunnableKindVersions(db.pool, newBuild)).toEqual([]);
+    await runOnce(db.pool, { logger: quietLogger(), retentionSeconds: 30 * 86_400 });
+    expect((await db.pool.query(`SELECT 1 FROM bundles WHERE id = $1`, [id])).rowCount).toBe(0);
   });
 });

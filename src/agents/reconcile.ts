@@ -12,13 +12,12 @@
 import pRetry from 'p-retry';
 import type pg from 'pg';
 import { bundleKind } from '../bundles/kinds.js';
+import { MAX_RECONCILE_ATTEMPTS, RECONCILE_RETRY_SECONDS } from '../bundles/reconciliation.js';
 import type { ProviderClient } from '../providers/client.js';
 import type { ClaimedReconciliation } from '../scheduler/claim.js';
 import type { Logger } from '../logger.js';
 import { loadSteps } from './fenced-writes.js';
 
-/** After this many passes that could not reach every provider, the bundle is left with a note (its dead alert stands). */
-export const MAX_RECONCILE_ATTEMPTS = 10;
 
 export interface ReconcileDeps {
   pool: pg.Pool;
@@ -61,17 +60,20 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
       findings.push(`${step.name}: not reached`);
     }
   }
-  const done = unreached === undefined || claim.reconcile_attempts >= MAX_RECONCILE_ATTEMPTS;
-  const reason = unreached === undefined
+  const done = unreached === undefined;
+  const alerted = claim.reconcile_attempts >= MAX_RECONCILE_ATTEMPTS;
+  const reason = done
     ? `reconciled: ${findings.join('; ') || 'no step reached a provider'}`
-    : done
-      ? `reconciliation gave up after ${claim.reconcile_attempts} passes: ${findings.join('; ')}`
+    : alerted
+      ? `reconciliation incomplete after ${claim.reconcile_attempts} passes (alert raised), next pass in ${RECONCILE_RETRY_SECONDS / 60} min: ${findings.join('; ')}`
       : `reconciliation incomplete, will retry: ${findings.join('; ')}`;
-  // Only the pass that holds the claim (its reconcile_at mark) finishes it; a retry keeps the mark
-  // moved forward by the claim, so it comes due again after the claim's lease.
+  // Only the pass that holds the claim (its reconcile_at mark) finishes it. An incomplete pass keeps
+  // the mark the claim moved forward, so it comes due again after the claim's lease; once alerted,
+  // an hour later.
   await deps.pool.query(
     `WITH mine AS (
-       UPDATE bundles SET reconcile_at = CASE WHEN $3 THEN NULL ELSE reconcile_at END
+       UPDATE bundles SET reconcile_at = CASE WHEN $3 THEN NULL
+                                              ELSE greatest(reconcile_at, now() + make_interval(secs => $8)) END
        WHERE id = $1 AND reconcile_at = $2::timestamptz AND state IN ('compensated', 'dead')
        RETURNING id, attempt, state
      ), local_tickets AS (
@@ -79,7 +81,7 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
      )
      INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
      SELECT id, $4, attempt, state, state, $5, $7 FROM mine`,
-    [claim.id, claim.claimed_until, done, deps.workerId, reason.slice(0, 2000), freeLocal, unreached ?? null],
+    [claim.id, claim.claimed_until, done, deps.workerId, reason.slice(0, 2000), freeLocal, unreached ?? null, alerted ? RECONCILE_RETRY_SECONDS : 0],
   );
   if (cancelled.length) log.warn({ cancelled }, 'reconciliation found live bookings for an undone bundle and cancelled them');
   else log.debug({ findings }, 'reconciled');

@@ -36,7 +36,7 @@ export interface EventData {
   /** The bundle ended without its booking: everything undone (`compensated`) or undoing gave up (`dead`). */
   VipBundleFailed_v1: { vip_bundle_id: string; booking_id: string; outcome: 'compensated' | 'dead' };
   /** The supervisor raised an alert about the bundle. */
-  BundleStuck_v1: { alert_id: string; vip_bundle_id: string; kind: 'stuck' | 'dead' | 'resets'; message: string };
+  BundleStuck_v1: { alert_id: string; vip_bundle_id: string; kind: 'stuck' | 'dead' | 'resets' | 'unreconciled'; message: string };
 }
 
 export interface EventEnvelope<T = Record<string, unknown>> {

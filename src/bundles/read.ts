@@ -228,14 +228,20 @@ export interface KindVersionCount {
 }
 
 /**
- * Non-terminal bundles of kind versions not in `carried` (default: this build's). No worker of this
- * build will run them: after a deploy that dropped a version too early they wait for a worker that
- * carries it. `stats`, the status page and the workers' logs and metrics say so.
+ * Unfinished bundles of kind versions not in `carried` (default: this build's): non-terminal ones,
+ * and undone ones whose reconciliation pass is still due (it needs their version's step list, and
+ * a worker claims only passes of versions it carries; invariant 8). No worker of this build will
+ * run them: after a deploy that dropped a version too early they wait for a worker that carries
+ * it. `stats`, the status page and the workers' logs and metrics say so, and `migrate` and
+ * `worker` refuse to start (cli/kind-check.ts).
  */
 export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions(), opts: { claimableOnly?: boolean } = {}): Promise<KindVersionCount[]> {
   // claimableOnly: what a worker checks every 30 s — the claim index's literal condition, so it
   // costs an index scan, not a scan of the table.
-  const which = opts.claimableOnly ? `state IN ('pending', 'compensating')` : `state NOT IN ('completed', 'compensated', 'dead')`;
+  // reconcile_at IS NOT NULL: the literal condition of bundles_reconcile_idx (a BitmapOr of the two).
+  const which = opts.claimableOnly
+    ? `(state IN ('pending', 'compensating') OR reconcile_at IS NOT NULL)`
+    : `(state NOT IN ('completed', 'compensated', 'dead') OR reconcile_at IS NOT NULL)`;
   const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
     `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
      WHERE ${which}

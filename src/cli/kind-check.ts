@@ -20,6 +20,6 @@ export async function refuseMissingKindVersions(db: Queryable, allow: unknown): 
   if (!missing.length) return;
   const what = missing.map((m) => `${m.bundles} ${m.kind} v${m.version}`).join(', ');
   throw new BadInput(
-    `unfinished bundles use kind versions this build does not carry (${what}): deploy a build that still carries them until \`bundlefleet stats\` shows none, or pass --allow-missing-kind-versions (BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS) to leave them waiting`,
+    `unfinished bundles (or undone ones still due a reconciliation pass) use kind versions this build does not carry (${what}): deploy a build that still carries them until \`bundlefleet stats\` shows none, or pass --allow-missing-kind-versions (BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS) to leave them waiting`,
   );
 }

@@ -5,8 +5,9 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { NotFound, BadInput } from '../errors.js';
+import { MAX_RECONCILE_ATTEMPTS } from '../bundles/reconciliation.js';
 
-export type AlertKind = 'stuck' | 'dead' | 'resets';
+export type AlertKind = 'stuck' | 'dead' | 'resets' | 'unreconciled';
 
 export interface Alert {
   id: string;
@@ -83,7 +84,9 @@ export interface RaisedAlert {
 
 /**
  * Raises the alerts due now — stuck (non-terminal, older than stuck-after, and if parked on a
- * provider window, parked for longer than stuck-after), dead, reset too often —
+ * provider window, parked for longer than stuck-after), dead, reset too often, and unreconciled
+ * (an undone bundle whose reconciliation pass has not reached every provider after
+ * MAX_RECONCILE_ATTEMPTS passes: bundles/reconciliation.ts) —
  * at most one unresolved per (bundle, kind): ON CONFLICT on the partial unique index makes a
  * second supervisor's insert a no-op. Returns only the alerts this call created.
  */
@@ -107,24 +110,34 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
         FROM bundles
         WHERE state IN ('pending', 'running', 'failed', 'compensating') AND reset_count > $2
         LIMIT $3)
+       UNION ALL
+       -- reconcile_at IS NOT NULL: the literal condition of bundles_reconcile_idx, so few rows are read.
+       (SELECT id, 'unreconciled', 'undone bundle (' || state || ') not reconciled after ' || reconcile_attempts
+               || ' passes: a provider may still hold one of its bookings; passes go on hourly (see its timeline)'
+        FROM bundles
+        WHERE reconcile_at IS NOT NULL AND state IN ('compensated', 'dead') AND reconcile_attempts >= $4
+        LIMIT $3)
      )
      INSERT INTO alerts (bundle_id, kind, message)
      SELECT bundle_id, kind, message FROM due
      ON CONFLICT (bundle_id, kind) WHERE resolved_at IS NULL DO NOTHING
      RETURNING id::text, bundle_id, kind, message, (SELECT b.trace_context FROM bundles b WHERE b.id = alerts.bundle_id) AS trace_context`,
-    [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize],
+    [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize, MAX_RECONCILE_ATTEMPTS],
   );
   return rows;
 }
 
-/** Alerts whose bundle has since finished well (or was retried) resolve themselves. */
+/** Alerts whose bundle has since finished well (or was retried, or reconciled) resolve themselves. */
 export async function resolveAlerts(db: Queryable): Promise<number> {
   const { rowCount } = await db.query(
     `UPDATE alerts a SET resolved_at = now()
      FROM bundles b
      WHERE a.bundle_id = b.id AND a.resolved_at IS NULL
        AND ((a.kind IN ('stuck', 'resets') AND b.state IN ('completed', 'compensated', 'dead'))
-         OR (a.kind = 'dead' AND b.state <> 'dead'))`,
+         OR (a.kind = 'dead' AND b.state <> 'dead')
+         -- unreconciled: once its raising condition (raiseAlerts) no longer holds.
+         OR (a.kind = 'unreconciled' AND NOT (b.reconcile_at IS NOT NULL AND b.state IN ('compensated', 'dead') AND b.reconcile_attempts >= $1)))`,
+    [MAX_RECONCILE_ATTEMPTS],
   );
   return rowCount ?? 0;
 }

@@ -5,7 +5,9 @@ import type { Queryable } from '../db/pool.js';
  * compensated) older than the retention with their steps, history and provider exchanges;
  * history rows and provider exchanges older than the retention; and resolved alerts. Dead bundles
  * stay until an operator retries them, and so does a compensated bundle that holds an active key
- * (its failure not acknowledged): pruning it would free the key without the operator.
+ * (its failure not acknowledged): pruning it would free the key without the operator, and one
+ * whose reconciliation pass is still due (reconcile_at): pruning it would drop the pass, and a
+ * late booking at a provider with it (invariant 8).
  */
 export async function pruneBatch(db: Queryable, retentionSeconds: number, batchSize: number): Promise<number> {
   const { rows } = await db.query<{ bundles: string; history: string; exchanges: string; alerts: string }>(
@@ -13,6 +15,7 @@ export async function pruneBatch(db: Queryable, retentionSeconds: number, batchS
        SELECT id FROM bundles
        WHERE finished_at < now() - make_interval(secs => $1) AND state IN ('completed', 'compensated')
          AND NOT (state = 'compensated' AND active_key IS NOT NULL AND failure_acked_at IS NULL)
+         AND reconcile_at IS NULL
        ORDER BY finished_at LIMIT $2
        FOR UPDATE SKIP LOCKED
      ), gone AS (
