@@ -162,6 +162,24 @@ describe('settings', () => {
   });
 });
 
+describe('a database that refuses the connection', () => {
+  it('a URL without the password the server asks for says what to add, and the command exits at once instead of when the server gives up', async () => {
+    const db = await createTestDb();
+    const url = new URL(db.url);
+    url.password = '';
+    const started = Date.now();
+    // pg leaves that connection's socket open until the server's authentication_timeout (60 s).
+    const run = await cli(url.toString(), ['stats', '--json'], { timeoutMs: 30_000 });
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const doc = expectRefusal(run, ['--json'], { exit: 1, code: 'DATABASE_UNAVAILABLE' })!;
+    expect(doc.error).toMatch(/the server asks for a password and DATABASE_URL gives none for user \w+: postgres:\/\/user:password@host:port\/database, or set PGPASSWORD/);
+    url.password = 'wrong';
+    const wrong = await cli(url.toString(), ['stats']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/password authentication failed .*\(check the user and password in DATABASE_URL\)/);
+  });
+});
+
 describe('--json when a command fails', () => {
   it('prints the error as the one document on stdout, whatever failed: a flag, a variable, the input, the database, a missing bundle', async () => {
     const db = await createTestDb();

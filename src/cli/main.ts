@@ -129,11 +129,22 @@ export async function main(argv = process.argv): Promise<void> {
       return;
     }
     process.exitCode = reportError(err);
+    exitSoonAfterFailure();
   } finally {
     // One-shot commands end here: export their spans before the process exits (long-running
     // ones return from their action at once and flush again at shutdown, signals.ts).
     await flushTracing();
   }
+}
+
+/**
+ * A failed command has said why; it must not then sit waiting on a connection a library left open
+ * (pg keeps the socket of a connection refused for a missing password until the server's
+ * authentication_timeout, 60 s by default). The timer is unref'd: a process with nothing left
+ * open exits at once, as before.
+ */
+function exitSoonAfterFailure(): void {
+  setTimeout(() => process.exit(), 2_000).unref();
 }
 
 await main();

@@ -78,9 +78,25 @@ export function describeDatabase(url: string): string {
 export class DatabaseUnavailable extends Error {
   readonly code = 'DATABASE_UNAVAILABLE';
   constructor(url: string, cause: unknown) {
-    super(`cannot reach PostgreSQL at ${describeDatabase(url)}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    const message = (cause as Error)?.message ?? String(cause);
+    super(`cannot reach PostgreSQL at ${describeDatabase(url)}: ${message}${connectionHint(url, message)}`, { cause });
     this.name = 'DatabaseUnavailable';
   }
+}
+
+/** What to do about the refusals a newcomer meets first, which pg words for its own authors. */
+function connectionHint(url: string, message: string): string {
+  const where = process.env.DATABASE_URL?.trim() ? 'DATABASE_URL' : 'the database URL';
+  let user = '';
+  try {
+    user = decodeURIComponent(new URL(url).username);
+  } catch {
+    // not a URL: describeDatabase already said what it could
+  }
+  if (/client password must be a string/.test(message)) return ` (the server asks for a password and ${where} gives none for user ${user || '(default)'}: postgres://user:password@host:port/database, or set PGPASSWORD)`;
+  if (/password authentication failed/.test(message)) return ` (check the user and password in ${where})`;
+  if (/database ".*" does not exist/.test(message)) return ` (create it, e.g. \`createdb\`, or point ${where} at one that exists)`;
+  return '';
 }
 
 export interface PoolOptions {
