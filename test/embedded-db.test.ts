@@ -9,6 +9,7 @@ import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, chmod } from 
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { onCleanup } from './support/db.js';
 
@@ -120,6 +121,22 @@ describe('embedded database discovery', () => {
     expect(stats.code, stats.stderr).toBe(0);
     expect(stats.stderr).toContain(`started the embedded PostgreSQL of ${join(project, '.bundlefleet')}`);
     expect((await cli(['db', 'status'], project)).code).toBe(0);
+
+    // `db stop` under a process still connected (a worker, a dev) is refused, naming it; with
+    // DATABASE_URL set it is refused too (the commands here do not use this server); --force stops it.
+    const url = (await cli(['db', 'url'], project)).stdout.trim();
+    const worker = new pg.Client({ connectionString: url, application_name: 'bundlefleet worker w1' });
+    await worker.connect();
+    worker.on('error', () => {}); // the forced stop below ends its connection
+    const refused = await cli(['db', 'stop'], project);
+    expect(refused.code, refused.stderr).toBe(1);
+    expect(refused.stderr).toContain('not stopped: 1 connection(s) from other processes use this server (bundlefleet worker w1 ×1); stop them first, or pass --force');
+    expect((await cli(['db', 'status'], project)).code).toBe(0);
+    const external = await cli(['db', 'stop'], project, { DATABASE_URL: 'postgres://u:p@db.example:5432/app' });
+    expect(external.code).toBe(2);
+    expect(external.stderr).toContain('DATABASE_URL is set: commands here use db.example:5432/app, not an embedded server; nothing was stopped');
+    expect((await cli(['db', 'stop', '--force'], project)).stdout).toBe('stopped\n');
+    await worker.end().catch(() => {});
   });
 
   it('works as root from a checkout under a directory the postgres user cannot enter', async () => {

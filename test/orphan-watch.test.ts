@@ -11,6 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { BIN, cliEnv } from './support/processes.js';
 import { claimAs, enqueueVip, waitFor, workerGone } from './support/fleet.js';
+import { superviseLoop as superviseLoopInProcess } from '../src/cli/supervise-command.js';
+import { createLogger } from '../src/logger.js';
+import { createPool } from '../src/db/pool.js';
 
 function superviseLoop(url: string, extra: string[]): void {
   const child = spawn(process.execPath, [BIN, 'supervise', '--loop', '--interval-seconds', '60', ...extra], { env: cliEnv(url), stdio: 'ignore' });
@@ -74,5 +77,21 @@ describe('supervise --loop watches for orphans between passes', () => {
     const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     expect(code).toBe(2);
     expect(err).toContain('--orphan-check-ms');
+  });
+});
+
+describe('the loop while the database is away', () => {
+  it('logs the first failure of each check and then at most one line per 30 s, not one per try', async () => {
+    const lines: Array<{ level: string; msg: string; failures?: number }> = [];
+    const logger = createLogger({ destination: { write: (s: string) => void lines.push(JSON.parse(s)) }, level: 'info' });
+    // Nothing listens on port 9: every pass and every orphan check fails at once.
+    const pool = createPool('postgres://postgres:x@127.0.0.1:9/none', { max: 2 });
+    onCleanup(() => pool.end());
+    const loop = superviseLoopInProcess(pool, { logger }, 50, 20);
+    await new Promise((r) => setTimeout(r, 1_500));
+    await loop.stop();
+    const failures = lines.filter((l) => l.level === 'error');
+    expect(failures.map((l) => l.msg).sort()).toEqual(['orphan check failed; retrying next interval', 'supervisor pass failed; retrying next interval']);
+    expect(failures.every((l) => l.failures === 1)).toBe(true);
   });
 });

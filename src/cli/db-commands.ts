@@ -4,10 +4,13 @@
  * `migrate` creates one here when there is none, the `db` commands never do.
  */
 import type { Command } from 'commander';
+import pg from 'pg';
 import { embeddedStatus, noServerHere, stopEmbeddedPostgres } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { EXIT, printJson, withDb } from './context.js';
+import { runningDev } from './dev-record.js';
+import { BadInput, Conflict } from '../errors.js';
 import { addKindCheckOption, refuseMissingKindVersions } from './kind-check.js';
 
 export function registerDbCommands(program: Command): void {
@@ -52,9 +55,42 @@ export function registerDbCommands(program: Command): void {
       await withDb(async ({ url }) => void process.stdout.write(`${url}\n`), { checkSchema: false });
     });
   db.command('stop')
-    .description('stop the embedded server of this directory (or the nearest parent with .bundlefleet/)')
-    .action(async () => {
+    .description('stop the embedded server of this directory (or the nearest parent with .bundlefleet/); refused while other processes are connected to it, unless --force')
+    .option('--force', 'stop it even while DATABASE_URL is set or other processes (a dev, a worker) are connected to it')
+    .action(async (flags: { force?: boolean }) => {
+      if (process.env.DATABASE_URL?.trim() && !flags.force) {
+        throw new BadInput(`DATABASE_URL is set: commands here use ${describeDatabase(process.env.DATABASE_URL)}, not an embedded server; nothing was stopped (unset DATABASE_URL, or pass --force, to stop the embedded server of this directory)`);
+      }
+      const status = await embeddedStatus();
+      if (status.state === 'running' && !flags.force) await refuseWhileConnected(status.url, status.home);
       const stopped = await stopEmbeddedPostgres();
       process.stdout.write(stopped ? 'stopped\n' : 'not running\n');
     });
+}
+
+/**
+ * A stopped server under a running `dev` or worker leaves them failing every check (a `dev` does
+ * not start it again; a worker waits for it): `db stop` says who is connected instead, naming the
+ * project's `dev` when one runs.
+ */
+async function refuseWhileConnected(url: string, home: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, application_name: 'bundlefleet db stop' });
+  await client.connect();
+  let others: Array<{ name: string; n: number }>;
+  try {
+    ({ rows: others } = await client.query<{ name: string; n: number }>(
+      `SELECT coalesce(nullif(application_name, ''), 'unnamed') AS name, count(*)::int AS n FROM pg_stat_activity
+       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1 ORDER BY 1`,
+    ));
+  } finally {
+    await client.end();
+  }
+  if (!others.length) return;
+  const dev = await runningDev(home);
+  const who = others.map((o) => `${o.name} ×${o.n}`).join(', ');
+  throw new Conflict(
+    `not stopped: ${others.reduce((sum, o) => sum + o.n, 0)} connection(s) from other processes use this server (${who})` +
+      (dev ? `, among them bundlefleet dev pid ${dev.pid} (status page ${dev.statusPage}/)` : '') +
+      `; stop them first${dev ? ` (Ctrl-C in the dev's terminal, or kill ${dev.pid})` : ''}, or pass --force`,
+  );
 }

@@ -59,6 +59,9 @@ const LOOP_FLAG_NAMES = {
   orphanCheckMs: '--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS)',
 };
 
+/** A loop that keeps failing logs at most one line per this long (ms). */
+const FAILURE_LOG_MS = 30_000;
+
 /** Between passes, `--loop` looks for orphans this often (ms); 0 turns the watch off. */
 export const DEFAULT_ORPHAN_CHECK_MS = 250;
 
@@ -72,9 +75,23 @@ export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, 
   const timers = new Set<NodeJS.Timeout>();
   const running = new Set<Promise<unknown>>();
   const repeat = (everyMs: number, run: () => Promise<unknown>, what: string) => {
+    // While the database is away the orphan watch fails four times a second: the first failure is
+    // logged, then one line per FAILURE_LOG_MS with the count, and one when it works again.
+    let failures = 0;
+    let loggedAt = 0;
     const tick = () => {
       const current = run()
-        .catch((err) => log.error({ err: (err as Error).message }, `${what} failed; retrying next interval`))
+        .then(() => {
+          if (failures) log.info({ failures }, `${what} works again after ${failures} failure(s)`);
+          failures = 0;
+        })
+        .catch((err) => {
+          failures++;
+          const now = performance.now();
+          if (failures > 1 && now - loggedAt < FAILURE_LOG_MS) return;
+          loggedAt = now;
+          log.error({ err: (err as Error).message, failures }, failures === 1 ? `${what} failed; retrying next interval` : `${what} still failing (${failures} times in a row); retrying`);
+        })
         .finally(() => {
           running.delete(current);
           if (!stopped) {
