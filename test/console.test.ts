@@ -118,7 +118,7 @@ describe('needs attention', () => {
   it('lists stuck, dead and retrying bundles with counts, filtered by reason; others are left out', async () => {
     const db = await createTestDb();
     const api = await serve(db);
-    const [healthy, done, stuckByAlert, stuckByLease, dead, retrying, failed] = await Promise.all(Array.from({ length: 7 }, () => enqueue(api)));
+    const [healthy, done, stuckByAlert, stuckByLease, dead, retrying, failed, refused] = await Promise.all(Array.from({ length: 8 }, () => enqueue(api)));
     await db.pool.query(`UPDATE bundles SET state = 'completed', failure_count = 2, last_error = 'recovered' WHERE id = $1`, [done!.vip_bundle_id]);
     await db.pool.query(`UPDATE bundles SET state = 'running', locked_by = 'w1', locked_until = now() + interval '1 minute' WHERE id = $1`, [stuckByAlert!.vip_bundle_id]);
     await db.pool.query(`INSERT INTO alerts (bundle_id, kind, message) VALUES ($1, 'stuck', 'running for 12 min without progress')`, [stuckByAlert!.vip_bundle_id]);
@@ -126,6 +126,8 @@ describe('needs attention', () => {
     await db.pool.query(`UPDATE bundles SET state = 'dead', phase = 'undo', last_error = 'taxi cancel: 500' WHERE id = $1`, [dead!.vip_bundle_id]);
     await db.pool.query(`UPDATE bundles SET failure_count = 1, last_error = 'flights: 503', next_run_at = now() + interval '30 seconds' WHERE id = $1`, [retrying!.vip_bundle_id]);
     await db.pool.query(`UPDATE bundles SET state = 'failed', failure_count = 1 WHERE id = $1`, [failed!.vip_bundle_id]);
+    // A definitive no, before the supervisor's pass compensates it: not retried, so not "retrying".
+    await db.pool.query(`UPDATE bundles SET state = 'failed', last_error_class = 'permanent', last_error = 'flights: sold out' WHERE id = $1`, [refused!.vip_bundle_id]);
 
     const all = await getJson(api.url, '/api/attention');
     expect(all.status).toBe(200);
@@ -139,6 +141,7 @@ describe('needs attention', () => {
       [failed!.vip_bundle_id]: 'retrying',
     });
     expect(reasons[healthy!.vip_bundle_id]).toBeUndefined();
+    expect(reasons[refused!.vip_bundle_id]).toBeUndefined();
     const byId = (id: string) => all.body.bundles.find((b: { vip_bundle_id: string }) => b.vip_bundle_id === id);
     expect(byId(stuckByAlert!.vip_bundle_id).why).toBe('running for 12 min without progress');
     expect(byId(stuckByLease!.vip_bundle_id).why).toMatch(/past its lease \(held by w2\)/);

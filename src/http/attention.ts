@@ -53,6 +53,9 @@ WITH open_alerts AS (
   SELECT b.id, b.booking_id, b.state, b.phase, b.attempt, b.failure_count, b.undo_failure_count, b.reset_count,
          b.next_run_at, b.updated_at, b.last_error,
          CASE WHEN a.message IS NOT NULL OR (b.state = 'running' AND b.locked_until < now()) THEN 'stuck'
+              -- A definitive no (sold out) is not retried: the supervisor's next pass compensates it,
+              -- and its failure is counted then. Until that pass it is not "retrying".
+              WHEN b.state = 'failed' AND b.last_error_class = 'permanent' THEN NULL
               WHEN b.state = 'failed' OR b.failure_count > 0 OR b.undo_failure_count > 0 OR b.reset_count > 0 THEN 'retrying'
          END AS reason,
          coalesce(a.message,
