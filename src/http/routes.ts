@@ -32,6 +32,7 @@ import { HttpError, parseQuery, readJson, readOptionalJson, SECURITY_HEADERS, se
 import { sendMetrics, type Metrics } from './metrics.js';
 import { bundlePageHtml, errorPageHtml, statusPageHtml, uiAsset } from './pages.js';
 import { extractHeaders, inSpan, SpanKind } from '../tracing.js';
+import { integerText } from '../number-text.js';
 
 export interface Ctx {
   req: http.IncomingMessage;
@@ -59,15 +60,15 @@ export interface RouteDeps {
 
 const bundlesQuery = z.object({
   state: z.enum(BUNDLE_STATES, `must be one of ${BUNDLE_STATES.join(', ')}`).optional(),
-  limit: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500').default(20),
+  limit: integerText(1, 500).default(20),
 });
 const attentionQuery = z.object({
   reason: z.enum(ATTENTION_REASONS, `must be one of ${ATTENTION_REASONS.join(', ')}`).optional(),
-  limit: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500').default(25),
+  limit: integerText(1, 500).default(25),
 });
 const alertsQuery = z.object({ all: z.stringbool({ error: 'must be true or false' }).default(false) });
 const throughputQuery = z.object({
-  minutes: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(180, 'must be at most 180').default(15),
+  minutes: integerText(1, 180).default(15),
 });
 
 /** Validates an enqueue body and its Idempotency-Key header together, so every problem is listed at once. */
