@@ -135,9 +135,9 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
       async handler({ req, res, log }) {
         const item = parseEnqueueRequest(req, await readJson(req));
         const [result] = await enqueueBundles(pool, [item], { actor: 'http' }).catch((err: unknown) => {
-          // A key names one request (IETF Idempotency-Key draft, Stripe): enqueueBundles refuses it with another body.
+          // A key names one request (IETF Idempotency-Key draft, Stripe): enqueueBundles refuses it with another body (or kind version).
           if (err instanceof IdempotencyKeyReused) {
-            throw new HttpError(422, `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used with a different body; use a new key for a new booking`, {}, { idempotency_key: err.idempotencyKey });
+            throw new HttpError(422, `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used with ${err.difference}; use a new key for a new booking`, {}, { idempotency_key: err.idempotencyKey });
           }
           if (!(err instanceof ActiveKeyTaken)) throw err;
           const { active_key, vip_bundle_id, state } = err.holders[0]!;
