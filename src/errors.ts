@@ -13,7 +13,7 @@ export class BadInput extends Error {
 }
 
 /**
- * An idempotency key already used by a bundle enqueued with another payload or active key: a key
+ * An idempotency key already used by a bundle enqueued with another payload, active key or kind version: a key
  * names one request, so another body with it is refused (CLI exit 2, HTTP 422) rather than
  * answered with that other request's bundle. Never names that bundle. Nothing of the refused
  * batch was written (bundles/enqueue.ts).
@@ -24,10 +24,11 @@ export class IdempotencyKeyReused extends BadInput {
 
   /**
    * `index`: the item's position in the call's input (0-based); `where` (e.g. `item 3`) prefixes
-   * the message; `earlierItem`: the item of the same input that gave the key another body.
+   * the message; `earlierItem`: the item of the same input that gave the key another body;
+   * `difference`: what differs (`a different body`, `a different active_key`, `kind version 2 (this request: 1)`).
    */
-  constructor(readonly idempotencyKey: string, readonly index: number, where?: string, earlierItem?: string) {
-    const used = earlierItem ? `is also given to ${earlierItem} with a different body` : 'was already used with a different body';
+  constructor(readonly idempotencyKey: string, readonly index: number, where?: string, earlierItem?: string, readonly difference = 'a different body') {
+    const used = earlierItem ? `is also given to ${earlierItem} with ${difference}` : `was already used with ${difference}`;
     const message = `${where ? `${where}: ` : ''}idempotency_key ${JSON.stringify(idempotencyKey)} ${used}; use a new key for a new booking`;
     super(message, [message]);
     this.name = 'IdempotencyKeyReused';

@@ -96,6 +96,24 @@ describe('bulk retry and cancel', () => {
     }
   });
 
+  it('--since refuses a date the calendar lacks, and --since and --older-than say the bound of a duration', async () => {
+    const db = await createTestDb();
+    for (const [args, message] of [
+      [['list', '--since', '2026-02-30T00:00:00Z'], '--since: must be a real date: 2026-02-30 does not exist (got "2026-02-30T00:00:00Z")'],
+      [['list', '--since', '2025-13-01'], '--since: must be a real date: 2025-13-01 does not exist (got "2025-13-01")'],
+      [['retry', '--state', 'dead', '--since', '2025-04-31'], '--since: must be a real date: 2025-04-31 does not exist (got "2025-04-31")'],
+      [['list', '--since', '10000d'], '--since: must be a duration more than 0 and at most 10 years, got "10000d"'],
+      [['list', '--since', '0s'], '--since: must be a duration more than 0 and at most 10 years, got "0s"'],
+      [['cancel', '--state', 'pending', '--older-than', '10000d'], '--older-than: must be a duration more than 0 and at most 10 years, got "10000d"'],
+    ] as const) {
+      const run = await cli(db.url, [...args]);
+      expect(run.code, args.join(' ')).toBe(2);
+      expect(run.stderr).toBe(`bundlefleet: bad input:\n  ${message}\n`);
+    }
+    // A leap day that exists is still a time.
+    expect((await cli(db.url, ['list', '--since', '2024-02-29T00:00:00Z', '--json'])).code).toBe(0);
+  });
+
   it('the bulk functions run the single-bundle statement: a bundle that moved on in between is skipped', async () => {
     const db = await createTestDb();
     const [a, b] = await enqueueVip(db.pool, 2);

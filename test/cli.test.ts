@@ -232,6 +232,40 @@ describe('bundlefleet enqueue', () => {
   });
 });
 
+describe('integer flags and variables', () => {
+  it('take plain decimal whole numbers only, refusing hex, exponents, decimals and blanks alike with the same words (exit 2, nothing written)', async () => {
+    const db = await createTestDb();
+    const withTickets = (n: string) => {
+      const flags = bundleFlags();
+      flags[flags.indexOf('--tickets') + 1] = n;
+      return ['enqueue', ...flags];
+    };
+    const refused: Array<[string[], Record<string, string>, string]> = [
+      [['enqueue', ...bundleFlags(), '--kind-version', '0x1'], {}, '--kind-version: must be a whole number'],
+      [['enqueue', ...bundleFlags(), '--kind-version', '1.0'], {}, '--kind-version: must be a whole number'],
+      [['enqueue', ...bundleFlags(), '--kind-version', ''], {}, '--kind-version: must be a whole number'],
+      [withTickets('0x2'), {}, '--tickets (number_of_tickets: must be a whole number)'],
+      [withTickets('2.0'), {}, '--tickets (number_of_tickets: must be a whole number)'],
+      [['list', '--limit', '0x10'], {}, '--limit: must be a whole number'],
+      [['list', '--limit', '1e1'], {}, '--limit: must be a whole number'],
+      [['worker', '--concurrency', '0x10'], {}, '--concurrency (BUNDLEFLEET_CONCURRENCY): must be a whole number'],
+      [['worker'], { BUNDLEFLEET_CONCURRENCY: '1e1' }, '--concurrency (BUNDLEFLEET_CONCURRENCY): must be a whole number'],
+      [['supervise', '--max-attempts', '0x5'], {}, '--max-attempts (BUNDLEFLEET_MAX_ATTEMPTS): must be a whole number'],
+      [['supervise', '--retention-days', '0x10'], {}, '--retention-days (BUNDLEFLEET_RETENTION_DAYS): must be a number'],
+    ];
+    for (const [args, env, message] of refused) {
+      const run = await cli(db.url, args, { env });
+      expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toBe(`bundlefleet: bad input:\n  ${message}\n`);
+    }
+    expect(await countRows(db.pool)).toBe(0);
+    // Blanks around a number are fine, as they always were.
+    const spaced = await cli(db.url, [...withTickets(' 2 '), '--kind-version', ' 1 ', '--json']);
+    expect(spaced.code, spaced.stderr).toBe(0);
+    expect((await cli(db.url, ['list', '--limit', ' 1 ', '--json'])).code).toBe(0);
+  });
+});
+
 describe('bundlefleet inspect, list, stats', () => {
   it('shows one bundle, lists and counts them, and refuses bad ids and states', async () => {
     const db = await createTestDb();
@@ -353,6 +387,34 @@ describe('bundlefleet worker', () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('--concurrency');
     expectNoStack(run);
+  });
+
+  it('refuses an unknown kind in --wait-timeout as --provider-concurrency does: exit 2 naming the flag, the name and the accepted kinds', async () => {
+    const db = await createTestDb();
+    for (const [args, env, message] of [
+      [['--wait-timeout', 'bogus=5'], {}, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): unknown bundle kind "bogus" (one of vip)'],
+      [[], { BUNDLEFLEET_WAIT_TIMEOUT: 'vip=60,vip=70' }, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): vip given twice'],
+      [['--wait-timeout', 'vip=0x10'], {}, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): vip: must be a whole number of seconds, like vip=3600 (got "0x10")'],
+      [['--provider-concurrency', 'bogus=5'], {}, '--provider-concurrency (BUNDLEFLEET_PROVIDER_CONCURRENCY): unknown provider kind "bogus" (one of tickets, flights, taxis)'],
+      [['--provider-rate', 'bogus=5/s'], {}, '--provider-rate (BUNDLEFLEET_PROVIDER_RATE): unknown provider kind "bogus" (one of tickets, flights, taxis)'],
+    ] as Array<[string[], Record<string, string>, string]>) {
+      const run = await cli(db.url, ['worker', '--providers-url', 'http://127.0.0.1:9', ...args], { env, timeoutMs: 20_000 });
+      expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toBe(`bundlefleet: bad input:\n  ${message}\n`);
+      expectNoStack(run);
+    }
+  });
+
+  it('without providers names --providers-url and every kind left without a URL, in one message', async () => {
+    const db = await createTestDb();
+    const none = await cli(db.url, ['worker']);
+    expect(none.code, none.stderr).toBe(2);
+    expect(none.stderr).toBe("bundlefleet: bad input:\n  --providers-url (PROVIDERS_URL): is not set, and tickets (TICKETS_URL), flights (FLIGHTS_URL) and taxis (TAXIS_URL) have no URL of their own: set it to the providers' base URL, e.g. http://127.0.0.1:4010\n");
+    const some = await cli(db.url, ['worker'], { env: { TICKETS_URL: 'http://127.0.0.1:9' } });
+    expect(some.code, some.stderr).toBe(2);
+    expect(some.stderr).toContain('--providers-url (PROVIDERS_URL): is not set, and flights (FLIGHTS_URL) and taxis (TAXIS_URL) have no URL of their own');
+    const one = await cli(db.url, ['worker'], { env: { TICKETS_URL: 'http://127.0.0.1:9', FLIGHTS_URL: 'http://127.0.0.1:9' } });
+    expect(one.stderr).toContain('--providers-url (PROVIDERS_URL): is not set, and taxis (TAXIS_URL) has no URL of its own');
   });
 
   it('--metrics-port 0 takes any free port and says which, as serve and dev do', async () => {

@@ -267,6 +267,49 @@ describe('reads, health and routing', () => {
     expect((await get(api.url, '/api/throughput?minutes=abc')).status).toBe(400);
   });
 
+  it('every query string endpoint refuses an unknown, repeated or non-decimal parameter with 400 naming it', async () => {
+    const db = await createTestDb();
+    const api = await serve(db);
+    await post(api.url, '/book-vip-bundle', vipPayload());
+    for (const [path, issues] of [
+      ['/api/bundles?after=x', ['after: unknown query parameter (this endpoint takes state, limit)']],
+      ['/api/bundles?foo=1&limit=2', ['foo: unknown query parameter (this endpoint takes state, limit)']],
+      ['/api/bundles?limit=1&limit=2', ['limit: given more than once']],
+      ['/api/bundles?limit=0x10', ['limit: must be a whole number']],
+      ['/api/bundles?limit=1.0', ['limit: must be a whole number']],
+      ['/api/attention?why=1', ['why: unknown query parameter (this endpoint takes reason, limit)']],
+      ['/api/attention?limit=1e1', ['limit: must be a whole number']],
+      ['/api/alerts?al=true', ['al: unknown query parameter (this endpoint takes all)']],
+      ['/api/throughput?minute=5', ['minute: unknown query parameter (this endpoint takes minutes)']],
+      ['/api/throughput?minutes=0x5', ['minutes: must be a whole number']],
+    ] as const) {
+      const res = await get(api.url, path);
+      expect(res.status, path).toBe(400);
+      expect(res.body, path).toEqual({ error: 'bad input', issues });
+    }
+    // What the status page asks for still answers.
+    expect((await get(api.url, '/api/bundles?limit=25&state=pending')).body).toHaveLength(1);
+    expect((await get(api.url, '/api/throughput?minutes= 15 ')).status).toBe(200);
+  });
+
+  it('a signal body with a mistyped id or data is 400 in the product\'s words, not zod\'s', async () => {
+    const db = await createTestDb();
+    const api = await serve(db);
+    const created = await post(api.url, '/book-vip-bundle', vipPayload());
+    const path = `/bundles/${created.body.vip_bundle_id}/signals/inbound_ticketed`;
+    for (const [body, issues] of [
+      [{ id: 5 }, ['id: must be a string']],
+      [{ data: [1] }, ['data: must be a JSON object']],
+      [{ id: null, data: 'x' }, ['id: must be a string', 'data: must be a JSON object']],
+    ] as const) {
+      const res = await post(api.url, path, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body, JSON.stringify(body)).toEqual({ error: 'bad input', issues });
+    }
+    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundle_signals');
+    expect(rows[0].n).toBe(0);
+  });
+
   it('serves the status page, its assets and a bundle page, with a strict CSP', async () => {
     const db = await createTestDb();
     const api = await serve(db);

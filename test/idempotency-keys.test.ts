@@ -83,4 +83,20 @@ describe('idempotency keys in enqueueBundles', () => {
     expect(err.enqueuedBefore).toEqual([]);
     expect(await count(db.pool, 'bundles')).toBe(1);
   });
+
+  it('a refused replay says what differs: the kind version or the active key, not "a different body"', async () => {
+    const db = await createTestDb();
+    const payload = vipPayload();
+    await enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-v', activeKey: 'doc-v' }], { kindVersion: 2 });
+    const otherVersion = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-v', activeKey: 'doc-v' }], { kindVersion: 1 }));
+    expect(otherVersion.message).toBe('idempotency_key "k-v" was already used with kind version 2 (this request: 1); use a new key for a new booking');
+    const otherActiveKey = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-v', activeKey: 'doc-w' }], { kindVersion: 2 }));
+    expect(otherActiveKey.message).toBe('idempotency_key "k-v" was already used with a different active_key; use a new key for a new booking');
+    const both = await refusal(enqueueBundles(db.pool, [{ payload: vipPayload(), idempotencyKey: 'k-v', activeKey: 'doc-v' }], { kindVersion: 1 }));
+    expect(both.message).toBe('idempotency_key "k-v" was already used with a different body and kind version 2 (this request: 1); use a new key for a new booking');
+    // Within one input too: only the active key differs.
+    const inInput = await refusal(enqueueBundles(db.pool, [{ payload, idempotencyKey: 'k-in2', activeKey: 'a' }, { payload, idempotencyKey: 'k-in2', activeKey: 'b' }], { kindVersion: 2 }));
+    expect(inInput.message).toBe('item 2: idempotency_key "k-in2" is also given to item 1 with a different active_key; use a new key for a new booking');
+    expect(await count(db.pool, 'bundles')).toBe(1);
+  });
 });

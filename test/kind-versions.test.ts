@@ -72,6 +72,19 @@ describe('kind versions', () => {
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundles');
     expect(rows[0].n).toBe(0);
   });
+
+  it('enqueue with an idempotency key used under another --kind-version says the version differs (exit 2, nothing written)', async () => {
+    const db = await createTestDb();
+    const p = vipPayload();
+    const flags = ['enqueue', '--customer-email', p.customer_email, '--show-id', p.show_id, '--tickets', String(p.number_of_tickets), ...p.passengers.flatMap((n) => ['--passenger', n]),
+      '--inbound-flight-id', p.inbound_flight_id, '--return-flight-id', p.return_flight_id, '--idempotency-key', 'k1'];
+    expect((await cli(db.url, [...flags, '--kind-version', '2'])).code).toBe(0);
+    const run = await cli(db.url, [...flags, '--kind-version', '1']);
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stderr).toBe('bundlefleet: bad input:\n  idempotency_key "k1" was already used with kind version 2 (this request: 1); use a new key for a new booking\n');
+    const { rows } = await db.pool.query('SELECT kind_version FROM bundles');
+    expect(rows).toEqual([{ kind_version: 2 }]);
+  });
 });
 
 describe('BUNDLEFLEET_ALLOW_MISSING_KIND_VERSIONS through the real CLI', () => {

@@ -22,12 +22,14 @@ export const itemName = (index: number, total: number, names?: Array<string | un
 export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<string | undefined>): void {
   const name = (i: number) => itemName(i, items.length, names);
   const holders = new Map<string, number>();
-  const bodies = new Map<string, { at: number; body: string }>();
+  const bodies = new Map<string, { at: number; body: { payload: string; activeKey: string | null } }>();
   items.forEach((item, i) => {
     if (item.idempotencyKey != null) {
-      const body = canonicalJson([item.payload, item.activeKey ?? null]);
+      const body = { payload: canonicalJson(item.payload), activeKey: item.activeKey ?? null };
       const earlier = bodies.get(item.idempotencyKey);
-      if (earlier && earlier.body !== body) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
+      if (earlier && earlier.body.payload !== body.payload) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
+      // Name the active key when it is all that differs, not the body (which, to a CLI user, is the flags).
+      if (earlier && earlier.body.activeKey !== body.activeKey) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at), 'a different active_key');
       if (!earlier) bodies.set(item.idempotencyKey, { at: i, body });
     }
     if (item.activeKey != null && item.idempotencyKey == null) {

@@ -142,7 +142,7 @@ async function resolveLateDuplicates(client: pg.PoolClient, items: EnqueueItem[]
  * has replays; the first such item in input order is named.
  */
 const differentReplaySql = `
-SELECT t.ord::int - 1 AS i
+SELECT t.ord::int - 1 AS i, b.payload = t.payload AS same_payload, b.active_key IS NOT DISTINCT FROM t.active_key AS same_active_key, b.kind, b.kind_version
 FROM ROWS FROM (unnest($1::uuid[]), jsonb_array_elements($2::jsonb), unnest($3::text[])) WITH ORDINALITY AS t(id, payload, active_key, ord)
 JOIN bundles b ON b.id = t.id
 WHERE NOT (b.payload = t.payload AND b.active_key IS NOT DISTINCT FROM t.active_key AND b.kind = $4 AND b.kind_version = $5)
@@ -152,7 +152,7 @@ LIMIT 1`;
 async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[], rows: Row[], payloads: string[], kind: BundleKind, place: BatchPlace): Promise<void> {
   const replays = rows.flatMap((r, i) => (r.id && !r.created ? [i] : []));
   if (!replays.length) return;
-  const { rows: found } = await client.query<{ i: number }>(differentReplaySql, [
+  const { rows: found } = await client.query<{ i: number } & ReplayDifference>(differentReplaySql, [
     uuidArray(replays.map((i) => rows[i]!.id!)),
     jsonArray(replays.map((i) => payloads[i]!)),
     replays.map((i) => items[i]!.activeKey ?? null),
@@ -162,7 +162,25 @@ async function refuseDifferentReplays(client: pg.PoolClient, items: EnqueueItem[
   if (!found[0]) return;
   const i = replays[found[0].i]!;
   const index = place.start + i;
-  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, itemName(index, place.total, place.names));
+  throw new IdempotencyKeyReused(items[i]!.idempotencyKey!, index, itemName(index, place.total, place.names), undefined, describeDifference(found[0], kind));
+}
+
+interface ReplayDifference {
+  same_payload: boolean;
+  same_active_key: boolean;
+  kind: string;
+  kind_version: number;
+}
+
+/**
+ * What the key's first request had that this one lacks, for the refusal to say: `a different
+ * body` would send someone who changed only --kind-version looking for a change in the payload.
+ */
+function describeDifference(d: ReplayDifference, kind: BundleKind): string {
+  const parts = [!d.same_payload && 'a different body', !d.same_active_key && 'a different active_key'];
+  if (d.kind !== kind.name) parts.push(`kind ${d.kind} v${d.kind_version} (this request: ${kind.name} v${kind.version})`);
+  else if (d.kind_version !== kind.version) parts.push(`kind version ${d.kind_version} (this request: ${kind.version})`);
+  return parts.filter(Boolean).join(' and ');
 }
 
 /**

@@ -4,8 +4,10 @@
  */
 import { z } from 'zod';
 import { BadInput } from '../errors.js';
+import { WHOLE_NUMBER } from '../number-text.js';
 
-const required = (what: string) => ({ error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`) });
+/** Zod's error for a missing or mistyped field, worded as the product words it: `is required`, `must be a string`. */
+export const required = (what: string) => ({ error: (issue: { input: unknown }) => (issue.input === undefined ? 'is required' : `must be ${what}`) });
 const text = (max: number) => z.string(required('a string')).trim().min(1, 'must not be empty').max(max, `must be at most ${max} characters`);
 
 /**
@@ -27,7 +29,7 @@ export const vipBundleInput = z
   .object({
     customer_email: z.string(required('an email address')).max(LIMITS.email, `must be at most ${LIMITS.email} characters`).pipe(z.email('must be an email address')),
     show_id: uuidField,
-    number_of_tickets: z.number(required('a number')).int('must be a whole number').min(1, 'must be at least 1').max(LIMITS.tickets, `must be at most ${LIMITS.tickets}`),
+    number_of_tickets: z.number(required('a whole number')).int(WHOLE_NUMBER).min(1, 'must be at least 1').max(LIMITS.tickets, `must be at most ${LIMITS.tickets}`),
     passengers: z.array(text(LIMITS.passengerName), required('an array of names')).min(1, 'needs at least one passenger').max(LIMITS.passengers, `at most ${LIMITS.passengers} passengers`),
     inbound_flight_id: uuidField,
     return_flight_id: uuidField,

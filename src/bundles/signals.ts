@@ -13,14 +13,14 @@ import { withTransaction } from '../db/pool.js';
 import { BadInput, NotFound } from '../errors.js';
 import { DUE_CHANNEL } from './enqueue.js';
 import { bundleKind, signalNames, UnknownKindVersion } from './kinds.js';
-import { describeIssues, parseBundleId } from './input.js';
+import { describeIssues, parseBundleId, required } from './input.js';
 import { recordSignal } from './tracing.js';
 
 const signalSchema = z.strictObject({
-  name: z.string().min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
+  name: z.string(required('a string')).min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
   // A blank id would dedupe every blank delivery as one signal; say so instead of storing it.
-  id: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').refine((v) => v.trim() !== '', 'must not be blank (only spaces)').optional(),
-  data: z.record(z.string(), z.unknown()).optional(),
+  id: z.string(required('a string')).min(1, 'must not be empty').max(200, 'must be at most 200 characters').refine((v) => v.trim() !== '', 'must not be blank (only spaces)').optional(),
+  data: z.record(z.string(), z.unknown(), required('a JSON object')).optional(),
 });
 
 export interface SignalInput {

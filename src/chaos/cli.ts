@@ -3,51 +3,43 @@
  */
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { decimalText, integerText } from '../number-text.js';
 import { DEFAULTS, FAULT_MODES, defaultLeaseSeconds, type ChaosOptions, type ChaosSummary, type FaultMode } from './options.js';
 
-const num = (name: string, min: number, max: number, int = false) =>
-  z
-    .string()
-    .trim()
-    .regex(/^[-+]?(\d+\.?\d*|\.\d+)$/, `${name}: must be a number`)
-    .transform(Number)
-    .pipe(
-      (int ? z.number().int(`${name}: must be a whole number`) : z.number())
-        .min(min, `${name}: must be at least ${min}`)
-        .max(max, `${name}: must be at most ${max}`),
-    );
+/** Numbers as every bundlefleet flag takes them (number-text.ts); the loop below names the flag. */
+const num = (min: number, max: number, int = false) => (int ? integerText(min, max) : decimalText(min, max));
 
 const FLAGS = {
-  bundles: num('--bundles', 1, 1_000_000, true),
-  workers: num('--workers', 1, 64, true),
-  kills: num('--kills', 0, 100_000, true),
-  'kill-every-ms': num('--kill-every-ms', 100, 3_600_000, true),
-  seconds: num('--seconds', 1, 86_400),
-  'fail-rate': num('--fail-rate', 0, 1),
-  'late-rate': num('--late-rate', 0, 1),
-  'hang-rate': num('--hang-rate', 0, 1),
-  'no-rate': num('--no-rate', 0, 1),
-  'slow-rate': num('--slow-rate', 0, 1),
-  'rate-limit': z.string().trim().regex(/^[1-9]\d{0,6}\/s$/, '--rate-limit: must be requests per second per kind, like 20/s').transform((v) => Number.parseInt(v, 10)),
-  'latency-ms': num('--latency-ms', 0, 60_000, true),
-  'hang-ms': num('--hang-ms', 0, 600_000, true),
-  'provider-timeout-ms': num('--provider-timeout-ms', 1, 600_000, true),
-  seed: num('--seed', -2_147_483_648, 2_147_483_647, true),
-  concurrency: num('--concurrency', 1, 1000, true),
-  'lease-seconds': num('--lease-seconds', 1, 86_400, true),
-  'enqueue-seconds': num('--enqueue-seconds', 0, 86_400),
-  'settle-seconds': num('--settle-seconds', 1, 86_400),
-  'sold-out-share': num('--sold-out-share', 0, 1),
-  'waiting-share': num('--waiting-share', 0, 1),
-  'wait-timeout-seconds': num('--wait-timeout-seconds', 1, 86_400, true),
-  'restart-at': num('--restart-at', 0, 1),
-  'pause-ms': num('--pause-ms', 100, 3_600_000, true),
-  'pause-every-ms': num('--pause-every-ms', 100, 3_600_000, true),
-  'half-open-every-ms': num('--half-open-every-ms', 100, 3_600_000, true),
-  'half-open-server-drop-ms': num('--half-open-server-drop-ms', 0, 3_600_000, true),
-  'row-lock-ms': num('--row-lock-ms', 1, 3_600_000, true),
-  'row-lock-every-ms': num('--row-lock-every-ms', 100, 3_600_000, true),
-  'cancel-every-ms': num('--cancel-every-ms', 100, 3_600_000, true),
+  bundles: num(1, 1_000_000, true),
+  workers: num(1, 64, true),
+  kills: num(0, 100_000, true),
+  'kill-every-ms': num(100, 3_600_000, true),
+  seconds: num(1, 86_400),
+  'fail-rate': num(0, 1),
+  'late-rate': num(0, 1),
+  'hang-rate': num(0, 1),
+  'no-rate': num(0, 1),
+  'slow-rate': num(0, 1),
+  'rate-limit': z.string().trim().regex(/^[1-9]\d{0,6}\/s$/, 'must be requests per second per kind, like 20/s').transform((v) => Number.parseInt(v, 10)),
+  'latency-ms': num(0, 60_000, true),
+  'hang-ms': num(0, 600_000, true),
+  'provider-timeout-ms': num(1, 600_000, true),
+  seed: num(-2_147_483_648, 2_147_483_647, true),
+  concurrency: num(1, 1000, true),
+  'lease-seconds': num(1, 86_400, true),
+  'enqueue-seconds': num(0, 86_400),
+  'settle-seconds': num(1, 86_400),
+  'sold-out-share': num(0, 1),
+  'waiting-share': num(0, 1),
+  'wait-timeout-seconds': num(1, 86_400, true),
+  'restart-at': num(0, 1),
+  'pause-ms': num(100, 3_600_000, true),
+  'pause-every-ms': num(100, 3_600_000, true),
+  'half-open-every-ms': num(100, 3_600_000, true),
+  'half-open-server-drop-ms': num(0, 3_600_000, true),
+  'row-lock-ms': num(1, 3_600_000, true),
+  'row-lock-every-ms': num(100, 3_600_000, true),
+  'cancel-every-ms': num(100, 3_600_000, true),
 } as const;
 
 export const USAGE = `usage: npm run chaos -- --bundles N --workers K --seconds S [options]
@@ -119,7 +111,7 @@ export function parseChaosArgs(argv: string[]): ChaosOptions {
     if (raw === undefined) continue;
     const r = schema.safeParse(raw);
     if (r.success) parsed[flag] = r.data;
-    else issues.push(`${r.error.issues[0]?.message ?? flag} (got ${JSON.stringify(raw)})`);
+    else issues.push(`--${flag}: ${r.error.issues[0]?.message ?? 'invalid'} (got ${JSON.stringify(raw)})`);
   }
   for (const required of ['bundles', 'workers', 'seconds']) if (parsed[required] === undefined && !issues.some((i) => i.startsWith(`--${required}`))) issues.push(`--${required}: required`);
   const chosen = FAULT_MODES.filter((m) => (values as Record<string, unknown>)[m] === true);

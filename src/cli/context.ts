@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
+import { integerText } from '../number-text.js';
 import { rootLogger } from '../logger.js';
 
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -141,9 +142,8 @@ export function parseOptions<T extends z.ZodType>(schema: T, raw: Record<string,
   throw new BadInput(issues.join('; '), issues);
 }
 
-/** Integer option: coerced from flag or env text, bounded. */
-export const intOption = (min: number, max: number) =>
-  z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+/** Integer option from flag or env text, bounded: decimal digits only (number-text.ts says why). */
+export const intOption = (min: number, max: number) => integerText(min, max);
 
 const SWITCH_ON = ['true', '1', 'yes', 'on'];
 const SWITCH_OFF = ['false', '0', 'no', 'off', ''];

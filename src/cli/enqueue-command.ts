@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
 import { parseOptions, printJson, withDb } from './context.js';
 import { inSpan, SpanKind } from '../tracing.js';
+import { integerText, parseIntegerText } from '../number-text.js';
 
 const FLAG_OF: Record<string, string> = {
   customer_email: '--customer-email',
@@ -39,7 +40,8 @@ function fromFlags(f: EnqueueFlags): VipBundleInput {
   const raw: Record<string, unknown> = {
     customer_email: f.customerEmail,
     show_id: f.showId,
-    number_of_tickets: f.tickets !== undefined && /^\s*-?\d+(\.\d+)?\s*$/.test(f.tickets) ? Number(f.tickets) : f.tickets,
+    // Flag text that is no decimal whole number stays a string, which the schema refuses.
+    number_of_tickets: f.tickets === undefined ? undefined : (parseIntegerText(f.tickets) ?? f.tickets),
     passengers: f.passenger ?? [],
     inbound_flight_id: f.inboundFlightId,
     return_flight_id: f.returnFlightId,
@@ -115,7 +117,7 @@ Examples:
       const usedFlags = BUNDLE_FLAGS.some((k) => flags[k] !== undefined);
       if (source !== undefined && source !== '-') throw new BadInput(`source: expected "-" for stdin or --file <path>, got ${JSON.stringify(source)}`);
       if (fromFile && usedFlags) throw new BadInput('give either bundle flags or --file / "-", not both');
-      const { kindVersion } = parseOptions(z.object({ kindVersion: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').optional() }), flags as Record<string, unknown>, { kindVersion: '--kind-version' });
+      const { kindVersion } = parseOptions(z.object({ kindVersion: integerText().optional() }), flags as Record<string, unknown>, { kindVersion: '--kind-version' });
       if (kindVersion !== undefined) {
         try {
           bundleKind('vip', kindVersion);

@@ -12,6 +12,7 @@ import { BadInput } from '../errors.js';
 import { providerKinds, type ProviderKind } from '../providers/client.js';
 import type { ProviderLimits } from '../providers/limits.js';
 import type { CircuitOptions } from '../agents/flow-control.js';
+import { parseKindList, wholeNumberValue } from './kind-lists.js';
 
 export function addFlowOptions(cmd: Command): Command {
   return cmd
@@ -26,37 +27,15 @@ const FLAG = {
   circuit: '--provider-circuit (BUNDLEFLEET_PROVIDER_CIRCUIT)',
 };
 
-/** `kind=value,kind=value` with each value checked by `value`; duplicates and unknown kinds refused. */
+/** `kind=value,kind=value` over the provider kinds (kind-lists.ts); each problem names the flag. */
 function parseList(flag: string, raw: string, example: string, value: (text: string) => number | string): Map<ProviderKind, number> {
-  const out = new Map<ProviderKind, number>();
-  const issues: string[] = [];
-  for (const item of raw.split(',').map((i) => i.trim())) {
-    const [kind, text, ...rest] = item.split('=').map((p) => p.trim());
-    if (!kind || text === undefined || rest.length) {
-      issues.push(`${flag}: ${JSON.stringify(item)} must look like ${example}`);
-      continue;
-    }
-    if (!providerKinds.includes(kind as ProviderKind)) {
-      issues.push(`${flag}: unknown provider kind ${JSON.stringify(kind)} (one of ${providerKinds.join(', ')})`);
-      continue;
-    }
-    if (out.has(kind as ProviderKind)) {
-      issues.push(`${flag}: ${kind} given twice`);
-      continue;
-    }
-    const v = value(text);
-    if (typeof v === 'string') issues.push(`${flag}: ${kind}: ${v} (got ${JSON.stringify(text)})`);
-    else out.set(kind as ProviderKind, v);
-  }
-  if (issues.length) throw new BadInput(issues.join('; '), issues);
-  return out;
+  const { values, issues } = parseKindList(raw, { what: 'provider kind', kinds: providerKinds, example, value });
+  const named = issues.map((i) => `${flag}: ${i}`);
+  if (named.length) throw new BadInput(named.join('; '), named);
+  return values;
 }
 
-function concurrencyValue(text: string): number | string {
-  if (!/^\d+$/.test(text)) return 'must be a whole number of calls in flight, like flights=10';
-  const n = Number(text);
-  return n >= 1 && n <= 10_000 ? n : 'must be between 1 and 10000';
-}
+const concurrencyValue = wholeNumberValue('calls in flight', 'flights=10', 1, 10_000);
 
 function rateValue(text: string): number | string {
   const m = /^(\d+(?:\.\d+)?)\/s$/.exec(text);

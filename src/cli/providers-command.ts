@@ -7,17 +7,17 @@ import { z } from 'zod';
 import { AddressInUse, BadInput } from '../errors.js';
 import { startProviderSimulator } from '../providers/simulator.js';
 import { asAddressInUse, portTaken, type PortSetting } from './ports.js';
+import { decimalText, integerText } from '../number-text.js';
 
 const PROVIDERS_PORT: PortSetting = { flag: '--port', env: 'PROVIDERS_PORT', example: 'bundlefleet providers --port 0' };
 
-// Flags and env values arrive as strings; refuse "", "abc" and "1e" rather than coercing them to 0 or NaN.
-const number = z.string().trim().regex(/^[-+]?(\d+\.?\d*|\.\d+)$/, 'must be a number').transform(Number);
-const rate = number.pipe(z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1'));
-const millis = number.pipe(z.number().int('must be a whole number of milliseconds').min(0, 'must not be negative'));
+// Flags and env values arrive as strings; number-text.ts refuses "", "abc", "0x10" and "1e3".
+const rate = decimalText().pipe(z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1'));
+const millis = integerText(0);
 
 /** One entry per flag: its zod schema, env fallback and help; the attribute name is commander's. */
 const flags = {
-  port: { flag: '--port <port>', env: 'PROVIDERS_PORT', schema: number.pipe(z.number().int('must be a whole number').min(0).max(65535, 'must be between 0 and 65535')), help: 'port to listen on (0 picks a free one)', default: '4010' },
+  port: { flag: '--port <port>', env: 'PROVIDERS_PORT', schema: integerText(0, 65_535), help: 'port to listen on (0 picks a free one)', default: '4010' },
   host: { flag: '--host <host>', env: 'PROVIDERS_HOST', schema: z.string().trim().min(1, 'must not be empty'), help: 'address to listen on', default: '127.0.0.1' },
   failRate: { flag: '--fail-rate <rate>', env: 'PROVIDERS_FAIL_RATE', schema: rate, help: 'share of calls answered 503 without effect (0..1)' },
   lateRate: { flag: '--late-rate <rate>', env: 'PROVIDERS_LATE_RATE', schema: rate, help: 'share of bookings made whose reply is then lost (0..1)' },
@@ -27,7 +27,7 @@ const flags = {
   latencyMs: { flag: '--latency-ms <ms>', env: 'PROVIDERS_LATENCY_MS', schema: millis, help: 'delay before every answer' },
   hangMs: { flag: '--hang-ms <ms>', env: 'PROVIDERS_HANG_MS', schema: millis, help: 'how long a hang lasts before the socket is dropped' },
   rateLimit: { flag: '--rate-limit <n/s>', env: 'PROVIDERS_RATE_LIMIT', schema: z.string().trim().regex(/^[1-9]\d{0,6}\/s$/, 'must be requests per second per kind, like 20/s').transform((v) => Number.parseInt(v, 10)), help: 'requests per second per kind; past it, 429 with Retry-After' },
-  seed: { flag: '--seed <n>', env: 'PROVIDERS_SEED', schema: number.pipe(z.number().int('must be a whole number')), help: 'seed for a repeatable fault pattern' },
+  seed: { flag: '--seed <n>', env: 'PROVIDERS_SEED', schema: integerText(), help: 'seed for a repeatable fault pattern' },
 } satisfies Record<string, { flag: string; env: string; schema: z.ZodType; help: string; default?: string }>;
 
 type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']> };

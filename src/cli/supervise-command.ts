@@ -5,16 +5,18 @@ import { resetOrphans, runOnce, settleAlertDeliveries, type SupervisorOptions } 
 import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
 import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
 import { onShutdown } from './signals.js';
+import { decimalText } from '../number-text.js';
 
-const seconds = z.coerce.number({ error: 'must be a number' }).positive('must be more than 0').max(31_536_000, 'must be at most a year');
+const positive = (max: number, maxText = `${max}`) => decimalText().refine((v) => v > 0, 'must be more than 0').refine((v) => v <= max, `must be at most ${maxText}`);
+const seconds = positive(31_536_000, 'a year');
 
 export const supervisorOptionsSchema = z.object({
   maxAttempts: intOption(1, 1000),
   maxUndoAttempts: intOption(1, 1000),
   stuckAfterSeconds: seconds,
   backoffBaseSeconds: seconds,
-  retentionDays: z.coerce.number({ error: 'must be a number' }).positive('must be more than 0').max(3650, 'must be at most 3650'),
-  supervisorLeaseSeconds: z.coerce.number({ error: 'must be a number' }).min(1, 'must be at least 1').max(3600, 'must be at most 3600'),
+  retentionDays: positive(3650),
+  supervisorLeaseSeconds: decimalText(1, 3600),
   alertWebhookUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
 });
 

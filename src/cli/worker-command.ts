@@ -12,15 +12,24 @@ import { onShutdown } from './signals.js';
 import { addFlowOptions, parseFlowFlags } from './flow-flags.js';
 import { addKindCheckOption, refuseMissingKindVersions } from './kind-check.js';
 import { startSignalConsumer } from '../bundles/signal-queue.js';
+import { bundleKind, carriedKindVersions, signalNames } from '../bundles/kinds.js';
+import { parseKindList, wholeNumberValue } from './kind-lists.js';
 
 /** Tries of one provider call within an attempt: the first and p-retry's two retries. */
 const PROVIDER_TRIES = 3;
 
-/** `vip=3600,noop=60`: seconds per kind. */
+/** Bundle kinds with a wait step in some version this build carries: the only ones a wait timeout applies to. */
+const waitingKinds = () => [...new Set(carriedKindVersions().filter(({ kind, version }) => signalNames(bundleKind(kind, version)).length).map((k) => k.kind))];
+
+/** `vip=3600`: seconds per kind (kind-lists.ts refuses an unknown kind, naming the ones that wait). */
 const waitTimeouts = z
   .string()
-  .regex(/^\s*[a-z][a-z0-9_]*=\d+\s*(,\s*[a-z][a-z0-9_]*=\d+\s*)*$/, 'expected kind=seconds[,kind=seconds…], e.g. vip=3600')
-  .transform((v) => Object.fromEntries(v.split(',').map((p) => p.trim().split('=')).map(([k, n]) => [k!, Number(n)])))
+  .transform((raw, ctx) => {
+    const value = wholeNumberValue('seconds', 'vip=3600', 1, 31_536_000, '31536000 (a year)');
+    const { values, issues } = parseKindList(raw, { what: 'bundle kind', kinds: waitingKinds(), example: 'vip=3600', value });
+    for (const message of issues) ctx.addIssue({ code: 'custom', message });
+    return Object.fromEntries(values);
+  })
   .optional();
 
 export const workerOptionsSchema = z

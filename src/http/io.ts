@@ -88,13 +88,23 @@ export function segment(value: string, field: string): string {
   }
 }
 
-/** Query parameters through zod; empty values count as absent. BadInput names each parameter. */
-export function parseQuery<T extends z.ZodType>(schema: T, url: URL): z.infer<T> {
+/**
+ * Query parameters through zod; empty values count as absent. BadInput names each parameter, and
+ * also one the endpoint does not take or one given twice: ignored, a typo (`?limt=5`) or a
+ * parameter of another endpoint (`?after=`) would answer as if the caller had asked for nothing.
+ */
+export function parseQuery<T extends z.ZodObject>(schema: T, url: URL): z.infer<T> {
+  const accepted = Object.keys(schema.shape);
+  const names = [...url.searchParams.keys()];
+  const issues = [...new Set(names)].flatMap((name) => {
+    if (!accepted.includes(name)) return [`${name || '(empty name)'}: unknown query parameter (this endpoint takes ${accepted.join(', ')})`];
+    return names.filter((n) => n === name).length > 1 ? [`${name}: given more than once`] : [];
+  });
   const raw = Object.fromEntries([...url.searchParams].filter(([, v]) => v !== ''));
   const result = schema.safeParse(raw);
-  if (result.success) return result.data;
-  const issues = result.error.issues.map((i) => `${String(i.path[0] ?? '(query)')}: ${i.message}`);
-  throw new BadInput(issues.join('; '), issues);
+  if (!result.success) issues.push(...result.error.issues.map((i) => `${String(i.path[0] ?? '(query)')}: ${i.message}`));
+  if (issues.length) throw new BadInput(issues.join('; '), issues);
+  return result.data!;
 }
 
 /** The field names of BadInput issues (`customer_email: must be…` → `customer_email`), for log lines. */

@@ -32,6 +32,7 @@ import { HttpError, parseQuery, readJson, readOptionalJson, SECURITY_HEADERS, se
 import { sendMetrics, type Metrics } from './metrics.js';
 import { bundlePageHtml, errorPageHtml, statusPageHtml, uiAsset } from './pages.js';
 import { extractHeaders, inSpan, SpanKind } from '../tracing.js';
+import { integerText } from '../number-text.js';
 
 export interface Ctx {
   req: http.IncomingMessage;
@@ -59,15 +60,15 @@ export interface RouteDeps {
 
 const bundlesQuery = z.object({
   state: z.enum(BUNDLE_STATES, `must be one of ${BUNDLE_STATES.join(', ')}`).optional(),
-  limit: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500').default(20),
+  limit: integerText(1, 500).default(20),
 });
 const attentionQuery = z.object({
   reason: z.enum(ATTENTION_REASONS, `must be one of ${ATTENTION_REASONS.join(', ')}`).optional(),
-  limit: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500').default(25),
+  limit: integerText(1, 500).default(25),
 });
 const alertsQuery = z.object({ all: z.stringbool({ error: 'must be true or false' }).default(false) });
 const throughputQuery = z.object({
-  minutes: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(180, 'must be at most 180').default(15),
+  minutes: integerText(1, 180).default(15),
 });
 
 /** Validates an enqueue body and its Idempotency-Key header together, so every problem is listed at once. */
@@ -134,9 +135,9 @@ export function routes({ pool, metrics, isDraining, ping }: RouteDeps): Route[] 
       async handler({ req, res, log }) {
         const item = parseEnqueueRequest(req, await readJson(req));
         const [result] = await enqueueBundles(pool, [item], { actor: 'http' }).catch((err: unknown) => {
-          // A key names one request (IETF Idempotency-Key draft, Stripe): enqueueBundles refuses it with another body.
+          // A key names one request (IETF Idempotency-Key draft, Stripe): enqueueBundles refuses it with another body (or kind version).
           if (err instanceof IdempotencyKeyReused) {
-            throw new HttpError(422, `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used with a different body; use a new key for a new booking`, {}, { idempotency_key: err.idempotencyKey });
+            throw new HttpError(422, `Idempotency-Key ${JSON.stringify(err.idempotencyKey)} was already used with ${err.difference}; use a new key for a new booking`, {}, { idempotency_key: err.idempotencyKey });
           }
           if (!(err instanceof ActiveKeyTaken)) throw err;
           const { active_key, vip_bundle_id, state } = err.holders[0]!;

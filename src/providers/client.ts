@@ -29,17 +29,22 @@ export interface ProviderUrls {
 
 const overrideVar: Record<ProviderKind, string> = { tickets: 'TICKETS_URL', flights: 'FLIGHTS_URL', taxis: 'TAXIS_URL' };
 
-/** PROVIDERS_URL base, overridden per kind by TICKETS_URL, FLIGHTS_URL, TAXIS_URL. Throws BadInput naming the variable if none set / not a URL. */
+/**
+ * PROVIDERS_URL base, overridden per kind by TICKETS_URL, FLIGHTS_URL, TAXIS_URL. Throws BadInput
+ * naming the flag and variable if a kind has neither (every such kind in one message, so one
+ * fix is enough), or a variable that is not a URL.
+ */
 export function providerUrlsFromEnv(env: NodeJS.ProcessEnv): ProviderUrls {
   const base = env.PROVIDERS_URL?.trim() || undefined;
-  const urls = {} as ProviderUrls;
-  for (const kind of providerKinds) {
-    const own = env[overrideVar[kind]]?.trim() || undefined;
-    const name = own ? overrideVar[kind] : 'PROVIDERS_URL';
-    const value = own ?? base;
-    if (!value) throw new BadInput(`PROVIDERS_URL is not set (nor ${overrideVar[kind]}): set it to the providers' base URL, e.g. http://127.0.0.1:4010`);
-    urls[kind] = checkedBaseUrl(name, value);
+  const own = (kind: ProviderKind) => env[overrideVar[kind]]?.trim() || undefined;
+  const missing = providerKinds.filter((kind) => !own(kind) && !base);
+  if (missing.length) {
+    const kinds = missing.map((kind) => `${kind} (${overrideVar[kind]})`);
+    const list = kinds.length > 1 ? `${kinds.slice(0, -1).join(', ')} and ${kinds.at(-1)}` : kinds[0];
+    throw new BadInput(`--providers-url (PROVIDERS_URL): is not set, and ${list} ${missing.length > 1 ? 'have no URL of their own' : 'has no URL of its own'}: set it to the providers' base URL, e.g. http://127.0.0.1:4010`);
   }
+  const urls = {} as ProviderUrls;
+  for (const kind of providerKinds) urls[kind] = own(kind) ? checkedBaseUrl(overrideVar[kind], own(kind)!) : checkedBaseUrl('PROVIDERS_URL', base!);
   return urls;
 }
 
