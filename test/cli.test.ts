@@ -293,6 +293,25 @@ describe('bundlefleet inspect, list, stats', () => {
   });
 });
 
+describe('bundlefleet inspect: finished_at', () => {
+  it('--json has finished_at (null while unfinished) apart from updated_at, and the text view prints it', async () => {
+    const db = await createTestDb();
+    const { vip_bundle_id: id } = jsonLines((await cli(db.url, ['enqueue', ...bundleFlags(), '--json'])).stdout)[0]!;
+    const pending = await cli(db.url, ['inspect', String(id), '--json']);
+    expect(JSON.parse(pending.stdout)).toMatchObject({ finished_at: null });
+    expect((await cli(db.url, ['inspect', String(id)])).stdout).not.toMatch(/^finished at/m);
+
+    // Finished an hour before its last change (an ack).
+    const finished = '2026-01-02T03:04:05.678Z';
+    await db.pool.query(`UPDATE bundles SET state = 'completed', finished_at = $2, updated_at = $2::timestamptz + interval '1 hour' WHERE id = $1`, [id, finished]);
+    const view = JSON.parse((await cli(db.url, ['inspect', String(id), '--json'])).stdout);
+    expect(view).toMatchObject({ finished_at: finished, updated_at: '2026-01-02T04:04:05.678Z' });
+    const text = await cli(db.url, ['inspect', String(id)]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^state completed .*\\nfinished at ${finished}$`, 'm'));
+  });
+});
+
 describe('bundlefleet against a database that is not ready', () => {
   it('says to run `bundlefleet migrate` on an unmigrated database', async () => {
     const url = await emptyDatabase();

@@ -217,6 +217,19 @@ describe('reads, health and routing', () => {
     }
   });
 
+  it('GET /bundles/:id has finished_at: null while unfinished, then the finish, which a later ack (moving updated_at) leaves alone', async () => {
+    const db = await createTestDb();
+    const api = await serve(db);
+    const { body: ids } = await post(api.url, '/book-vip-bundle', vipPayload());
+    expect((await get(api.url, `/bundles/${ids.vip_bundle_id}`)).body).toMatchObject({ finished_at: null });
+    const finished = '2026-01-02T03:04:05.678Z';
+    await db.pool.query(`UPDATE bundles SET state = 'compensated', finished_at = $2, updated_at = $2 WHERE id = $1`, [ids.vip_bundle_id, finished]);
+    expect((await post(api.url, `/bundles/${ids.vip_bundle_id}/ack`, {})).status).toBe(200);
+    const view = (await get(api.url, `/bundles/${ids.vip_bundle_id}`)).body;
+    expect(view.finished_at).toBe(finished);
+    expect(Date.parse(view.updated_at)).toBeGreaterThan(Date.parse(finished));
+  });
+
   it('/healthz is 200; /readyz is 200, 503 while draining, 503 when the database is unreachable', async () => {
     const db = await createTestDb();
     let draining = false;
