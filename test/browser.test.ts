@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startHttpServer } from '../src/http/server.js';
+import { BUNDLE_STATES } from '../src/bundles/read.js';
 import { findChromium, launchChromium, packagedChromium } from './support/chromium.js';
 
 // The screenshots in docs/ are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
@@ -224,6 +225,34 @@ describe('status page in headless Chromium', () => {
     await page.waitForSelector('#summary dt');
     const summary = await page.$$eval('#summary div', (divs) => Object.fromEntries(divs.map((d) => [d.querySelector('dt')!.textContent, d.querySelector('dd')!.textContent])));
     expect(summary).toMatchObject({ finished: COMPENSATED_FINISHED, 'last change': COMPENSATED_ACKED, 'failure acknowledged': COMPENSATED_ACKED });
+    expect(errors).toEqual([]);
+  });
+
+  it("the latest bundles' state filter offers every state, waiting included; the due-age card does not read as the waiting state", async () => {
+    const browser = await launch();
+    const db = await createTestDb();
+    const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
+    onCleanup(() => api.close(0));
+    const [waiting, pending] = [await book(api.url, vipPayload()), await book(api.url, vipPayload())];
+    await db.pool.query(`UPDATE bundles SET state = 'waiting', waiting_for = '{inbound_ticketed}', wait_deadline = now() + interval '1 hour' WHERE id = $1`, [waiting.vip_bundle_id]);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`${api.url}/`);
+    await page.waitForSelector(`#bundles tr[data-bundle-id="${pending.vip_bundle_id}"]`);
+
+    expect(await page.$$eval('#state-filter option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['', ...BUNDLE_STATES]);
+    // Every state with a card can be filtered on, and the other way round.
+    const cards = await page.$$eval('#states .card[data-state]', (cs) => cs.map((c) => c.getAttribute('data-state')));
+    expect(cards).toEqual([...BUNDLE_STATES]);
+    await page.selectOption('#state-filter', 'waiting');
+    await page.waitForSelector(`#bundles tr[data-bundle-id="${pending.vip_bundle_id}"]`, { state: 'detached' });
+    expect(await page.$$eval('#bundles tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-bundle-id'), tr.getAttribute('data-state')]))).toEqual([[waiting.vip_bundle_id, 'waiting']]);
+
+    // The age of the oldest due bundle (the pending one here) is about claims, not about `waiting` bundles.
+    const labels = await page.$$eval('#states .card:not([data-state]) .label', (ls) => ls.map((l) => l.textContent));
+    expect(labels).toContain('oldest due bundle waiting for a worker');
+    expect(labels).not.toContain('oldest due, waiting');
+    expect(await page.getAttribute('#states .card[data-card="oldest-due"]', 'title')).toMatch(/pending, or compensating/);
     expect(errors).toEqual([]);
   });
 
