@@ -423,6 +423,42 @@ describe('bundlefleet supervise: the loop-only settings', () => {
     expectNoStack(orphans);
   });
 
+  it('--loop logs one info line when it starts, with its interval and settings (as worker and serve do), and one when it stops', async () => {
+    const db = await createTestDb();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ALERT_WEBHOOK_URL: 'https://hooks.example.com/T0/secret-token' };
+    for (const k of Object.keys(env)) if (k.startsWith('BUNDLEFLEET_')) delete env[k];
+    const args = ['supervise', '--loop', '--interval-seconds', '7', '--orphan-check-ms', '500', '--max-attempts', '4'];
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    onCleanup(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start line within 20 s: ${stdout}${stderr}`)), 20_000);
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        const line = jsonLines(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).find((l) => l.msg === 'supervisor loop started');
+        if (line) clearTimeout(timer), resolve(line);
+      });
+      void exited.then((code) => reject(new Error(`supervise --loop exited ${code}: ${stdout}${stderr}`)));
+    });
+    expect(started).toMatchObject({
+      level: 'info', role: 'supervisor', intervalSeconds: 7, orphanCheckMs: 500, maxAttempts: 4, maxUndoAttempts: 10, stuckAfterSeconds: 900,
+      backoffBaseSeconds: 2, retentionDays: 30, leaseSeconds: 15, alertWebhook: true,
+    });
+    // Said once; the webhook's URL (it may hold a secret) never.
+    expect(jsonLines(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).filter((l) => l.msg === 'supervisor loop started')).toHaveLength(1);
+    // At once: the line says it runs, so it must also stop cleanly from then on.
+    child.kill('SIGTERM');
+    expect(await exited, stdout + stderr).toBe(0);
+    expect(jsonLines(stdout).map((l) => l.msg)).toContain('supervisor loop stopped');
+    expect(stdout + stderr).not.toContain('secret-token');
+  });
+
   it('a loop-only flag given without --loop is named in a warning and the one pass still runs; a bad value is exit 2', async () => {
     const db = await createTestDb();
     for (const args of [['--interval-seconds', '5'], ['--orphan-check-ms', '100']]) {
