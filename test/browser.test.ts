@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup } from './support/db.js';
 import { quietLogger, startSimulator, startWorker, vipPayload, waitFor } from './support/fleet.js';
 import { startHttpServer } from '../src/http/server.js';
+import { BUNDLE_STATES } from '../src/bundles/read.js';
 import { findChromium, launchChromium, packagedChromium } from './support/chromium.js';
 
 // The screenshots in docs/ are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run leaves the tree clean.
@@ -39,6 +40,54 @@ async function book(base: string, body: unknown): Promise<{ vip_bundle_id: strin
   const res = await fetch(`${base}/book-vip-bundle`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) });
   expect(res.status).toBe(201);
   return (await res.json()) as { vip_bundle_id: string; booking_id: string };
+}
+
+const COMPENSATED_FINISHED = '2026-01-02T03:04:05.678Z';
+const COMPENSATED_ACKED = '2026-01-02T05:00:00.000Z';
+
+/**
+ * A compensated bundle as a newcomer found it, opened at 1280 px: lookups by idempotency key
+ * (unbroken paths), provider errors quoting a JSON reply in every table, and an ack two hours
+ * after it finished (which moved updated_at).
+ */
+async function compensatedBundlePage(): Promise<{ page: Page; id: string; errors: string[] }> {
+  const browser = await launch();
+  const db = await createTestDb();
+  const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
+  onCleanup(() => api.close(0));
+  const { vip_bundle_id: id } = await book(api.url, vipPayload());
+  const worker = 'worker-7f3a2c.4b1d9e0a';
+  const longError = `flights cancel ${id}:return_flight: unexpected 500 reply {"error":"upstream_unavailable","detail":"the reservation system did not answer within 30000 ms","request":"${id}:return_flight","retry_after_seconds":null}`;
+  await db.pool.query(
+    `UPDATE bundles SET state = 'compensated', phase = 'undo', attempt = 3, failure_count = 5, finished_at = $2, failure_acked_at = $3, updated_at = $3,
+       last_error = $4, last_error_class = 'permanent', last_error_step = 'return_flight' WHERE id = $1`,
+    [id, COMPENSATED_FINISHED, COMPENSATED_ACKED, longError],
+  );
+  const steps = ['show_tickets', 'inbound_flight', 'return_flight'];
+  for (const [position, step] of steps.entries()) {
+    await db.pool.query(
+      `INSERT INTO steps (bundle_id, position, name, status, idempotency_key, reference, error, attempt) VALUES ($1, $2, $3, 'cancelled', $4, $5, $6, 3)`,
+      [id, position, step, `${id}:${step}`, `REF-${step.toUpperCase()}-0123456789`, step === 'return_flight' ? longError : null],
+    );
+    const provider = step === 'show_tickets' ? 'tickets' : 'flights';
+    await db.pool.query(
+      `INSERT INTO provider_exchanges (bundle_id, attempt, worker_id, step, provider, operation, method, path, status, outcome, error, duration_ms, response_body, at)
+       VALUES ($1, 3, $2, $3, $4, 'lookup', 'GET', $5, 500, 'transient', $6, 30012, $7, now()),
+              ($1, 3, $2, $3, $4, 'cancel', 'DELETE', $5, 200, 'ok', NULL, 41, '{"status":"cancelled"}', now())`,
+      [id, worker, step, provider, `/${provider}/bookings?idempotency_key=${encodeURIComponent(`${id}:${step}`)}`, longError,
+        JSON.stringify({ error: 'upstream_unavailable', request: `${id}:${step}`, padding: 'x'.repeat(300) })],
+    );
+  }
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    await db.pool.query(
+      `INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, step, reason, error) VALUES ($1, $2, $3, 'running', 'failed', 'return_flight', 'step failed', $4)`,
+      [id, worker, attempt, longError],
+    );
+  }
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  const errors = watchErrors(page);
+  await page.goto(`${api.url}/ui/bundles/${id}`);
+  return { page, id, errors };
 }
 
 describe('status page in headless Chromium', () => {
@@ -147,6 +196,64 @@ describe('status page in headless Chromium', () => {
     // The one 401 is the ack sent before the page had the token (it then asked for it).
     expect(errors.filter((e) => !/status of 401/.test(e))).toEqual([]);
     expect(errors.filter((e) => /status of 401/.test(e))).toHaveLength(1);
+  });
+
+  it('a compensated bundle page fits a 1280 px viewport: long paths, errors and bodies wrap, columns keep a readable width', async () => {
+    const { page, id, errors } = await compensatedBundlePage();
+    await page.waitForSelector('#exchanges tbody tr[data-outcome="transient"]');
+    await page.waitForSelector('#timeline tbody tr td.err:not(:empty)');
+    const fits = async (what: string) => {
+      const width = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth }));
+      expect(width.scroll, `${what}: page ${width.scroll} px wide in a ${width.viewport} px viewport`).toBeLessThanOrEqual(width.viewport);
+    };
+    await fits('bodies folded');
+    // Unfolded bodies (redacted replies of up to 2 KiB) must not widen it either.
+    await page.$$eval('#exchanges details', (ds) => ds.forEach((d) => ((d as HTMLDetailsElement).open = true)));
+    await fits('bodies shown');
+    // Error columns wrap at words where they can, not one character per line.
+    for (const table of ['timeline', 'exchanges', 'steps']) {
+      const cellWidths = await page.$$eval(`#${table} td.err`, (tds) => tds.filter((td) => td.textContent).map((td) => td.getBoundingClientRect().width));
+      expect(cellWidths.length, table).toBeGreaterThan(0);
+      for (const w of cellWidths) expect(w, `${table} error column`).toBeGreaterThanOrEqual(160);
+    }
+    expect(await page.textContent('#exchanges tbody')).toContain(`GET /flights/bookings?idempotency_key=${encodeURIComponent(`${id}:return_flight`)}`);
+    expect(errors).toEqual([]);
+  });
+
+  it("a finished bundle's page shows finished_at as 'finished', and a later last change (its ack) apart", async () => {
+    const { page, errors } = await compensatedBundlePage();
+    await page.waitForSelector('#summary dt');
+    const summary = await page.$$eval('#summary div', (divs) => Object.fromEntries(divs.map((d) => [d.querySelector('dt')!.textContent, d.querySelector('dd')!.textContent])));
+    expect(summary).toMatchObject({ finished: COMPENSATED_FINISHED, 'last change': COMPENSATED_ACKED, 'failure acknowledged': COMPENSATED_ACKED });
+    expect(errors).toEqual([]);
+  });
+
+  it("the latest bundles' state filter offers every state, waiting included; the due-age card does not read as the waiting state", async () => {
+    const browser = await launch();
+    const db = await createTestDb();
+    const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
+    onCleanup(() => api.close(0));
+    const [waiting, pending] = [await book(api.url, vipPayload()), await book(api.url, vipPayload())];
+    await db.pool.query(`UPDATE bundles SET state = 'waiting', waiting_for = '{inbound_ticketed}', wait_deadline = now() + interval '1 hour' WHERE id = $1`, [waiting.vip_bundle_id]);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const errors = watchErrors(page);
+    await page.goto(`${api.url}/`);
+    await page.waitForSelector(`#bundles tr[data-bundle-id="${pending.vip_bundle_id}"]`);
+
+    expect(await page.$$eval('#state-filter option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['', ...BUNDLE_STATES]);
+    // Every state with a card can be filtered on, and the other way round.
+    const cards = await page.$$eval('#states .card[data-state]', (cs) => cs.map((c) => c.getAttribute('data-state')));
+    expect(cards).toEqual([...BUNDLE_STATES]);
+    await page.selectOption('#state-filter', 'waiting');
+    await page.waitForSelector(`#bundles tr[data-bundle-id="${pending.vip_bundle_id}"]`, { state: 'detached' });
+    expect(await page.$$eval('#bundles tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-bundle-id'), tr.getAttribute('data-state')]))).toEqual([[waiting.vip_bundle_id, 'waiting']]);
+
+    // The age of the oldest due bundle (the pending one here) is about claims, not about `waiting` bundles.
+    const labels = await page.$$eval('#states .card:not([data-state]) .label', (ls) => ls.map((l) => l.textContent));
+    expect(labels).toContain('oldest due bundle waiting for a worker');
+    expect(labels).not.toContain('oldest due, waiting');
+    expect(await page.getAttribute('#states .card[data-card="oldest-due"]', 'title')).toMatch(/pending, or compensating/);
+    expect(errors).toEqual([]);
   });
 
   // Console actions and how states read: the needs-attention view with its filter, retry and cancel

@@ -327,6 +327,25 @@ describe('bundlefleet inspect, list, stats', () => {
   });
 });
 
+describe('bundlefleet inspect: finished_at', () => {
+  it('--json has finished_at (null while unfinished) apart from updated_at, and the text view prints it', async () => {
+    const db = await createTestDb();
+    const { vip_bundle_id: id } = jsonLines((await cli(db.url, ['enqueue', ...bundleFlags(), '--json'])).stdout)[0]!;
+    const pending = await cli(db.url, ['inspect', String(id), '--json']);
+    expect(JSON.parse(pending.stdout)).toMatchObject({ finished_at: null });
+    expect((await cli(db.url, ['inspect', String(id)])).stdout).not.toMatch(/^finished at/m);
+
+    // Finished an hour before its last change (an ack).
+    const finished = '2026-01-02T03:04:05.678Z';
+    await db.pool.query(`UPDATE bundles SET state = 'completed', finished_at = $2, updated_at = $2::timestamptz + interval '1 hour' WHERE id = $1`, [id, finished]);
+    const view = JSON.parse((await cli(db.url, ['inspect', String(id), '--json'])).stdout);
+    expect(view).toMatchObject({ finished_at: finished, updated_at: '2026-01-02T04:04:05.678Z' });
+    const text = await cli(db.url, ['inspect', String(id)]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^state completed .*\\nfinished at ${finished}$`, 'm'));
+  });
+});
+
 describe('bundlefleet against a database that is not ready', () => {
   it('says to run `bundlefleet migrate` on an unmigrated database', async () => {
     const url = await emptyDatabase();
@@ -464,6 +483,42 @@ describe('bundlefleet supervise: the loop-only settings', () => {
     expect(orphans.code, orphans.stderr).toBe(2);
     expect(orphans.stderr).toContain('--orphan-check-ms (BUNDLEFLEET_ORPHAN_CHECK_MS): must be at least 0');
     expectNoStack(orphans);
+  });
+
+  it('--loop logs one info line when it starts, with its interval and settings (as worker and serve do), and one when it stops', async () => {
+    const db = await createTestDb();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ALERT_WEBHOOK_URL: 'https://hooks.example.com/T0/secret-token' };
+    for (const k of Object.keys(env)) if (k.startsWith('BUNDLEFLEET_')) delete env[k];
+    const args = ['supervise', '--loop', '--interval-seconds', '7', '--orphan-check-ms', '500', '--max-attempts', '4'];
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    onCleanup(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start line within 20 s: ${stdout}${stderr}`)), 20_000);
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        const line = jsonLines(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).find((l) => l.msg === 'supervisor loop started');
+        if (line) clearTimeout(timer), resolve(line);
+      });
+      void exited.then((code) => reject(new Error(`supervise --loop exited ${code}: ${stdout}${stderr}`)));
+    });
+    expect(started).toMatchObject({
+      level: 'info', role: 'supervisor', intervalSeconds: 7, orphanCheckMs: 500, maxAttempts: 4, maxUndoAttempts: 10, stuckAfterSeconds: 900,
+      backoffBaseSeconds: 2, retentionDays: 30, leaseSeconds: 15, alertWebhook: true,
+    });
+    // Said once; the webhook's URL (it may hold a secret) never.
+    expect(jsonLines(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).filter((l) => l.msg === 'supervisor loop started')).toHaveLength(1);
+    // At once: the line says it runs, so it must also stop cleanly from then on.
+    child.kill('SIGTERM');
+    expect(await exited, stdout + stderr).toBe(0);
+    expect(jsonLines(stdout).map((l) => l.msg)).toContain('supervisor loop stopped');
+    expect(stdout + stderr).not.toContain('secret-token');
   });
 
   it('a loop-only flag given without --loop is named in a warning and the one pass still runs; a bad value is exit 2', async () => {

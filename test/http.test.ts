@@ -1,10 +1,13 @@
 /** The HTTP API on real PostgreSQL: enqueue, refusals that write nothing, auth, reads, health, metrics, alerts. */
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createTestDb, onCleanup, type TestDb } from './support/db.js';
 import { quietLogger, vipPayload } from './support/fleet.js';
 import { startHttpServer, MAX_BODY_BYTES, type HttpServerOptions } from '../src/http/server.js';
 import { createMetrics, startMetricsServer } from '../src/http/metrics.js';
+import { routes, type Route } from '../src/http/routes.js';
 import { createPool } from '../src/db/pool.js';
 import { isLoopbackHost, apiTokenFromEnv } from '../src/cli/serve-command.js';
 import { BadInput } from '../src/errors.js';
@@ -215,6 +218,19 @@ describe('reads, health and routing', () => {
       expect(res.status, bad).toBe(400);
       expect(res.body.error).toBe('bad input');
     }
+  });
+
+  it('GET /bundles/:id has finished_at: null while unfinished, then the finish, which a later ack (moving updated_at) leaves alone', async () => {
+    const db = await createTestDb();
+    const api = await serve(db);
+    const { body: ids } = await post(api.url, '/book-vip-bundle', vipPayload());
+    expect((await get(api.url, `/bundles/${ids.vip_bundle_id}`)).body).toMatchObject({ finished_at: null });
+    const finished = '2026-01-02T03:04:05.678Z';
+    await db.pool.query(`UPDATE bundles SET state = 'compensated', finished_at = $2, updated_at = $2 WHERE id = $1`, [ids.vip_bundle_id, finished]);
+    expect((await post(api.url, `/bundles/${ids.vip_bundle_id}/ack`, {})).status).toBe(200);
+    const view = (await get(api.url, `/bundles/${ids.vip_bundle_id}`)).body;
+    expect(view.finished_at).toBe(finished);
+    expect(Date.parse(view.updated_at)).toBeGreaterThan(Date.parse(finished));
   });
 
   it('/healthz is 200; /readyz is 200, 503 while draining, 503 when the database is unreachable', async () => {
@@ -448,5 +464,40 @@ describe('serve command helpers', () => {
     expect(apiTokenFromEnv({})).toBeUndefined();
     expect(apiTokenFromEnv({ BUNDLEFLEET_API_TOKEN: ' abc ' })).toBe('abc');
     expect(() => apiTokenFromEnv({ BUNDLEFLEET_API_TOKEN: '  ' })).toThrow(BadInput);
+  });
+});
+
+/**
+ * docs/http.md against the route table: its endpoint table and its list of writes name paths as
+ * templates (`/bundles/:id/retry`, `/ui/<file>`, `retry|cancel|ack` for siblings, `?query`); each
+ * becomes a sample path (every parameter a plain segment) that the route regexes must match.
+ */
+function samplePaths(template: string): string[] {
+  const path = template.split('?')[0]!.replace(/:[a-z_]+|<[a-z_]+>/g, 'x');
+  // One sample per alternative of a segment like `retry|cancel|ack`.
+  return path.split('/').reduce<string[]>((prefixes, segment) => prefixes.flatMap((p) => segment.split('|').map((alt) => (p === '' && alt === '' ? '' : `${p}/${alt}`))), ['']).map((p) => p || '/');
+}
+
+/** `METHOD /path` pairs named in backticks in `text`, expanded to sample paths. */
+function documented(text: string): Array<{ method: string; path: string }> {
+  return [...text.matchAll(/`(GET|POST) (\/[^`\s]*)`/g)].flatMap(([, method, template]) => samplePaths(template!).map((path) => ({ method: method!, path })));
+}
+
+describe('docs/http.md', () => {
+  it('lists every route of routes.ts in its endpoint table, and every write route among the writes that need the token', async () => {
+    const docs = await readFile(fileURLToPath(new URL('../docs/http.md', import.meta.url)), 'utf8');
+    const section = (heading: string) => docs.slice(docs.indexOf(heading), docs.indexOf('\n## ', docs.indexOf(heading) + heading.length));
+    const table = documented(section('## Endpoints').split('\n').filter((l) => l.startsWith('| `')).map((l) => l.split(' | ')[0]).join('\n'));
+    const writes = documented(/^- Writes \(([^)]*)\)/m.exec(section('## Authentication'))![1]!);
+    const all = routes({ pool: {} as never, metrics: {} as never, isDraining: () => false, ping: async () => undefined });
+    const matches = (r: Route, d: { method: string; path: string }) => r.method === d.method && r.path.test(d.path);
+    expect(table.length).toBeGreaterThan(15);
+    for (const r of all) {
+      expect(table.some((d) => matches(r, d)), `${r.method} ${r.path} is not in the endpoint table of docs/http.md`).toBe(true);
+      if (r.write) expect(writes.some((d) => matches(r, d)), `${r.method} ${r.path} is not among the writes in docs/http.md`).toBe(true);
+    }
+    // And nothing documented that the server does not answer, or listed as a write that is not one.
+    for (const d of table) expect(all.some((r) => matches(r, d)), `docs/http.md names ${d.method} ${d.path}, which no route answers`).toBe(true);
+    for (const d of writes) expect(all.find((r) => matches(r, d))?.write, `docs/http.md lists ${d.method} ${d.path} as a write`).toBe(true);
   });
 });

@@ -54,6 +54,11 @@ export interface BundleView {
   created_at: string;
   /** The last change of the bundle's state, attempt or phase (a step's progress updates only its step). */
   updated_at: string;
+  /**
+   * When it became completed, compensated or dead; null while unfinished (a retry clears it).
+   * Unlike updated_at it stays put when a failure is acknowledged (`ack`).
+   */
+  finished_at: string | null;
   /** At most one unfinished (or failed and unacknowledged) bundle holds an active key: bundles/active-keys.ts. */
   active_key: string | null;
   /** When an operator acknowledged this compensated or dead bundle's failure (`ack`). */
@@ -133,6 +138,7 @@ export async function inspectBundle(db: Queryable, rawId: string): Promise<Bundl
     parked: parkedView(b),
     created_at: iso(b.created_at)!,
     updated_at: iso(b.updated_at)!,
+    finished_at: iso(b.finished_at),
     trace_id: traceIdOf(b.trace_context),
     // Every step of the kind, in order; one without a row has not been started (or has no external effect).
     steps: defs.map((def, position) => {

@@ -25,6 +25,7 @@ export function printBundleHead(b: BundleView): void {
   const booked = describePayload(b.payload);
   if (booked) out.write(`booking ${booked}\n`);
   out.write(`state ${b.state}${b.state === 'running' ? ` (${b.phase})` : ''}  attempt ${b.attempt}  failures ${b.failure_count}  undo failures ${b.undo_failure_count}  resets ${b.reset_count}\n`);
+  if (b.finished_at) out.write(`finished at ${b.finished_at}\n`);
   if (b.trace_id) out.write(`trace ${b.trace_id}\n`);
   if (b.active_key) out.write(`active key ${JSON.stringify(b.active_key)}${b.failure_acked_at ? ` (failure acknowledged at ${b.failure_acked_at}; key released)` : ''}\n`);
   if (b.locked_by) out.write(`lease held by ${b.locked_by} until ${b.locked_until}\n`);

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { rootLogger } from '../logger.js';
-import { resetOrphans, runOnce, settleAlertDeliveries, type SupervisorOptions } from '../supervisor/supervisor.js';
+import { resetOrphans, runOnce, settleAlertDeliveries, supervisorDefaults, type SupervisorOptions } from '../supervisor/supervisor.js';
 import { ackAlert, countOpenAlerts, listAlerts } from '../supervisor/alerts.js';
 import { intOption, openDb, parseOptions, printJson, withDb } from './context.js';
 import { onShutdown } from './signals.js';
@@ -73,6 +73,16 @@ export const DEFAULT_ORPHAN_CHECK_MS = 250;
  */
 export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, intervalMs: number, orphanCheckMs = DEFAULT_ORPHAN_CHECK_MS): { stop(): Promise<void> } {
   const log = (opts.logger ?? rootLogger()).child({ role: 'supervisor' });
+  const o = supervisorDefaults(opts);
+  // One line at start, as worker and serve log theirs, with the settings in effect. The webhook's
+  // URL is left out (it may carry a secret): only whether alerts are posted.
+  log.info(
+    {
+      intervalSeconds: intervalMs / 1000, orphanCheckMs, maxAttempts: o.maxAttempts, maxUndoAttempts: o.maxUndoAttempts, stuckAfterSeconds: o.stuckAfterSeconds,
+      backoffBaseSeconds: o.backoffBaseSeconds, retentionDays: o.retentionSeconds / 86_400, leaseSeconds: o.leaseSeconds, alertWebhook: o.alertWebhookUrl !== undefined,
+    },
+    'supervisor loop started',
+  );
   let stopped = false;
   const timers = new Set<NodeJS.Timeout>();
   const running = new Set<Promise<unknown>>();
@@ -114,6 +124,7 @@ export function superviseLoop(pool: import('pg').Pool, opts: SupervisorOptions, 
       for (const timer of timers) clearTimeout(timer);
       await Promise.all(running);
       await settleAlertDeliveries(pool);
+      log.info('supervisor loop stopped');
     },
   };
 }
@@ -135,11 +146,14 @@ Examples:
       if (flags.loop) {
         const { intervalSeconds: interval, orphanCheckMs } = parseOptions(z.object(LOOP_OPTIONS), flags, LOOP_FLAG_NAMES);
         const db = await openDb({ max: 3, waitSeconds: 60 });
-        const loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000, orphanCheckMs);
+        // The handler goes in before the loop logs that it started: until a process has one, a
+        // SIGTERM kills it outright, and whoever read that line may well send one at once.
+        let loop: ReturnType<typeof superviseLoop> | undefined;
         onShutdown(async () => {
-          await loop.stop();
+          await loop?.stop();
           await db.close();
         });
+        loop = superviseLoop(db.pool, { ...opts, logger: rootLogger() }, interval * 1000, orphanCheckMs);
         return;
       }
       // One pass ignores the loop-only variables (set fleet-wide for the loop, they must not break a

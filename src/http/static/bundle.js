@@ -31,7 +31,11 @@
         field('lease', b.locked_by ? [h('code', { text: b.locked_by }), ' until ', BF.time(b.locked_until)] : null),
         field('next run at', BF.time(b.next_run_at)));
     }
-    fields.push(field('created', BF.time(b.created_at)), field(finished ? 'finished' : 'updated', BF.time(b.updated_at)));
+    fields.push(field('created', BF.time(b.created_at)));
+    if (finished) fields.push(field('finished', BF.time(b.finished_at)));
+    // An ack moves updated_at after the finish: shown only when it differs, as the last change,
+    // so that it is never read as the finish.
+    if (!finished || b.updated_at !== b.finished_at) fields.push(field(finished ? 'last change' : 'updated', BF.time(b.updated_at)));
     if (b.active_key) fields.push(field('active key', h('code', { text: b.active_key })));
     if (b.failure_acked_at) fields.push(field('failure acknowledged', [BF.time(b.failure_acked_at), b.active_key ? ' (key released)' : '']));
     return fields;
@@ -121,10 +125,10 @@
           h('td', null, BF.time(e.at)),
           h('td', { text: e.attempt === null ? '' : '#' + e.attempt }),
           h('td', { text: e.step || '' }),
-          h('td', { class: 'mono nowrap' }, e.method + ' ' + e.path),
+          h('td', { class: 'mono long' }, e.method + ' ' + e.path),
           h('td', { class: e.outcome === 'ok' ? 'nowrap' : 'err', text: (e.status === null ? 'no reply' : e.status) + (e.outcome === 'ok' ? '' : ' · ' + e.outcome + (e.error ? ': ' + e.error : '')) }),
           h('td', { class: 'nowrap', text: e.duration_ms + ' ms' }),
-          h('td', { class: 'mono nowrap', text: e.worker_id || '' }),
+          h('td', { class: 'mono long', text: e.worker_id || '' }),
           h('td', null, bodies(e)));
       });
     });

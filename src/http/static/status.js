@@ -3,6 +3,8 @@
   var h = BF.h;
   var STATES = ['pending', 'running', 'waiting', 'failed', 'compensating', 'completed', 'compensated', 'dead'];
   var filter = document.getElementById('state-filter');
+  // The filter offers the states the cards count, from the same list, so neither can miss one.
+  filter.append.apply(filter, STATES.map(function (state) { return h('option', { value: state, text: state }); }));
 
   function card(label, n, cls, attrs) {
     return h('div', Object.assign({ class: 'card ' + (cls || '') + (n === 0 ? ' zero' : '') }, attrs || {}),
@@ -15,7 +17,9 @@
       return STATES.map(function (state) { return card(state, s.by_state[state], 's-' + state, { 'data-state': state }); }).concat([
         card('total', s.total, ''),
         card('finished ok, last minute', s.completed_last_minute, 's-completed'),
-        card('oldest due, waiting', age === null ? '–' : age < 90 ? age.toFixed(1) + ' s' : Math.round(age / 60) + ' min', age !== null && age > 60 ? 's-dead' : ''),
+        // Not the `waiting` state: a due bundle (pending, or compensating to be undone) not yet claimed.
+        card('oldest due bundle waiting for a worker', age === null ? '–' : age < 90 ? age.toFixed(1) + ' s' : Math.round(age / 60) + ' min', age !== null && age > 60 ? 's-dead' : '',
+          { 'data-card': 'oldest-due', title: 'how long the bundle due the longest (pending, or compensating to be undone) has waited for a worker to claim it' }),
         card('open alerts', s.open_alerts, s.open_alerts ? 's-dead' : ''),
       ]).concat((s.unrunnable_kind_versions || []).map(function (k) {
         // Unfinished bundles of a kind version this build does not carry: no worker of it will run them.
