@@ -125,6 +125,7 @@ describe('embedded database discovery', () => {
     // `db stop` under a process still connected (a worker, a dev) is refused, naming it; with
     // DATABASE_URL set it is refused too (the commands here do not use this server); --force stops it.
     const url = (await cli(['db', 'url'], project)).stdout.trim();
+    expect(JSON.parse((await cli(['db', 'url', '--json'], project)).stdout)).toEqual({ url });
     const worker = new pg.Client({ connectionString: url, application_name: 'bundlefleet worker w1' });
     await worker.connect();
     worker.on('error', () => {}); // the forced stop below ends its connection

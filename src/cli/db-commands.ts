@@ -51,8 +51,11 @@ export function registerDbCommands(program: Command): void {
     });
   db.command('url')
     .description('print the connection URL of the embedded server (starting it if it was stopped; never creating one)')
-    .action(async () => {
-      await withDb(async ({ url }) => void process.stdout.write(`${url}\n`), { checkSchema: false });
+    .option('--json', 'print JSON: {"url"}')
+    .action(async (flags: { json?: boolean }) => {
+      const url = await withDb(async ({ url }) => url, { checkSchema: false });
+      if (flags.json) printJson({ url });
+      else process.stdout.write(`${url}\n`);
     });
   db.command('stop')
     .description('stop the embedded server of this directory (or the nearest parent with .bundlefleet/); refused while other processes are connected to it, unless --force')
