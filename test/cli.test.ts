@@ -411,7 +411,7 @@ describe('bundlefleet worker', () => {
   it('refuses an unknown kind in --wait-timeout as --provider-concurrency does: exit 2 naming the flag, the name and the accepted kinds', async () => {
     const db = await createTestDb();
     for (const [args, env, message] of [
-      [['--wait-timeout', 'bogus=5'], {}, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): unknown bundle kind "bogus" (one of vip)'],
+      [['--wait-timeout', 'bogus=5'], {}, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): unknown kind with a wait step "bogus" (one of vip)'],
       [[], { BUNDLEFLEET_WAIT_TIMEOUT: 'vip=60,vip=70' }, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): vip given twice'],
       [['--wait-timeout', 'vip=0x10'], {}, '--wait-timeout (BUNDLEFLEET_WAIT_TIMEOUT): vip: must be a whole number of seconds, like vip=3600 (got "0x10")'],
       [['--provider-concurrency', 'bogus=5'], {}, '--provider-concurrency (BUNDLEFLEET_PROVIDER_CONCURRENCY): unknown provider kind "bogus" (one of tickets, flights, taxis)'],

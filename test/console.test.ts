@@ -118,7 +118,7 @@ describe('needs attention', () => {
   it('lists stuck, dead and retrying bundles with counts, filtered by reason; others are left out', async () => {
     const db = await createTestDb();
     const api = await serve(db);
-    const [healthy, done, stuckByAlert, stuckByLease, dead, retrying, failed, refused] = await Promise.all(Array.from({ length: 8 }, () => enqueue(api)));
+    const [healthy, done, stuckByAlert, stuckByLease, dead, retrying, failed, refused, undoRefused] = await Promise.all(Array.from({ length: 9 }, () => enqueue(api)));
     await db.pool.query(`UPDATE bundles SET state = 'completed', failure_count = 2, last_error = 'recovered' WHERE id = $1`, [done!.vip_bundle_id]);
     await db.pool.query(`UPDATE bundles SET state = 'running', locked_by = 'w1', locked_until = now() + interval '1 minute' WHERE id = $1`, [stuckByAlert!.vip_bundle_id]);
     await db.pool.query(`INSERT INTO alerts (bundle_id, kind, message) VALUES ($1, 'stuck', 'running for 12 min without progress')`, [stuckByAlert!.vip_bundle_id]);
@@ -128,10 +128,12 @@ describe('needs attention', () => {
     await db.pool.query(`UPDATE bundles SET state = 'failed', failure_count = 1 WHERE id = $1`, [failed!.vip_bundle_id]);
     // A definitive no, before the supervisor's pass compensates it: not retried, so not "retrying".
     await db.pool.query(`UPDATE bundles SET state = 'failed', last_error_class = 'permanent', last_error = 'flights: sold out' WHERE id = $1`, [refused!.vip_bundle_id]);
+    // An undo refused for good is still retried by the supervisor (up to --max-undo-attempts): listed.
+    await db.pool.query(`UPDATE bundles SET state = 'failed', phase = 'undo', last_error_class = 'permanent', last_error = 'taxis cancel: 400' WHERE id = $1`, [undoRefused!.vip_bundle_id]);
 
     const all = await getJson(api.url, '/api/attention');
     expect(all.status).toBe(200);
-    expect(all.body.counts).toEqual({ stuck: 2, dead: 1, retrying: 2 });
+    expect(all.body.counts).toEqual({ stuck: 2, dead: 1, retrying: 3 });
     const reasons = Object.fromEntries(all.body.bundles.map((b: { vip_bundle_id: string; reason: string }) => [b.vip_bundle_id, b.reason]));
     expect(reasons).toEqual({
       [stuckByAlert!.vip_bundle_id]: 'stuck',
@@ -139,6 +141,7 @@ describe('needs attention', () => {
       [dead!.vip_bundle_id]: 'dead',
       [retrying!.vip_bundle_id]: 'retrying',
       [failed!.vip_bundle_id]: 'retrying',
+      [undoRefused!.vip_bundle_id]: 'retrying',
     });
     expect(reasons[healthy!.vip_bundle_id]).toBeUndefined();
     expect(reasons[refused!.vip_bundle_id]).toBeUndefined();

@@ -89,7 +89,7 @@ describe('embedded database discovery', () => {
 
     // migrate creates it in the working directory and says so.
     const created = await cli(['migrate'], project);
-    onCleanup(() => cli(['db', 'stop'], project));
+    onCleanup(() => cli(['db', 'stop', '--force'], project));
     expect(created.code, created.stderr).toBe(0);
     expect(created.stderr).toContain(`created an embedded PostgreSQL in ${join(project, '.bundlefleet')}`);
 
@@ -161,7 +161,7 @@ describe('embedded database discovery', () => {
     const bin = join(app, 'bin', 'bundlefleet');
 
     const migrated = await cli(['migrate'], project, env, bin);
-    onCleanup(() => cli(['db', 'stop'], project, env, bin));
+    onCleanup(() => cli(['db', 'stop', '--force'], project, env, bin));
     expect(migrated.stderr).not.toMatch(/EACCES|\n\s+at /);
     expect(migrated.code, migrated.stderr).toBe(0);
     const enqueued = await cli(['enqueue', '--customer-email', 'ada@example.com', '--show-id', '00000000-0001-4000-8000-000000000001', '--tickets', '1', '--passenger', 'Ada Lovelace', '--inbound-flight-id', '00000000-0002-4000-8000-000000000117', '--return-flight-id', '00000000-0002-4000-8000-000000000118', '--json'], project, env, bin);

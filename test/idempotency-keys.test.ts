@@ -78,7 +78,7 @@ describe('idempotency keys in enqueueBundles', () => {
     const items = [{ payload: vipPayload(), idempotencyKey: 'k-in' }, { payload: vipPayload() }, { payload: vipPayload(), idempotencyKey: 'k-in', activeKey: 'doc-x' }];
     const err = await refusal(enqueueBundles(db.pool, items, { kindVersion: 1, batchSize: 1 }));
     expect(err).toBeInstanceOf(IdempotencyKeyReused);
-    expect(err.message).toBe('item 3: idempotency_key "k-in" is also given to item 1 with a different body; use a new key for a new booking');
+    expect(err.message).toBe('item 3: idempotency_key "k-in" is also given to item 1 with a different body and a different active_key; use a new key for a new booking');
     expect(err.index).toBe(2);
     expect(err.enqueuedBefore).toEqual([]);
     expect(await count(db.pool, 'bundles')).toBe(1);

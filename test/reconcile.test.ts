@@ -15,7 +15,7 @@ import { ProviderClient } from '../src/providers/client.js';
 import { claimReconciliations } from '../src/scheduler/claim.js';
 import { reconcileBundle } from '../src/agents/reconcile.js';
 import { runOnce } from '../src/supervisor/supervisor.js';
-import { MAX_RECONCILE_ATTEMPTS, RECONCILE_RETRY_SECONDS } from '../src/bundles/reconciliation.js';
+import { MAX_RECONCILE_FAILURES, RECONCILE_RETRY_SECONDS } from '../src/bundles/reconciliation.js';
 import { unrunnableKindVersions } from '../src/bundles/read.js';
 
 async function reconcileState(pool: pg.Pool, id: string) {
@@ -174,38 +174,58 @@ describe('reconciliation of undone bundles', () => {
     const db = await createTestDb();
     const sim = await startSimulator({ forgetUnknownCancels: true });
     const { id, key } = await lateBooking(db, sim);
-    // Every pass so far found the tickets provider unreachable; this is the last one before the alert.
-    await db.pool.query(`UPDATE bundles SET reconcile_attempts = $2 WHERE id = $1`, [id, MAX_RECONCILE_ATTEMPTS - 1]);
+    // Every pass so far found the tickets provider unreachable; the next one is the last before the alert.
+    await db.pool.query(`UPDATE bundles SET reconcile_attempts = $2, reconcile_failures = $2 WHERE id = $1`, [id, MAX_RECONCILE_FAILURES - 1]);
     const down = await startSimulator();
     await down.close();
     await holdWorkerLock(db.pool, 'reconciler');
-    const pass = async (providers: ProviderClient) => {
+    const claim = async () => {
       const claims = await claimReconciliations(db.pool, { workerId: 'reconciler', limit: 1, leaseSeconds: 5 });
       expect(claims).toHaveLength(1);
-      return reconcileBundle(claims[0]!, { pool: db.pool, providers, workerId: 'reconciler', logger: quietLogger() });
+      return claims[0]!;
     };
-    expect((await pass(new ProviderClient({ ...simulatorUrls(sim), tickets: down.url }, { timeoutMs: 500 }))).done).toBe(false);
+    const pass = async (claimed: Awaited<ReturnType<typeof claim>>, providers: ProviderClient) =>
+      reconcileBundle(claimed, { pool: db.pool, providers, workerId: 'reconciler', logger: quietLogger() });
+    const alerts = async () => (await db.pool.query(`SELECT kind, message, resolved_at IS NOT NULL AS resolved FROM alerts WHERE bundle_id = $1`, [id])).rows;
+    // While that pass runs, nine have failed: no alert yet (it might still succeed).
+    const tenth = await claim();
+    await runOnce(db.pool, { logger: quietLogger() });
+    expect(await alerts()).toEqual([]);
+    expect((await pass(tenth, new ProviderClient({ ...simulatorUrls(sim), tickets: down.url }, { timeoutMs: 500 }))).done).toBe(false);
 
-    const { rows: [after] } = await db.pool.query(`SELECT state, reconcile_attempts, extract(epoch FROM reconcile_at - now())::float8 AS in_s FROM bundles WHERE id = $1`, [id]);
+    const { rows: [after] } = await db.pool.query(`SELECT state, reconcile_failures, extract(epoch FROM reconcile_at - now())::float8 AS in_s FROM bundles WHERE id = $1`, [id]);
     expect(after.state).toBe('compensated');
-    expect(after.reconcile_attempts).toBe(MAX_RECONCILE_ATTEMPTS);
+    expect(after.reconcile_failures).toBe(MAX_RECONCILE_FAILURES);
     // Not given up: due again in an hour.
     expect(after.in_s).toBeGreaterThan(RECONCILE_RETRY_SECONDS - 60);
     expect(after.in_s).toBeLessThan(RECONCILE_RETRY_SECONDS + 60);
-    const { rows: notes } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciliation incomplete after%'`, [id]);
-    expect(notes[0].reason).toMatch(/^reconciliation incomplete after 10 passes \(alert raised\), next pass in 60 min: show_tickets: not reached/);
+    const { rows: notes } = await db.pool.query(`SELECT reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciliation incomplete 10%'`, [id]);
+    expect(notes[0].reason).toMatch(/^reconciliation incomplete 10 passes in a row \(an unreconciled alert is due\), next pass in 60 min: show_tickets: not reached/);
     // The supervisor raises the alert once.
     await runOnce(db.pool, { logger: quietLogger() });
     await runOnce(db.pool, { logger: quietLogger() });
-    const alerts = async () => (await db.pool.query(`SELECT kind, message, resolved_at IS NOT NULL AS resolved FROM alerts WHERE bundle_id = $1`, [id])).rows;
-    expect(await alerts()).toEqual([{ kind: 'unreconciled', message: expect.stringContaining('not reconciled after 10 passes'), resolved: false }]);
+    expect(await alerts()).toEqual([{ kind: 'unreconciled', message: expect.stringContaining('not reconciled: 10 passes in a row could not reach every provider'), resolved: false }]);
 
     // The hour passes, and the provider answers again: the next pass cancels the late booking.
     await db.pool.query(`UPDATE bundles SET reconcile_at = now() WHERE id = $1`, [id]);
-    expect((await pass(new ProviderClient(simulatorUrls(sim), { timeoutMs: 500 }))).done).toBe(true);
+    expect((await pass(await claim(), new ProviderClient(simulatorUrls(sim), { timeoutMs: 500 }))).done).toBe(true);
     expect(sim.ledger().find((e) => e.idempotency_key === key)?.status).toBe('cancelled');
     await runOnce(db.pool, { logger: quietLogger() });
     expect(await alerts()).toEqual([expect.objectContaining({ kind: 'unreconciled', resolved: true })]);
+  });
+
+  it('alerts every unreconciled bundle, however many more than a batch are waiting', async () => {
+    const db = await createTestDb();
+    const bundles = await enqueueVip(db.pool, 3);
+    const ids = bundles.map((b) => b.vip_bundle_id);
+    await db.pool.query(
+      `UPDATE bundles SET state = 'compensated', finished_at = now(), reconcile_at = now() + interval '1 hour', reconcile_failures = $2 WHERE id = ANY($1::uuid[])`,
+      [ids, MAX_RECONCILE_FAILURES],
+    );
+    // One alert per kind and pass: the second and third passes must not pick the bundle already alerted.
+    for (let i = 0; i < 3; i++) await runOnce(db.pool, { logger: quietLogger(), batchSize: 1 });
+    const { rows } = await db.pool.query(`SELECT bundle_id FROM alerts WHERE kind = 'unreconciled' AND resolved_at IS NULL`);
+    expect(rows.map((r) => r.bundle_id).sort()).toEqual([...ids].sort());
   });
 
   it('keeps a bundle whose pass is still due from being pruned, and its kind version from being removed', async () => {

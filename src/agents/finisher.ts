@@ -44,7 +44,7 @@ WITH input AS (
   SET state = i.outcome, locked_by = NULL, locked_until = NULL, updated_at = now(), finished_at = now(),
       -- Not before any attempt's calls have run out (sql/009_call_horizon.sql), whatever this worker's settings.
       reconcile_at = CASE WHEN i.outcome = 'compensated' THEN greatest(now() + make_interval(secs => coalesce(i.reconcile_after, 0)), b.calls_until + ${CALL_HORIZON_MARGIN}) END,
-      reconcile_attempts = 0
+      reconcile_attempts = 0, reconcile_failures = 0
   FROM input i JOIN lockable l ON l.id = i.id AND l.attempt = i.attempt
   WHERE b.id = i.id
   RETURNING b.id, b.booking_id, b.kind, i.attempt, i.actor, i.outcome, i.position, i.step, i.key, i.reference, i.event_name, i.traceparent

@@ -12,7 +12,7 @@
 import pRetry from 'p-retry';
 import type pg from 'pg';
 import { bundleKind } from '../bundles/kinds.js';
-import { MAX_RECONCILE_ATTEMPTS, RECONCILE_RETRY_SECONDS } from '../bundles/reconciliation.js';
+import { MAX_RECONCILE_FAILURES, RECONCILE_RETRY_SECONDS } from '../bundles/reconciliation.js';
 import type { ProviderClient } from '../providers/client.js';
 import type { ClaimedReconciliation } from '../scheduler/claim.js';
 import type { Logger } from '../logger.js';
@@ -61,11 +61,13 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
     }
   }
   const done = unreached === undefined;
-  const alerted = claim.reconcile_attempts >= MAX_RECONCILE_ATTEMPTS;
+  // The pass holding the claim's mark is the only one running, so the count it read is current.
+  const failures = done ? 0 : claim.reconcile_failures + 1;
+  const alerted = failures >= MAX_RECONCILE_FAILURES;
   const reason = done
     ? `reconciled: ${findings.join('; ') || 'no step reached a provider'}`
     : alerted
-      ? `reconciliation incomplete after ${claim.reconcile_attempts} passes (alert raised), next pass in ${RECONCILE_RETRY_SECONDS / 60} min: ${findings.join('; ')}`
+      ? `reconciliation incomplete ${failures} passes in a row (an unreconciled alert is due), next pass in ${RECONCILE_RETRY_SECONDS / 60} min: ${findings.join('; ')}`
       : `reconciliation incomplete, will retry: ${findings.join('; ')}`;
   // Only the pass that holds the claim (its reconcile_at mark) finishes it. An incomplete pass keeps
   // the mark the claim moved forward, so it comes due again after the claim's lease; once alerted,
@@ -73,7 +75,8 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
   await deps.pool.query(
     `WITH mine AS (
        UPDATE bundles SET reconcile_at = CASE WHEN $3 THEN NULL
-                                              ELSE greatest(reconcile_at, now() + make_interval(secs => $8)) END
+                                              ELSE greatest(reconcile_at, now() + make_interval(secs => $8)) END,
+                          reconcile_failures = $9
        WHERE id = $1 AND reconcile_at = $2::timestamptz AND state IN ('compensated', 'dead')
        RETURNING id, attempt, state
      ), local_tickets AS (
@@ -81,7 +84,7 @@ export async function reconcileBundle(claim: ClaimedReconciliation, deps: Reconc
      )
      INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason, error)
      SELECT id, $4, attempt, state, state, $5, $7 FROM mine`,
-    [claim.id, claim.claimed_until, done, deps.workerId, reason.slice(0, 2000), freeLocal, unreached ?? null, alerted ? RECONCILE_RETRY_SECONDS : 0],
+    [claim.id, claim.claimed_until, done, deps.workerId, reason.slice(0, 2000), freeLocal, unreached ?? null, alerted ? RECONCILE_RETRY_SECONDS : 0, failures],
   );
   if (cancelled.length) log.warn({ cancelled }, 'reconciliation found live bookings for an undone bundle and cancelled them');
   else log.debug({ findings }, 'reconciled');

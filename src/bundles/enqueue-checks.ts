@@ -19,6 +19,15 @@ export const itemName = (index: number, total: number, names?: Array<string | un
  * replay, as across calls. An active key shared with an item that has an idempotency key is left
  * to the database: that item may replay a bundle that has since freed the key.
  */
+/**
+ * What a key's first request had that this one lacks, for the refusal to say: the active key when
+ * it is all that differs, not the body (which, to a CLI user, is the flags); `more`: other
+ * differences (the kind version, enqueue.ts).
+ */
+export function replayDifference(samePayload: boolean, sameActiveKey: boolean, more: string[] = []): string {
+  return [...(samePayload ? [] : ['a different body']), ...(sameActiveKey ? [] : ['a different active_key']), ...more].join(' and ');
+}
+
 export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<string | undefined>): void {
   const name = (i: number) => itemName(i, items.length, names);
   const holders = new Map<string, number>();
@@ -27,9 +36,8 @@ export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<stri
     if (item.idempotencyKey != null) {
       const body = { payload: canonicalJson(item.payload), activeKey: item.activeKey ?? null };
       const earlier = bodies.get(item.idempotencyKey);
-      if (earlier && earlier.body.payload !== body.payload) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at));
-      // Name the active key when it is all that differs, not the body (which, to a CLI user, is the flags).
-      if (earlier && earlier.body.activeKey !== body.activeKey) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at), 'a different active_key');
+      const [samePayload, sameActiveKey] = [earlier?.body.payload === body.payload, earlier?.body.activeKey === body.activeKey];
+      if (earlier && !(samePayload && sameActiveKey)) throw new IdempotencyKeyReused(item.idempotencyKey, i, name(i), name(earlier.at), replayDifference(samePayload, sameActiveKey));
       if (!earlier) bodies.set(item.idempotencyKey, { at: i, body });
     }
     if (item.activeKey != null && item.idempotencyKey == null) {

@@ -11,7 +11,7 @@ import { eventJobsCte } from './events.js';
 import { bundleKind, type BundleKind } from './kinds.js';
 import { ActiveKeyTaken, findKeyHolders } from './active-keys.js';
 import { IdempotencyKeyReused } from '../errors.js';
-import { itemName, refuseInconsistentInput } from './enqueue-checks.js';
+import { itemName, refuseInconsistentInput, replayDifference } from './enqueue-checks.js';
 import { startEnqueueSpans } from '../tracing.js';
 
 export const DUE_CHANNEL = 'bundlefleet_due';
@@ -177,10 +177,11 @@ interface ReplayDifference {
  * body` would send someone who changed only --kind-version looking for a change in the payload.
  */
 function describeDifference(d: ReplayDifference, kind: BundleKind): string {
-  const parts = [!d.same_payload && 'a different body', !d.same_active_key && 'a different active_key'];
-  if (d.kind !== kind.name) parts.push(`kind ${d.kind} v${d.kind_version} (this request: ${kind.name} v${kind.version})`);
-  else if (d.kind_version !== kind.version) parts.push(`kind version ${d.kind_version} (this request: ${kind.version})`);
-  return parts.filter(Boolean).join(' and ');
+  const version =
+    d.kind !== kind.name ? [`kind ${d.kind} v${d.kind_version} (this request: ${kind.name} v${kind.version})`]
+    : d.kind_version !== kind.version ? [`kind version ${d.kind_version} (this request: ${kind.version})`]
+    : [];
+  return replayDifference(d.same_payload, d.same_active_key, version);
 }
 
 /**

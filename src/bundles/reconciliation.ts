@@ -1,11 +1,18 @@
 /**
  * How long an undone bundle's reconciliation pass (agents/reconcile.ts) keeps trying, shared by
- * the pass and the supervisor's alerts. After MAX_RECONCILE_ATTEMPTS passes that could not reach
- * every provider, the supervisor raises an `unreconciled` alert (supervisor/alerts.ts) and the
- * passes go on every RECONCILE_RETRY_SECONDS instead of every lease: a late booking may still be
- * live at a provider that does not answer now, and nothing else would ever cancel it (invariant
- * 8). A pass only asks and cancels by key, so going on costs a lookup per step an hour. The
- * alert resolves itself when a pass completes.
+ * the pass and the supervisor's alerts. After MAX_RECONCILE_FAILURES passes in a row that could
+ * not reach every provider, the supervisor raises an `unreconciled` alert (supervisor/alerts.ts)
+ * and the passes go on every RECONCILE_RETRY_SECONDS instead of every lease: a late booking may
+ * still be live at a provider that does not answer now, and nothing else would ever cancel it
+ * (invariant 8). A pass only asks and cancels by key, so going on costs a lookup per step an
+ * hour. The alert resolves itself when a pass completes.
  */
-export const MAX_RECONCILE_ATTEMPTS = 10;
+export const MAX_RECONCILE_FAILURES = 10;
 export const RECONCILE_RETRY_SECONDS = 3600;
+
+/**
+ * The `unreconciled` alert's condition, for raising and resolving it alike. It leads with
+ * `reconcile_at IS NOT NULL`, the literal condition of bundles_reconcile_idx. $n: MAX_RECONCILE_FAILURES.
+ */
+export const unreconciledSql = (b: string, n: string) =>
+  `${b}.reconcile_at IS NOT NULL AND ${b}.state IN ('compensated', 'dead') AND ${b}.reconcile_failures >= ${n}`;

@@ -77,14 +77,22 @@ export function registerDbCommands(program: Command): void {
  * project's `dev` when one runs.
  */
 async function refuseWhileConnected(url: string, home: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url, application_name: 'bundlefleet db stop' });
+  const client = new pg.Client({ connectionString: url, application_name: 'bundlefleet db stop', connectionTimeoutMillis: 5_000, query_timeout: 5_000 });
   await client.connect();
-  let others: Array<{ name: string; n: number }>;
-  try {
-    ({ rows: others } = await client.query<{ name: string; n: number }>(
+  const connected = async () =>
+    (await client.query<{ name: string; n: number }>(
       `SELECT coalesce(nullif(application_name, ''), 'unnamed') AS name, count(*)::int AS n FROM pg_stat_activity
        WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1 ORDER BY 1`,
-    ));
+    )).rows;
+  let others: Array<{ name: string; n: number }>;
+  try {
+    others = await connected();
+    // A command that has just exited (`bundlefleet stats && bundlefleet db stop`) may still show
+    // its backend for a moment: look again before refusing.
+    if (others.length) {
+      await new Promise((r) => setTimeout(r, 300));
+      others = await connected();
+    }
   } finally {
     await client.end();
   }

@@ -116,6 +116,7 @@ export async function main(argv = process.argv): Promise<void> {
   // Until commander has parsed the command (and the hook above has read its own --json), a usage
   // error under --json is told by the word on the command line.
   requestJsonOutput(jsonFlagGiven(program, argv.slice(2)));
+  let failed = false;
   try {
     // Loads the OpenTelemetry SDK only when OTEL_* asks for traces (tracing.ts); a bad OTEL value exits 2.
     await startTracing();
@@ -129,21 +130,24 @@ export async function main(argv = process.argv): Promise<void> {
       return;
     }
     process.exitCode = reportError(err);
-    exitSoonAfterFailure();
+    failed = true;
   } finally {
     // One-shot commands end here: export their spans before the process exits (long-running
     // ones return from their action at once and flush again at shutdown, signals.ts).
     await flushTracing();
   }
+  if (failed) await exitSoonAfterFailure();
 }
 
 /**
  * A failed command has said why; it must not then sit waiting on a connection a library left open
  * (pg keeps the socket of a connection refused for a missing password until the server's
- * authentication_timeout, 60 s by default). The timer is unref'd: a process with nothing left
- * open exits at once, as before.
+ * authentication_timeout, 60 s by default). Once its spans are exported and stdout and stderr
+ * have taken all it wrote (a slow reader of a pipe still gets every line), it has 2 s to end on
+ * its own; the timer is unref'd, so a process with nothing left open exits at once, as before.
  */
-function exitSoonAfterFailure(): void {
+async function exitSoonAfterFailure(): Promise<void> {
+  await Promise.all([process.stdout, process.stderr].map((s) => (s.writableLength > 0 ? new Promise((r) => s.once('drain', r)) : undefined)));
   setTimeout(() => process.exit(), 2_000).unref();
 }
 

@@ -26,7 +26,7 @@ const waitTimeouts = z
   .string()
   .transform((raw, ctx) => {
     const value = wholeNumberValue('seconds', 'vip=3600', 1, 31_536_000, '31536000 (a year)');
-    const { values, issues } = parseKindList(raw, { what: 'bundle kind', kinds: waitingKinds(), example: 'vip=3600', value });
+    const { values, issues } = parseKindList(raw, { what: 'kind with a wait step', kinds: waitingKinds(), example: 'vip=3600', value });
     for (const message of issues) ctx.addIssue({ code: 'custom', message });
     return Object.fromEntries(values);
   })

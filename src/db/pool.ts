@@ -86,7 +86,7 @@ export class DatabaseUnavailable extends Error {
 
 /** What to do about the refusals a newcomer meets first, which pg words for its own authors. */
 function connectionHint(url: string, message: string): string {
-  const where = process.env.DATABASE_URL?.trim() ? 'DATABASE_URL' : 'the database URL';
+  const where = (['DATABASE_URL', 'BUNDLEFLEET_SESSION_DATABASE_URL'] as const).find((name) => process.env[name]?.trim() === url) ?? 'the database URL';
   let user = '';
   try {
     user = decodeURIComponent(new URL(url).username);

@@ -7,7 +7,8 @@
  * - `dead`     undoing was exhausted: something may still be booked, an operator decides (until
  *              the operator acknowledges the failure with `ack`);
  * - `retrying` not finished and not stuck, but it has failed (book or undo) or had its lease reset
- *              at least once: the fleet is retrying it with backoff.
+ *              at least once: the fleet is retrying it with backoff. A booking failed by a
+ *              definitive no is not retried (the supervisor compensates it): not listed.
  *
  * Unfinished bundles are read through the same literal state list as bundles_unfinished_idx.
  */
@@ -53,9 +54,10 @@ WITH open_alerts AS (
   SELECT b.id, b.booking_id, b.state, b.phase, b.attempt, b.failure_count, b.undo_failure_count, b.reset_count,
          b.next_run_at, b.updated_at, b.last_error,
          CASE WHEN a.message IS NOT NULL OR (b.state = 'running' AND b.locked_until < now()) THEN 'stuck'
-              -- A definitive no (sold out) is not retried: the supervisor's next pass compensates it,
-              -- and its failure is counted then. Until that pass it is not "retrying".
-              WHEN b.state = 'failed' AND b.last_error_class = 'permanent' THEN NULL
+              -- A booking's definitive no (sold out) is not retried: the supervisor's next pass
+              -- compensates it, and its failure is counted then. Until that pass it is not
+              -- "retrying". (An undo that failed is retried whatever the error: it stays listed.)
+              WHEN b.state = 'failed' AND b.phase = 'book' AND b.last_error_class = 'permanent' THEN NULL
               WHEN b.state = 'failed' OR b.failure_count > 0 OR b.undo_failure_count > 0 OR b.reset_count > 0 THEN 'retrying'
          END AS reason,
          coalesce(a.message,

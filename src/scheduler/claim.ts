@@ -88,6 +88,8 @@ export interface ClaimedReconciliation {
   kind_version: number;
   state: 'compensated' | 'dead';
   reconcile_attempts: number;
+  /** Passes in a row that ended without reaching every provider (the pass counts them when it ends). */
+  reconcile_failures: number;
   /** The reconcile_at this claim wrote (as text, to keep its microseconds): the pass's own mark, checked when it finishes. */
   claimed_until: string;
   trace_context: string | null;
@@ -111,7 +113,7 @@ export async function claimReconciliations(db: Queryable, opts: ClaimOptions): P
        ORDER BY reconcile_at LIMIT $1
        FOR UPDATE SKIP LOCKED
      )
-     RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.state, b.reconcile_attempts, b.reconcile_at::text AS claimed_until, b.trace_context`,
+     RETURNING b.id, b.booking_id, b.kind, b.kind_version, b.state, b.reconcile_attempts, b.reconcile_failures, b.reconcile_at::text AS claimed_until, b.trace_context`,
     [opts.limit, opts.workerId, opts.leaseSeconds, ...kindParams(opts)],
   );
   return rows;

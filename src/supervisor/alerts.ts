@@ -5,7 +5,7 @@
  */
 import type { Queryable } from '../db/pool.js';
 import { NotFound, BadInput } from '../errors.js';
-import { MAX_RECONCILE_ATTEMPTS } from '../bundles/reconciliation.js';
+import { MAX_RECONCILE_FAILURES, unreconciledSql } from '../bundles/reconciliation.js';
 
 export type AlertKind = 'stuck' | 'dead' | 'resets' | 'unreconciled';
 
@@ -85,10 +85,12 @@ export interface RaisedAlert {
 /**
  * Raises the alerts due now — stuck (non-terminal, older than stuck-after, and if parked on a
  * provider window, parked for longer than stuck-after), dead, reset too often, and unreconciled
- * (an undone bundle whose reconciliation pass has not reached every provider after
- * MAX_RECONCILE_ATTEMPTS passes: bundles/reconciliation.ts) —
+ * (an undone bundle whose reconciliation pass has not reached every provider in
+ * MAX_RECONCILE_FAILURES passes in a row: bundles/reconciliation.ts) —
  * at most one unresolved per (bundle, kind): ON CONFLICT on the partial unique index makes a
- * second supervisor's insert a no-op. Returns only the alerts this call created.
+ * second supervisor's insert a no-op. Each kind's batch skips bundles that already have that
+ * alert open, so more than a batch of them cannot keep the rest from being alerted. Returns only
+ * the alerts this call created.
  */
 export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<RaisedAlert[]> {
   const { rows } = await db.query<RaisedAlert>(
@@ -99,6 +101,7 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
         WHERE state IN ('pending', 'running', 'failed', 'compensating') AND created_at < now() - make_interval(secs => $1)
           -- A bundle only waiting for a provider window (parked) is not stuck until that wait itself passes stuck-after.
           AND NOT coalesce(state IN ('pending', 'compensating') AND parked_until = next_run_at AND parked_since > now() - make_interval(secs => $1), false)
+          AND ${notOpen('stuck')}
         ORDER BY created_at LIMIT $3)
        UNION ALL
        (SELECT b.id, 'dead', 'bundle is dead: undo exhausted after ' || b.undo_failure_count || ' failures; last error: ' || coalesce(b.last_error, 'none')
@@ -108,24 +111,26 @@ export async function raiseAlerts(db: Queryable, rules: AlertRules): Promise<Rai
        UNION ALL
        (SELECT id, 'resets', 'bundle reset ' || reset_count || ' times'
         FROM bundles
-        WHERE state IN ('pending', 'running', 'failed', 'compensating') AND reset_count > $2
+        WHERE state IN ('pending', 'running', 'failed', 'compensating') AND reset_count > $2 AND ${notOpen('resets')}
         LIMIT $3)
        UNION ALL
-       -- reconcile_at IS NOT NULL: the literal condition of bundles_reconcile_idx, so few rows are read.
-       (SELECT id, 'unreconciled', 'undone bundle (' || state || ') not reconciled after ' || reconcile_attempts
-               || ' passes: a provider may still hold one of its bookings; passes go on hourly (see its timeline)'
+       (SELECT id, 'unreconciled', 'undone bundle (' || state || ') not reconciled: ' || reconcile_failures
+               || ' passes in a row could not reach every provider, which may still hold one of its bookings; passes go on hourly (see its timeline)'
         FROM bundles
-        WHERE reconcile_at IS NOT NULL AND state IN ('compensated', 'dead') AND reconcile_attempts >= $4
-        LIMIT $3)
+        WHERE ${unreconciledSql('bundles', '$4')} AND ${notOpen('unreconciled')}
+        ORDER BY reconcile_at LIMIT $3)
      )
      INSERT INTO alerts (bundle_id, kind, message)
      SELECT bundle_id, kind, message FROM due
      ON CONFLICT (bundle_id, kind) WHERE resolved_at IS NULL DO NOTHING
      RETURNING id::text, bundle_id, kind, message, (SELECT b.trace_context FROM bundles b WHERE b.id = alerts.bundle_id) AS trace_context`,
-    [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize, MAX_RECONCILE_ATTEMPTS],
+    [rules.stuckAfterSeconds, rules.maxResets, rules.batchSize, MAX_RECONCILE_FAILURES],
   );
   return rows;
 }
+
+/** No open alert of `kind` for the row of `bundles` in the query (alerts_one_unresolved_idx answers it). */
+const notOpen = (kind: AlertKind) => `NOT EXISTS (SELECT 1 FROM alerts a WHERE a.bundle_id = bundles.id AND a.kind = '${kind}' AND a.resolved_at IS NULL)`;
 
 /** Alerts whose bundle has since finished well (or was retried, or reconciled) resolve themselves. */
 export async function resolveAlerts(db: Queryable): Promise<number> {
@@ -136,8 +141,8 @@ export async function resolveAlerts(db: Queryable): Promise<number> {
        AND ((a.kind IN ('stuck', 'resets') AND b.state IN ('completed', 'compensated', 'dead'))
          OR (a.kind = 'dead' AND b.state <> 'dead')
          -- unreconciled: once its raising condition (raiseAlerts) no longer holds.
-         OR (a.kind = 'unreconciled' AND NOT (b.reconcile_at IS NOT NULL AND b.state IN ('compensated', 'dead') AND b.reconcile_attempts >= $1)))`,
-    [MAX_RECONCILE_ATTEMPTS],
+         OR (a.kind = 'unreconciled' AND NOT (${unreconciledSql('b', '$1')})))`,
+    [MAX_RECONCILE_FAILURES],
   );
   return rowCount ?? 0;
 }

@@ -98,6 +98,7 @@ candidates AS (
     -- Not before any attempt's calls have run out (sql/009_call_horizon.sql): a worker's lease may be far above $9.
     reconcile_at = CASE WHEN d.to_state = 'dead' THEN greatest(now() + make_interval(secs => $9::float8), b.calls_until + ${CALL_HORIZON_MARGIN}) ELSE b.reconcile_at END,
     reconcile_attempts = CASE WHEN d.to_state = 'dead' THEN 0 ELSE b.reconcile_attempts END,
+    reconcile_failures = CASE WHEN d.to_state = 'dead' THEN 0 ELSE b.reconcile_failures END,
     updated_at = now()
   FROM decided d
   WHERE b.id = d.id AND ${s.where.replace(ownerGone, 'true')}
