@@ -87,6 +87,10 @@ describe('bundlefleet dev', () => {
     expect(second.stderr()).toContain(`status page ${statusPage}/, providers ${providers}`);
     expect(second.stderr()).not.toMatch(/EADDRINUSE|\n\s+at /);
     expect(first.child.exitCode).toBeNull();
+    // `serve` on the dev's port says the dev serves it, not "another program".
+    const serve = await cli(db.url, ['serve', '--port', new URL(statusPage!).port], { cwd: join(cwd, 'sub') });
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toContain(`cannot start the HTTP server: port ${new URL(statusPage!).port} is served by this project's dev, which already runs the HTTP API and status page. bundlefleet dev is already running for this project (pid ${first.child.pid}`);
 
     // Ctrl-C: exits 0 and removes its record, so the next start is not refused; with DATABASE_URL
     // the .bundlefleet/ it made for the record goes too (an empty one there once hid a parent
@@ -149,6 +153,18 @@ describe('bundlefleet dev', () => {
     expect(await sim.exited).toBe(1);
     expect(sim.stderr()).toContain(`cannot start the provider simulator: 127.0.0.1:${taken} is already in use by another program`);
     expect(sim.stderr()).toContain('--providers-port');
+
+    // Both taken: both named in one message, so the next try does not stop on the other one.
+    const second = createServer();
+    await new Promise<void>((resolve) => second.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => second.close(resolve)));
+    const alsoTaken = (second.address() as AddressInfo).port;
+    const both = startDev(cwd, devEnv(db.url), ['--port', String(taken), '--providers-port', String(alsoTaken)]);
+    expect(await both.exited).toBe(1);
+    expect(both.stderr()).toContain(
+      `cannot start the provider simulator and the HTTP server: 127.0.0.1:${alsoTaken} and 127.0.0.1:${taken} are already in use by other programs. ` +
+        'Stop them, or choose other ports with --providers-port (BUNDLEFLEET_PROVIDERS_PORT) and --port (PORT) (0 takes any free port), e.g. `npm start -- --providers-port 0 --port 0`',
+    );
     expect(await readdir(cwd)).toEqual([]); // refused before creating anything
   });
 

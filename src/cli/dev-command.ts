@@ -19,7 +19,7 @@ import { embeddedHome } from '../db/embedded.js';
 import { describeDatabase } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { AddressInUse, Conflict } from '../errors.js';
-import { asAddressInUse, portTaken, type PortSetting } from './ports.js';
+import { asAddressInUse, portsTaken, type PortSetting } from './ports.js';
 import { createMetrics } from '../http/metrics.js';
 import type { StartedHttpServer } from '../http/server.js';
 import { startProviderSimulator, type ProviderSimulator } from '../providers/simulator.js';
@@ -42,10 +42,11 @@ const HTTP_PORT: PortSetting = { flag: '--port', env: 'PORT', example: 'npm star
 const PROVIDERS_PORT: PortSetting = { flag: '--providers-port', env: 'BUNDLEFLEET_PROVIDERS_PORT', example: 'npm start -- --providers-port 0' };
 
 /** A taken port, said with what to do; names the dev that holds it when it is ours. */
-async function devPortTaken(err: AddressInUse, home: string): Promise<Error> {
+async function devPortTaken(taken: AddressInUse[], home: string): Promise<Error> {
   const other = await runningDev(home);
-  if (other) return new Conflict(alreadyRunningMessage(other), { cause: err });
-  return portTaken(err, err.what === 'the provider simulator' ? PROVIDERS_PORT : HTTP_PORT);
+  if (other) return new Conflict(alreadyRunningMessage(other), { cause: taken[0] });
+  const settings = taken.map((err) => ({ err, setting: err.what === 'the provider simulator' ? PROVIDERS_PORT : HTTP_PORT }));
+  return portsTaken(settings, `npm start -- ${settings.map((s) => `${s.setting.flag} 0`).join(' ')}`);
 }
 
 /**
@@ -128,13 +129,15 @@ Examples:
       const other = await runningDev(home);
       if (other) throw new Conflict(alreadyRunningMessage(other));
       const simulate = !process.env.PROVIDERS_URL && !process.env.TICKETS_URL;
-      try {
-        if (simulate) await checkPortFree('the provider simulator', providersPort);
-        await checkPortFree('the HTTP server', port);
-      } catch (err) {
-        if (err instanceof AddressInUse) throw await devPortTaken(err, home);
-        throw err;
+      // Every port is checked before anything starts, and all the taken ones are named at once.
+      const taken: AddressInUse[] = [];
+      for (const [what, p] of [...(simulate ? [['the provider simulator', providersPort] as const] : []), ['the HTTP server', port] as const]) {
+        await checkPortFree(what, p).catch((err: unknown) => {
+          if (!(err instanceof AddressInUse)) throw err;
+          taken.push(err);
+        });
       }
+      if (taken.length) throw await devPortTaken(taken, home);
 
       const db = await openDb({ checkSchema: false, create: true, max: 10 });
       // The worker's liveness connection needs a session: refused before anything starts.
@@ -165,7 +168,7 @@ Examples:
         await simulator?.close();
         await started?.close(0);
         await db.close();
-        if (err instanceof AddressInUse) throw await devPortTaken(err, home);
+        if (err instanceof AddressInUse) throw await devPortTaken([err], home);
         throw err;
       }
       const providerUrls = simulator ? { tickets: simulator.url, flights: simulator.url, taxis: simulator.url } : providerUrlsFromEnv(process.env);

@@ -14,6 +14,8 @@ import { rootLogger } from '../logger.js';
 import { intOption, openDb, parseOptions } from './context.js';
 import { onShutdown } from './signals.js';
 import { portTaken, type PortSetting } from './ports.js';
+import { embeddedHome } from '../db/embedded.js';
+import { alreadyRunningMessage, runningDev } from './dev-record.js';
 
 export const serveOptionsSchema = z.object({
   port: intOption(0, 65_535),
@@ -64,6 +66,15 @@ export async function listenHttp(opts: HttpServerOptions & { port: number; host:
   }
 }
 
+/** A taken port: when this project's `dev` holds it, say so (it already serves the API) rather than "another program". */
+async function servePortTaken(err: AddressInUse): Promise<Error> {
+  const dev = await runningDev(await embeddedHome());
+  if (dev && new URL(dev.statusPage).port === String(err.port)) {
+    return new AddressInUse(err.what, err.host, err.port, `cannot start ${err.what}: port ${err.port} is served by this project's dev, which already runs the HTTP API and status page. ${alreadyRunningMessage(dev)}`, { cause: err });
+  }
+  return portTaken(err, SERVE_PORT);
+}
+
 export function registerServeCommand(program: Command): void {
   program
     .command('serve')
@@ -101,7 +112,7 @@ Examples:
       let draining = false;
       const http = await listenHttp({ port: opts.port, host: opts.host, pool: db.pool, logger: log, apiToken, isDraining: () => draining }).catch(async (err: unknown) => {
         await db.close();
-        throw err instanceof AddressInUse ? portTaken(err, SERVE_PORT) : err;
+        throw err instanceof AddressInUse ? await servePortTaken(err) : err;
       });
       log.info({ url: http.url, auth: apiToken ? 'bearer token' : 'none', namedStatements }, 'http server listening');
       process.stderr.write(`bundlefleet serve: listening on ${http.url} (status page at ${http.url}/)\n`);
