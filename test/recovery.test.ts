@@ -143,3 +143,29 @@ describe('recovery', () => {
     expect(sim.ledger().every((e) => e.book_calls === 1)).toBe(true);
   });
 });
+
+describe("a provider's no while our own earlier try may still be at work there", () => {
+  it('is not believed at once: the attempt fails as transient, and the next one finds the booking instead of compensating', async () => {
+    const db = await createTestDb();
+    // Bookings are slow (answered after 1.5 s), made only as they are answered, and a second
+    // request with a key in flight gets 409 "in progress": the client's retry after its 0.5 s
+    // timeout meets its own first request, and a lookup meanwhile finds nothing.
+    const sim = await startSimulator({ slowRate: 1, hangMs: 1500, concurrentConflict: true, bookOnAnswer: true });
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const first = await claimOne(db.pool, 'w1');
+    expect(await runAgent(first, agentDeps(db.pool, sim, { workerId: 'w1', timeoutMs: 500, providerRetries: 2, providerRetryMs: 100 }))).toBe('failed');
+    const { rows: [failed] } = await db.pool.query(`SELECT state, last_error_class, last_error FROM bundles WHERE id = $1`, [id]);
+    expect(failed).toMatchObject({ state: 'failed', last_error_class: 'transient' });
+    expect(failed.last_error).toMatch(/show_tickets: the provider said no \(.*in progress.*\) while an earlier try with key .* may still be at work there/);
+
+    // The slow first request is answered and booked; the next attempt asks first and takes it.
+    await waitFor('the first request to be booked', async () => ledgerOf(sim, id).some((e) => e.status === 'booked'), 5_000);
+    sim.setFaults({ slowRate: 0 });
+    await db.pool.query(`UPDATE bundles SET state = 'pending', next_run_at = now(), locked_by = NULL WHERE id = $1`, [id]);
+    expect(await runAgent(await claimOne(db.pool, 'w2'), agentDeps(db.pool, sim, { workerId: 'w2' }))).toBe('completed');
+    const ledger = ledgerOf(sim, id);
+    expect(ledger.map((e) => [e.kind, e.status]).sort()).toEqual([['flights', 'booked'], ['flights', 'booked'], ['taxis', 'booked'], ['tickets', 'booked']]);
+    expect(ledger.find((e) => e.kind === 'tickets')!.book_calls).toBe(1);
+  });
+});

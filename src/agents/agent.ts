@@ -187,14 +187,28 @@ async function bookStep(run: Run, step: StepDefinition, key: string, unknown: bo
     if (held.status === 'booked') return held.reference;
     if (held.status === 'cancelled') throw ProviderError.permanent(`${step.name}: the provider holds key ${key} as cancelled; it will not book it again`);
   }
+  // Whether a try of this call may still be at work at the provider: it ended without an answer
+  // we can trust (a timeout, a reset, a 5xx) and p-retry sent the next one.
+  let earlierTryMayRun = false;
   try {
-    return (await callWithRetry(run, () => step.book(ctx))).reference;
+    return (await callWithRetry(run, () => step.book(ctx).catch((err: unknown) => {
+      if (err instanceof ProviderError && err.transient) earlierTryMayRun = true;
+      throw err;
+    }))).reference;
   } catch (err) {
     if (!(err instanceof ProviderError) || err.transient || !step.lookup) throw err;
     const held = await callWithRetry(run, () => step.lookup!(ctx)).catch(() => undefined);
     if (held?.status === 'booked') {
       run.log.info({ step: step.name, status: err.status }, 'provider said no, but holds a booking for the key: taking it');
       return held.reference;
+    }
+    // A no that came while our own earlier try may still be at work there (a provider's 409 "in
+    // progress" to a second request with the key, and a provider that books only as it answers
+    // shows nothing to a lookup meanwhile) is not believed yet: the attempt fails as transient,
+    // and the next one asks the provider first. A definitive no is then definitive.
+    // (A provider that keeps refusals, or a lookup that failed too, decides as before.)
+    if (earlierTryMayRun && held?.status === 'none') {
+      throw ProviderError.transient(`${step.name}: the provider said no (${err.message}) while an earlier try with key ${key} may still be at work there; asking again in the next attempt`, err.status, err);
     }
     throw err;
   }

@@ -36,6 +36,7 @@ type Parsed = { [K in keyof typeof flags]?: z.infer<(typeof flags)[K]['schema']>
 const modes = {
   forgetUnknownCancels: { flag: '--forget-unknown-cancels', help: 'no tombstones: a cancel of an unseen key answers not_found and is forgotten, so a later booking with it is made' },
   concurrentConflict: { flag: '--concurrent-conflict', help: 'answer 409 "a request with this idempotency key is in progress" to a booking whose key is already in flight (as Stripe does)' },
+  bookOnAnswer: { flag: '--book-on-answer', help: 'make a booking only as its answer is sent: while a slow one is in flight, a lookup of its key finds nothing' },
 } as const;
 
 export function registerProvidersCommand(program: import('commander').Command): void {

@@ -38,6 +38,12 @@ export interface SimulatorOptions {
    * in progress"}`.
    */
   concurrentConflict?: boolean;
+  /**
+   * A provider that makes a booking only as it answers, not when the request arrives: while a slow
+   * booking is in flight, a lookup of its key finds nothing (and, with concurrentConflict, a second
+   * request with the key gets 409 "in progress"), so neither tells it from a definitive no.
+   */
+  bookOnAnswer?: boolean;
   /** Airline ticketing confirmations sent back to bundlefleet's API (ticketing-callbacks.ts). */
   ticketing?: TicketingOptions;
 }
@@ -79,7 +85,7 @@ const rate = z.number().min(0).max(1);
 const faultsSchema = z.strictObject({
   failRate: rate, lateRate: rate, hangRate: rate, noRate: rate, slowRate: rate,
   latencyMs: z.number().int().min(0), hangMs: z.number().int().min(0), seed: z.number().int(),
-  forgetUnknownCancels: z.boolean(), concurrentConflict: z.boolean(),
+  forgetUnknownCancels: z.boolean(), concurrentConflict: z.boolean(), bookOnAnswer: z.boolean(),
 }).partial();
 export const IN_PROGRESS_ERROR = 'a request with this idempotency key is in progress';
 
@@ -135,7 +141,7 @@ const ROUTE = /^\/(tickets|flights|taxis)\/bookings(\/cancel)?$/;
 export async function startProviderSimulator(opts: SimulatorOptions & SimulatorRateLimitOptions & { port?: number; host?: string } = {}): Promise<ProviderSimulator> {
   const { port: wantPort = 0, host = '127.0.0.1', ticketing = {}, ...faultOpts } = opts;
   const faults: Required<Omit<SimulatorOptions, 'seed' | 'ticketing'>> = {
-    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, slowRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false,
+    failRate: 0, lateRate: 0, hangRate: 0, noRate: 0, slowRate: 0, latencyMs: 0, hangMs: 30000, forgetUnknownCancels: false, concurrentConflict: false, bookOnAnswer: false,
   };
   let random: () => number = Math.random;
   const entries = new Map<string, LedgerEntry>();
@@ -222,10 +228,18 @@ export async function startProviderSimulator(opts: SimulatorOptions & SimulatorR
     if (!flightId) return send(400, { error: 'missing Idempotency-Key header' });
     const check = bodySchemas[kind].safeParse(body);
     if (!check.success) return settle(() => send(400, { error: `missing or invalid field: ${check.error.issues.map((i) => i.path.join('.') || '(body)').join(', ')}` }))();
-    const [status, reply] = book(kind, key as string, body);
-    if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key as string, (reply as { reference: string }).reference, random, after);
+    const booking = () => {
+      const [status, reply] = book(kind, key as string, body);
+      if (status === 201 && kind === 'flights') scheduleTicketing(ticketing, key as string, (reply as { reference: string }).reference, random, after);
+      return [status, reply] as const;
+    };
+    const made = faults.bookOnAnswer ? undefined : booking();
     // Late: the booking happened but the reply is lost, the case idempotent replay exists for.
-    after(slow ? faults.hangMs : faults.latencyMs, settle(() => (late ? req.socket.destroy() : send(status, reply))));
+    after(slow ? faults.hangMs : faults.latencyMs, settle(() => {
+      const [status, reply] = made ?? booking();
+      if (late) req.socket.destroy();
+      else send(status, reply);
+    }));
   }
 
   function handleCancel(kind: ProviderKind, body: unknown, send: Send): void {
