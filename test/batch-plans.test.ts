@@ -12,6 +12,7 @@ import { claimAs, enqueueVip } from './support/fleet.js';
 import { finishBundles } from '../src/agents/finisher.js';
 import { writeSteps } from '../src/agents/fenced-writes.js';
 import { stepIdempotencyKey } from '../src/bundles/kinds.js';
+import { unrunnableKindVersions } from '../src/bundles/read.js';
 
 /** A Queryable that EXPLAINs (ANALYZE) what it is sent and keeps the plan; the caller rolls back. */
 function explaining(client: pg.PoolClient, plan: string[]) {
@@ -57,6 +58,26 @@ describe('batched agent writes', () => {
         // Every one of the 300 rows was written; the busy test ran once, hashed.
         expect(text).toMatch(/hashed SubPlan/);
         expect(text).not.toMatch(/Nested Loop Anti Join/);
+      }
+    } finally {
+      client.release();
+    }
+  });
+
+  it('the unfinished bundles of kind versions a build lacks (stats, the status page every 2 s, the workers) are found through indexes, not a scan of every bundle', async () => {
+    const db = await createTestDb();
+    await db.pool.query(
+      `INSERT INTO bundles (id, booking_id, kind, kind_version, state, payload, finished_at)
+       SELECT gen_random_uuid(), gen_random_uuid(), 'vip', 1, 'completed', '{}', now() FROM generate_series(1, 20000)`,
+    );
+    await enqueueVip(db.pool, 20);
+    await db.pool.query('ANALYZE bundles');
+    const client = await db.pool.connect();
+    try {
+      for (const opts of [{}, { claimableOnly: true }]) {
+        const plan: string[] = [];
+        await unrunnableKindVersions(explaining(client, plan), [{ kind: 'vip', version: 2 }], opts);
+        expect(plan.join('\n'), JSON.stringify(opts)).not.toMatch(/Seq Scan on bundles/);
       }
     } finally {
       client.release();

@@ -244,10 +244,13 @@ export interface KindVersionCount {
 export async function unrunnableKindVersions(db: Queryable, carried = carriedKindVersions(), opts: { claimableOnly?: boolean } = {}): Promise<KindVersionCount[]> {
   // claimableOnly: what a worker checks every 30 s — the claim index's literal condition, so it
   // costs an index scan, not a scan of the table.
-  // reconcile_at IS NOT NULL: the literal condition of bundles_reconcile_idx (a BitmapOr of the two).
+  // Each arm is the literal condition of a partial index (bundles_claim_idx or
+  // bundles_unfinished_idx and bundles_waiting_idx, and bundles_reconcile_idx), so the planner
+  // ORs their bitmaps. `state NOT IN (terminal states)` matched none of them: a scan of the whole
+  // table, 34 ms for 200,000 finished bundles against 0.2 ms, on every `stats` and status-page poll.
   const which = opts.claimableOnly
     ? `(state IN ('pending', 'compensating') OR reconcile_at IS NOT NULL)`
-    : `(state NOT IN ('completed', 'compensated', 'dead') OR reconcile_at IS NOT NULL)`;
+    : `(state IN ('pending', 'running', 'failed', 'compensating') OR state = 'waiting' OR reconcile_at IS NOT NULL)`;
   const { rows } = await db.query<{ kind: string; version: number; bundles: string }>(
     `SELECT kind, kind_version AS version, count(*) AS bundles FROM bundles
      WHERE ${which}
