@@ -88,6 +88,9 @@ describe('bulk retry and cancel', () => {
       [['retry', '--state', 'dead', '--since', 'yesterday'], /--since: must be an ISO 8601 time/],
       [['cancel', '--state', 'pending', '--older-than', '5'], /--older-than: must be a duration/],
       [['retry'], /give a bundle id, or --state/],
+      [['retry', '--since', '1h', '--yes'], /^  --since: only with --state \(dead, failed\)/m],
+      [['cancel', '--older-than', '1d', '--yes'], /^  --older-than: only with --state \(pending, running, waiting, failed\)/m],
+      [['cancel', '--since', '1h', '--older-than', '1d'], /^  --since and --older-than: only with --state/m],
       [['retry', '00000000-0000-4000-8000-000000000000', '--state', 'dead'], /either a bundle id or --state/],
     ] as const) {
       const run = await cli(db.url, [...args]);
