@@ -140,7 +140,7 @@
       var b = await BF.api('/bundles/' + encodeURIComponent(id));
       problem.hidden = true;
       render(b);
-      BF.connection(true, 'updated ' + new Date().toLocaleTimeString());
+      BF.updated();
       // A finished bundle no longer changes, unless an operator retries it (this page restarts polling then).
       if (BF.TERMINAL.indexOf(b.state) >= 0) { BF.connection(true, b.state + ': no longer polling'); return false; }
     } catch (err) {

@@ -28,19 +28,16 @@
     });
   }
 
-  function minuteLabel(iso) { return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }); }
-
   function renderThroughput(points) {
     var busiest = Math.max.apply(null, [0].concat(points.map(function (p) { return p.completed + p.failed; })));
     var max = Math.max(1, busiest);
     BF.renderInto(document.getElementById('throughput-axis'), points.length ? [points[0].minute, busiest] : [], function () {
       if (!points.length) return [];
-      return [h('span', { text: minuteLabel(points[0].minute) }), h('span', { text: 'busiest minute: ' + busiest }), h('span', { text: 'now' })];
+      return [BF.time(points[0].minute), h('span', { text: 'busiest minute: ' + busiest }), h('span', { text: 'now' })];
     });
     BF.renderInto(document.getElementById('throughput'), points, function (pts) {
       return pts.map(function (p) {
-        var at = minuteLabel(p.minute);
-        var col = h('div', { class: 'col', title: at + ': ' + p.completed + ' completed, ' + p.failed + ' compensated or dead' });
+        var col = h('div', { class: 'col', title: p.minute + ': ' + p.completed + ' completed, ' + p.failed + ' compensated or dead' });
         var ok = h('div', { class: 'bar completed' });
         var bad = h('div', { class: 'bar failed' });
         ok.style.height = (100 * p.completed / max) + '%';
@@ -165,7 +162,7 @@
       renderAlerts(all[2]);
       renderBundles(all[3]);
       renderAttention(all[4]);
-      BF.connection(true, 'updated ' + new Date().toLocaleTimeString());
+      BF.updated();
     } catch (err) {
       BF.connection(false, 'cannot refresh: ' + err.message);
     }
