@@ -128,15 +128,17 @@
     });
     BF.renderInto(document.querySelector('#attention tbody'), [reason, view.bundles], function () {
       var list = view.bundles;
-      if (!list.length) return h('tr', null, h('td', { class: 'empty', colspan: 7, text: reason ? 'No ' + reason + ' bundles.' : 'Nothing needs attention.' }));
+      if (!list.length) return h('tr', null, h('td', { class: 'empty', colspan: 8, text: reason ? 'No ' + reason + ' bundles.' : 'Nothing needs attention.' }));
       return list.map(function (b) {
         return h('tr', { 'data-bundle-id': b.vip_bundle_id, 'data-reason': b.reason, 'data-state': b.state },
           h('td', null, BF.bundleLink(b.vip_bundle_id)),
-          h('td', { title: b.why }, BF.badge(b.reason)),
+          h('td', null, BF.badge(b.reason)),
           h('td', null, BF.badge(b.state)),
           h('td', { title: 'book failures / undo failures / lease resets', text: b.failure_count + ' / ' + b.undo_failure_count + ' / ' + b.reset_count }),
           h('td', null, BF.TERMINAL.indexOf(b.state) >= 0 ? '–' : BF.time(b.next_run_at)),
-          h('td', { class: 'err', text: b.last_error || b.why }),
+          // Why it is listed (an alert's message, an expired lease) is not an error: plain text, apart from the red last error.
+          h('td', { text: b.why }),
+          h('td', { class: 'err', text: b.last_error || '' }),
           h('td', { class: 'nowrap' }, ['retry', 'cancel'].filter(function (a) { return BF.canAct(a, b); }).map(function (a) {
             return BF.actionButton(a, b, async function () { actionError.hidden = true; await refresh(); }, showActionError);
           })));
