@@ -20,7 +20,7 @@
    */
   function summary(b) {
     var finished = BF.TERMINAL.indexOf(b.state) >= 0;
-    var fields = [field('booking id', h('code', { text: b.booking_id })), field('kind', b.kind)];
+    var fields = [field('booking id', h('code', { text: b.booking_id })), field('kind', b.kind + ' v' + b.kind_version)]; // "vip v2", as `bundlefleet inspect` prints it;
     if (!finished) fields.push(field('phase', b.phase === 'undo' ? 'undo (compensating)' : 'book'));
     fields.push(
       field('attempt', b.attempt),
