@@ -256,6 +256,62 @@ describe('status page in headless Chromium', () => {
     expect(errors).toEqual([]);
   });
 
+  // A newcomer's walkthrough: every time in ISO UTC even in a browser far from UTC, the kind with
+  // its version as the CLI prints it, one message for an unknown bundle, and attention columns
+  // whose headers say what they hold.
+  it('reads as the CLI does: ISO UTC header and chart axis, kind with version, one message for an unknown bundle, labelled attention columns', async () => {
+    const browser = await launch();
+    const db = await createTestDb();
+    const api = await startHttpServer({ port: 0, pool: db.pool, logger: quietLogger(), apiToken: TOKEN });
+    onCleanup(() => api.close(0));
+    const [stuck, retrying] = [await book(api.url, vipPayload()), await book(api.url, vipPayload())];
+    await db.pool.query(`UPDATE bundles SET state = 'running', locked_by = 'w-frozen', locked_until = now() - interval '5 minutes' WHERE id = $1`, [stuck.vip_bundle_id]);
+    await db.pool.query(`UPDATE bundles SET failure_count = 2, undo_failure_count = 1, reset_count = 3, last_error = 'tickets: timeout' WHERE id = $1`, [retrying.vip_bundle_id]);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, timezoneId: 'America/New_York', locale: 'en-US' });
+    const errors = watchErrors(page);
+    const ISO = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/;
+
+    await page.goto(`${api.url}/`);
+    await page.waitForSelector(`#attention tr[data-bundle-id="${retrying.vip_bundle_id}"]`);
+    await page.waitForFunction(() => /^updated /.test(document.getElementById('conn')!.textContent ?? ''));
+    expect(await page.textContent('#conn')).toMatch(new RegExp(`^updated ${ISO.source}$`));
+    const axisStart = await page.$eval('#throughput-axis > :first-child', (el) => [el.textContent, el.getAttribute('datetime')]);
+    expect(axisStart[0]).toMatch(new RegExp(`^${ISO.source}$`));
+    expect(axisStart[1]).toBe(axisStart[0]);
+    expect(await page.getAttribute('#throughput .col:last-child', 'title')).toMatch(new RegExp(`^${ISO.source}: 0 completed`));
+
+    // Needs attention: the reason, the why (plain) and the last error (red) each under its own header.
+    const headers = await page.$$eval('#attention thead th', (ths) => ths.map((th) => [th.textContent, th.getAttribute('title')]));
+    expect(headers.map(([text]) => text)).toEqual(['bundle', 'reason', 'state', 'failures', 'next run at', 'why', 'last error', '']);
+    expect(headers[3]![1]).toBe('book failures / undo failures / lease resets');
+    const cells = (id: string) => page.$$eval(`#attention tr[data-bundle-id="${id}"] td`, (tds) => tds.map((td) => [td.textContent, td.className]));
+    const stuckCells = await cells(stuck.vip_bundle_id);
+    expect(stuckCells[5]).toEqual(['running past its lease (held by w-frozen)', '']);
+    expect(stuckCells[6]).toEqual(['', 'err']);
+    const retryingCells = await cells(retrying.vip_bundle_id);
+    expect(retryingCells[3]![0]).toBe('2 / 1 / 3');
+    expect(retryingCells[5]![0]).toBe('failed 2 time(s) booking, 1 undoing; lease reset 3 time(s)');
+    expect(retryingCells[6]).toEqual(['tickets: timeout', 'err']);
+
+    // A bundle's page names its kind with the version, as `bundlefleet inspect` does.
+    await page.goto(`${api.url}/ui/bundles/${retrying.vip_bundle_id}`);
+    await page.waitForSelector('#summary dt');
+    const summary = await page.$$eval('#summary div', (divs) => Object.fromEntries(divs.map((d) => [d.querySelector('dt')!.textContent, d.querySelector('dd')!.textContent])));
+    const { rows } = await db.pool.query('SELECT kind, kind_version FROM bundles WHERE id = $1', [retrying.vip_bundle_id]);
+    expect(summary.kind).toBe(`${rows[0].kind} v${rows[0].kind_version}`);
+    expect(await page.textContent('#conn')).toMatch(new RegExp(`^updated ${ISO.source}$`));
+
+    // An unknown id: the API's one message, no empty tables, no "cannot refresh".
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    await page.goto(`${api.url}/ui/bundles/${unknown}`);
+    await page.waitForSelector('#load-error:not([hidden])');
+    expect(await page.textContent('#load-error')).toBe(`no bundle with vip_bundle_id or booking_id ${unknown}`);
+    expect(await page.$$eval('table', (ts) => ts.filter((t) => (t as HTMLElement).offsetParent !== null).length)).toBe(0);
+    expect(await page.textContent('#conn')).not.toMatch(/cannot refresh/);
+    expect(await page.isVisible('#summary')).toBe(false);
+    expect(errors.filter((e) => !/status of 404/.test(e))).toEqual([]);
+  });
+
   // Console actions and how states read: the needs-attention view with its filter, retry and cancel
   // from the page (token asked once, cancel confirmed), errors as history, times in ISO UTC.
   it('acts on bundles from the page: needs-attention filter, retry, cancel; errors as history; ISO UTC times', async () => {

@@ -64,6 +64,18 @@ describe('a reader that goes away', () => {
     }
   });
 
+  it("list's next-page hint is not said once the reader has gone (`list --limit 2 | head -c1`)", async () => {
+    const db = await createTestDb();
+    await enqueueVip(db.pool, 3);
+    const read = await cli(db.url, ['list', '--limit', '2']);
+    expect(read.stderr).toMatch(/^next page: /);
+    for (let i = 0; i < 3; i++) {
+      const run = await cli(db.url, ['list', '--limit', '2'], { closeStdout: true });
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+    }
+  });
+
   it('a one-shot command whose log reader went away still prints its result and exits 0', async () => {
     const db = await createTestDb();
     const [b] = await enqueueVip(db.pool, 1);

@@ -88,6 +88,9 @@ describe('bulk retry and cancel', () => {
       [['retry', '--state', 'dead', '--since', 'yesterday'], /--since: must be an ISO 8601 time/],
       [['cancel', '--state', 'pending', '--older-than', '5'], /--older-than: must be a duration/],
       [['retry'], /give a bundle id, or --state/],
+      [['retry', '--since', '1h', '--yes'], /^  --since: only with --state \(dead, failed\)/m],
+      [['cancel', '--older-than', '1d', '--yes'], /^  --older-than: only with --state \(pending, running, waiting, failed\)/m],
+      [['cancel', '--since', '1h', '--older-than', '1d'], /^  --since and --older-than: only with --state/m],
       [['retry', '00000000-0000-4000-8000-000000000000', '--state', 'dead'], /either a bundle id or --state/],
     ] as const) {
       const run = await cli(db.url, [...args]);
@@ -236,6 +239,13 @@ describe('bounded input', () => {
     const flag = await cli(db.url, ['enqueue', '--customer-email', 'a@example.com', '--show-id', 'hamilton', '--tickets', '1', '--passenger', 'A', '--inbound-flight-id', exampleId(2, 1), '--return-flight-id', exampleId(3, 1)]);
     expect(flag.code).toBe(2);
     expect(flag.stderr).toContain('--show-id (show_id: must be a UUID');
+    // A passenger flag is named as a person counts (the 2nd, not passengers.1); the JSON document above keeps its path.
+    const passengerFlags = (names: string[]) => ['enqueue', '--customer-email', 'a@example.com', '--show-id', exampleId(1, 1), '--tickets', '1', ...names.flatMap((n) => ['--passenger', n]), '--inbound-flight-id', exampleId(2, 1), '--return-flight-id', exampleId(3, 1)];
+    const second = await cli(db.url, passengerFlags(['Ada', '']));
+    expect(second.code).toBe(2);
+    expect(second.stderr).toBe('bundlefleet: bad input:\n  --passenger (the 2nd passenger: must not be empty)\n');
+    const third = await cli(db.url, passengerFlags(['Ada', 'Charles', 'x'.repeat(101)]));
+    expect(third.stderr).toContain('--passenger (the 3rd passenger: must be at most 100 characters)');
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM bundles');
     expect(rows[0].n).toBe(0);
   });

@@ -49,6 +49,9 @@ describe('signal and kind versions on the command line', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(message);
     }
+    // One problem, one issue: an empty id is not also reported as blank.
+    const empty = await cli(db.url, ['signal', b!.vip_bundle_id, 'inbound_ticketed', '--signal-id', '', '--json']);
+    expect(JSON.parse(empty.stdout).issues).toEqual(['--signal-id: must not be empty']);
     const { rows: stored } = await db.pool.query('SELECT count(*)::int AS n FROM bundle_signals');
     expect(stored[0].n).toBe(2);
   });

@@ -19,7 +19,8 @@ import { recordSignal } from './tracing.js';
 const signalSchema = z.strictObject({
   name: z.string(required('a string')).min(1, 'is required').max(100, 'must be at most 100 characters').regex(/^[a-z][a-z0-9_]*$/, 'must be lower_snake_case'),
   // A blank id would dedupe every blank delivery as one signal; say so instead of storing it.
-  id: z.string(required('a string')).min(1, 'must not be empty').max(200, 'must be at most 200 characters').refine((v) => v.trim() !== '', 'must not be blank (only spaces)').optional(),
+  // An empty id stops at "must not be empty": it is one problem, not also a blank one.
+  id: z.string(required('a string')).min(1, { error: 'must not be empty', abort: true }).max(200, 'must be at most 200 characters').refine((v) => v.trim() !== '', 'must not be blank (only spaces)').optional(),
   data: z.record(z.string(), z.unknown(), required('a JSON object')).optional(),
 });
 

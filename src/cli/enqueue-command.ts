@@ -53,11 +53,22 @@ function fromFlags(f: EnqueueFlags): VipBundleInput {
   } catch (err) {
     if (!(err instanceof BadInput)) throw err;
     const issues = err.issues.map((i) => {
+      // The schema's path counts passengers from 0 (passengers.1); a person giving flags counts
+      // the second --passenger as the 2nd. (A JSON document, as the HTTP body, keeps its path.)
+      const passenger = /^passengers\.(\d+): /.exec(i);
+      if (passenger) return `--passenger (the ${ordinal(Number(passenger[1]) + 1)} passenger: ${i.slice(passenger[0].length)})`;
       const field = i.split(':')[0]!.split('.')[0]!;
       return FLAG_OF[field] ? `${FLAG_OF[field]} (${i})` : i;
     });
     throw new BadInput(issues.join('; '), issues);
   }
+}
+
+/** 1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st. */
+function ordinal(n: number): string {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? 'th' : ({ 1: 'st', 2: 'nd', 3: 'rd' } as Record<number, string>)[n % 10] ?? 'th';
+  return `${n}${suffix}`;
 }
 
 async function readSource(source: string): Promise<string> {

@@ -58,6 +58,11 @@ async function runAction(action: Action, id: string | undefined, flags: Operator
   const bulk = flags.state !== undefined || flags.since !== undefined || flags.olderThan !== undefined;
   if (id !== undefined && bulk) throw new BadInput(`give either a bundle id or --state (with --since / --older-than), not both`);
   if (id === undefined && !bulk) throw new BadInput(`give a bundle id, or --state ${action.states.join('|')} to ${action.name} in bulk`);
+  // --since and --older-than narrow a --state; without one, "--state: must be one of" would blame a flag not given.
+  if (id === undefined && flags.state === undefined) {
+    const given = [flags.since !== undefined && '--since', flags.olderThan !== undefined && '--older-than'].filter(Boolean).join(' and ');
+    throw new BadInput(`${given}: only with --state (${action.states.join(', ')}): they narrow the bundles in that state`);
+  }
   if (id !== undefined) {
     if (flags.yes) throw new BadInput('--yes: only for bulk actions (--state)');
     const r = await withDb(({ pool }) => action.one(pool, id));

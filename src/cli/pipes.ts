@@ -11,3 +11,12 @@ export function exitQuietlyOnClosedPipe(): void {
   // Nothing useful can be said about a closed stderr; never crash on it.
   process.stderr.on('error', () => {});
 }
+
+/**
+ * Whether stdout still has a reader once everything written so far has gone out. A note meant to
+ * follow the output (list's next-page hint on stderr) is skipped when the reader has gone: the
+ * pipe's EPIPE only surfaces after the writes, so checking before would still say it.
+ */
+export function stdoutStillRead(): Promise<boolean> {
+  return new Promise((resolve) => process.stdout.write('', (err) => resolve(!err)));
+}

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { BUNDLE_STATES, fleetStats, inspectBundle, listBundles, type BundleView, type FleetStats, type ListedBundle } from '../bundles/read.js';
 import { intOption, parseOptions, printJson, withDb } from './context.js';
 import { sinceOption } from './time-options.js';
+import { stdoutStillRead } from './pipes.js';
 import { followBundle } from './follow.js';
 
 function describePayload(p: BundleView['payload']): string {
@@ -142,7 +143,7 @@ Examples:
       if (!rows.length) return void process.stdout.write(opts.after ? 'no more bundles\n' : 'no bundles\n');
       process.stdout.write(listLine(LIST_COLUMNS.map(([name]) => name)));
       for (const r of rows) process.stdout.write(listRow(r));
-      if (rows.length === opts.limit) {
+      if (rows.length === opts.limit && (await stdoutStillRead())) {
         const rest = [flags.state && `--state ${flags.state}`, flags.since && `--since ${flags.since}`, `--limit ${opts.limit}`].filter(Boolean).join(' ');
         process.stderr.write(`next page: bundlefleet list ${rest} --after ${rows[rows.length - 1]!.vip_bundle_id}\n`);
       }

@@ -20,7 +20,8 @@
    */
   function summary(b) {
     var finished = BF.TERMINAL.indexOf(b.state) >= 0;
-    var fields = [field('booking id', h('code', { text: b.booking_id })), field('kind', b.kind)];
+    // The kind with its version ("vip v2"), as `bundlefleet inspect` prints it.
+    var fields = [field('booking id', h('code', { text: b.booking_id })), field('kind', b.kind + ' v' + b.kind_version)];
     if (!finished) fields.push(field('phase', b.phase === 'undo' ? 'undo (compensating)' : 'book'));
     fields.push(
       field('attempt', b.attempt),
@@ -140,15 +141,29 @@
       var b = await BF.api('/bundles/' + encodeURIComponent(id));
       problem.hidden = true;
       render(b);
-      BF.connection(true, 'updated ' + new Date().toLocaleTimeString());
+      BF.updated();
       // A finished bundle no longer changes, unless an operator retries it (this page restarts polling then).
       if (BF.TERMINAL.indexOf(b.state) >= 0) { BF.connection(true, b.state + ': no longer polling'); return false; }
     } catch (err) {
-      problem.textContent = err.status === 404 ? 'No bundle with this id.' : 'Cannot load this bundle: ' + err.message;
+      if (err.status === 404) return notFound(err.message);
+      problem.textContent = 'Cannot load this bundle: ' + err.message;
       problem.hidden = false;
       BF.connection(false, 'cannot refresh');
-      if (err.status === 404 || err.status === 400) return false;
+      if (err.status === 400) return false;
     }
+  }
+
+  /**
+   * An unknown id: the API's own message ("no bundle with vip_bundle_id or booking_id …") and
+   * nothing else, since empty tables and "cannot refresh" would read as a fault to retry.
+   */
+  function notFound(message) {
+    var problem = document.getElementById('load-error');
+    problem.textContent = message;
+    problem.hidden = false;
+    document.querySelectorAll('#summary, #bundle section').forEach(function (el) { el.hidden = true; });
+    BF.connection(true, '');
+    return false;
   }
 
   var tick = BF.poll(load, 2000);

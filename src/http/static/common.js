@@ -72,6 +72,8 @@ window.BF = (function () {
     if (!iso) return '';
     return h('time', { datetime: iso, title: new Date(iso).toLocaleString() + ' (local time)', text: iso });
   }
+  /** "updated <now>" in the header, in ISO UTC as every other time on the pages (not the browser's locale). */
+  function updated() { connection(true, 'updated ' + new Date().toISOString()); }
   function connection(ok, text) {
     var el = document.getElementById('conn');
     el.textContent = text;
@@ -138,5 +140,5 @@ window.BF = (function () {
     });
   }
 
-  return { h: h, api: api, renderInto: renderInto, badge: badge, shortId: shortId, bundleLink: bundleLink, time: time, connection: connection, poll: poll, TERMINAL: TERMINAL, canAct: canAct, act: act, actionButton: actionButton };
+  return { h: h, api: api, renderInto: renderInto, badge: badge, shortId: shortId, bundleLink: bundleLink, time: time, connection: connection, updated: updated, poll: poll, TERMINAL: TERMINAL, canAct: canAct, act: act, actionButton: actionButton };
 })();

@@ -28,19 +28,16 @@
     });
   }
 
-  function minuteLabel(iso) { return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }); }
-
   function renderThroughput(points) {
     var busiest = Math.max.apply(null, [0].concat(points.map(function (p) { return p.completed + p.failed; })));
     var max = Math.max(1, busiest);
     BF.renderInto(document.getElementById('throughput-axis'), points.length ? [points[0].minute, busiest] : [], function () {
       if (!points.length) return [];
-      return [h('span', { text: minuteLabel(points[0].minute) }), h('span', { text: 'busiest minute: ' + busiest }), h('span', { text: 'now' })];
+      return [BF.time(points[0].minute), h('span', { text: 'busiest minute: ' + busiest }), h('span', { text: 'now' })];
     });
     BF.renderInto(document.getElementById('throughput'), points, function (pts) {
       return pts.map(function (p) {
-        var at = minuteLabel(p.minute);
-        var col = h('div', { class: 'col', title: at + ': ' + p.completed + ' completed, ' + p.failed + ' compensated or dead' });
+        var col = h('div', { class: 'col', title: p.minute + ': ' + p.completed + ' completed, ' + p.failed + ' compensated or dead' });
         var ok = h('div', { class: 'bar completed' });
         var bad = h('div', { class: 'bar failed' });
         ok.style.height = (100 * p.completed / max) + '%';
@@ -131,15 +128,17 @@
     });
     BF.renderInto(document.querySelector('#attention tbody'), [reason, view.bundles], function () {
       var list = view.bundles;
-      if (!list.length) return h('tr', null, h('td', { class: 'empty', colspan: 7, text: reason ? 'No ' + reason + ' bundles.' : 'Nothing needs attention.' }));
+      if (!list.length) return h('tr', null, h('td', { class: 'empty', colspan: 8, text: reason ? 'No ' + reason + ' bundles.' : 'Nothing needs attention.' }));
       return list.map(function (b) {
         return h('tr', { 'data-bundle-id': b.vip_bundle_id, 'data-reason': b.reason, 'data-state': b.state },
           h('td', null, BF.bundleLink(b.vip_bundle_id)),
-          h('td', { title: b.why }, BF.badge(b.reason)),
+          h('td', null, BF.badge(b.reason)),
           h('td', null, BF.badge(b.state)),
           h('td', { title: 'book failures / undo failures / lease resets', text: b.failure_count + ' / ' + b.undo_failure_count + ' / ' + b.reset_count }),
           h('td', null, BF.TERMINAL.indexOf(b.state) >= 0 ? '–' : BF.time(b.next_run_at)),
-          h('td', { class: 'err', text: b.last_error || b.why }),
+          // Why it is listed (an alert's message, an expired lease) is not an error: plain text, apart from the red last error.
+          h('td', { text: b.why }),
+          h('td', { class: 'err', text: b.last_error || '' }),
           h('td', { class: 'nowrap' }, ['retry', 'cancel'].filter(function (a) { return BF.canAct(a, b); }).map(function (a) {
             return BF.actionButton(a, b, async function () { actionError.hidden = true; await refresh(); }, showActionError);
           })));
@@ -165,7 +164,7 @@
       renderAlerts(all[2]);
       renderBundles(all[3]);
       renderAttention(all[4]);
-      BF.connection(true, 'updated ' + new Date().toLocaleTimeString());
+      BF.updated();
     } catch (err) {
       BF.connection(false, 'cannot refresh: ' + err.message);
     }
