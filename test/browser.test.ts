@@ -347,6 +347,9 @@ describe('status page in headless Chromium', () => {
     const reasons = async () => page.$$eval('#attention tbody tr[data-reason]', (trs) => trs.map((tr) => tr.getAttribute('data-reason')).sort());
     expect(await reasons()).toEqual(['dead', 'retrying', 'stuck']);
     expect(await page.textContent('#attention-count')).toBe('3');
+    // Its columns (reason, why, last error, failures…) fit the window: no sideways scrolling.
+    const width = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth }));
+    expect(width.scroll, `status page ${width.scroll} px wide in a ${width.viewport} px viewport`).toBeLessThanOrEqual(width.viewport);
     expect(await page.isVisible(attentionRow(recovered!.vip_bundle_id))).toBe(false);
     await page.click('#attention-filter button[data-reason="stuck"]');
     await page.waitForSelector(`${attentionRow(dead!.vip_bundle_id)}`, { state: 'detached' });
