@@ -168,4 +168,31 @@ describe("a provider's no while our own earlier try may still be at work there",
     expect(ledger.map((e) => [e.kind, e.status]).sort()).toEqual([['flights', 'booked'], ['flights', 'booked'], ['taxis', 'booked'], ['tickets', 'booked']]);
     expect(ledger.find((e) => e.kind === 'tickets')!.book_calls).toBe(1);
   });
+  it("counts an earlier attempt's request too: a worker died with its slow booking still at work there, and the next attempt does not compensate", async () => {
+    const db = await createTestDb();
+    const sim = await startSimulator({ slowRate: 1, hangMs: 1500, concurrentConflict: true, bookOnAnswer: true });
+    const [b] = await enqueueVip(db.pool, 1);
+    const id = b!.vip_bundle_id;
+    const key = stepIdempotencyKey(id, 'show_tickets');
+    const first = await claimOne(db.pool, 'w1');
+    await recordIntent(db.pool, { bundleId: id, attempt: first.attempt, actor: 'w1', leaseSeconds: 60 }, 0, 'show_tickets', key);
+    // w1's request went out (answered, and booked, 1.5 s later); then w1 died and its bundle was reset.
+    const p = first.payload as { show_id: string; customer_email: string; number_of_tickets: number };
+    const w1Request = new ProviderClient(simulatorUrls(sim), { timeoutMs: 5_000 })
+      .book('tickets', key, { show_id: p.show_id, booking_id: b!.booking_id, customer_email: p.customer_email, number_of_tickets: p.number_of_tickets })
+      .catch(() => undefined);
+    await waitFor("w1's request to reach the provider", async () => sim.calls().length > 0, 5_000);
+    const reset = `UPDATE bundles SET state = 'pending', next_run_at = now(), locked_by = NULL, locked_until = NULL WHERE id = $1`;
+    await db.pool.query(reset, [id]);
+    // w2 asks first (nothing held yet), books, and meets w1's request: 409 "in progress".
+    expect(await runAgent(await claimOne(db.pool, 'w2'), agentDeps(db.pool, sim, { workerId: 'w2', timeoutMs: 500, providerRetries: 0 }))).toBe('failed');
+    const { rows: [failed] } = await db.pool.query(`SELECT state, last_error_class FROM bundles WHERE id = $1`, [id]);
+    expect(failed).toEqual({ state: 'failed', last_error_class: 'transient' });
+
+    await w1Request;
+    sim.setFaults({ slowRate: 0 });
+    await db.pool.query(reset, [id]);
+    expect(await runAgent(await claimOne(db.pool, 'w3'), agentDeps(db.pool, sim, { workerId: 'w3' }))).toBe('completed');
+    expect(ledgerOf(sim, id).find((e) => e.kind === 'tickets')).toMatchObject({ status: 'booked', book_calls: 1 });
+  });
 });

@@ -187,9 +187,11 @@ async function bookStep(run: Run, step: StepDefinition, key: string, unknown: bo
     if (held.status === 'booked') return held.reference;
     if (held.status === 'cancelled') throw ProviderError.permanent(`${step.name}: the provider holds key ${key} as cancelled; it will not book it again`);
   }
-  // Whether a try of this call may still be at work at the provider: it ended without an answer
-  // we can trust (a timeout, a reset, a 5xx) and p-retry sent the next one.
-  let earlierTryMayRun = false;
+  // Whether a try with this key may still be at work at the provider: an earlier attempt's (the
+  // step was left in `booking`: the request may have gone out before that worker died or was
+  // reset, and a provider's work outlasts our timeout), or one of this call's that ended without
+  // an answer we can trust (a timeout, a reset, a 5xx) before p-retry sent the next.
+  let earlierTryMayRun = unknown;
   try {
     return (await callWithRetry(run, () => step.book(ctx).catch((err: unknown) => {
       if (err instanceof ProviderError && err.transient) earlierTryMayRun = true;

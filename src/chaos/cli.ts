@@ -48,7 +48,7 @@ Classic faults (in every run unless turned off):
   --kill-every-ms MS      interval between SIGKILLs (default 2000)
   --no-restart            no PostgreSQL restart (there is none with --database-url)
   --fail-rate R --late-rate R --hang-rate R --no-rate R   provider faults (0..1)
-  --slow-rate R           bookings made at once but answered after --hang-ms (default 0; 0.02 with --concurrent-409)
+  --slow-rate R           bookings answered after --hang-ms (default 0; 0.02 with --concurrent-409, which makes a booking only as it is answered)
   --rate-limit N/s        a rate-limited provider: past N requests per second per kind, 429 with Retry-After
                           (bundles park; a 429 counted as a failed attempt is a violation)
 Fault modes (each flag selects one; with none of them, a run mixes all seven):

@@ -22,7 +22,7 @@ export interface ChaosOptions {
   lateRate: number;
   hangRate: number;
   noRate: number;
-  /** Bookings made at once but answered after hangMs; undefined = 0, or 0.02 with concurrent-409. */
+  /** Bookings answered after hangMs (made at once, or as answered with concurrent-409); undefined = 0, or 0.02 with concurrent-409. */
   slowRate?: number;
   /** A rate-limited provider: requests per second per kind, past which it answers 429 with Retry-After. */
   rateLimit?: number;

@@ -21,7 +21,7 @@ const flags = {
   host: { flag: '--host <host>', env: 'PROVIDERS_HOST', schema: z.string().trim().min(1, 'must not be empty'), help: 'address to listen on', default: '127.0.0.1' },
   failRate: { flag: '--fail-rate <rate>', env: 'PROVIDERS_FAIL_RATE', schema: rate, help: 'share of calls answered 503 without effect (0..1)' },
   lateRate: { flag: '--late-rate <rate>', env: 'PROVIDERS_LATE_RATE', schema: rate, help: 'share of bookings made whose reply is then lost (0..1)' },
-  slowRate: { flag: '--slow-rate <rate>', env: 'PROVIDERS_SLOW_RATE', schema: rate, help: 'share of bookings made at once but answered only after --hang-ms (0..1)' },
+  slowRate: { flag: '--slow-rate <rate>', env: 'PROVIDERS_SLOW_RATE', schema: rate, help: 'share of bookings answered only after --hang-ms (made at once, unless --book-on-answer) (0..1)' },
   hangRate: { flag: '--hang-rate <rate>', env: 'PROVIDERS_HANG_RATE', schema: rate, help: 'share of bookings never answered (0..1)' },
   noRate: { flag: '--no-rate <rate>', env: 'PROVIDERS_NO_RATE', schema: rate, help: 'share of new bookings refused 409 "sold out" (0..1)' },
   latencyMs: { flag: '--latency-ms <ms>', env: 'PROVIDERS_LATENCY_MS', schema: millis, help: 'delay before every answer' },

@@ -18,7 +18,7 @@ export interface SimulatorOptions {
   failRate?: number;
   lateRate?: number;
   /**
-   * Share of bookings made at once but answered only after hangMs, past any client timeout: the
+   * Share of bookings answered only after hangMs (made at once unless bookOnAnswer), past any client timeout: the
    * request stays in flight at the provider while the client gives up and retries.
    */
   slowRate?: number;

@@ -4,8 +4,10 @@
  * and forgotten, so a late booking with that key is made and stays live) and `concurrent-409`
  * (a booking whose key is already in flight is refused 409 "in progress", as Stripe does).
  * For a request to be in flight when its own retry comes, some bookings must outlast the
- * client's timeout while taking effect: with concurrent-409, 2 % of bookings are slow (booked at
- * once, answered after --hang-ms) unless --slow-rate says otherwise.
+ * client's timeout: with concurrent-409, 2 % of bookings are slow (answered after --hang-ms)
+ * unless --slow-rate says otherwise, and a booking is made only as it is answered
+ * (`bookOnAnswer`), so while a slow one is in flight a lookup of its key finds nothing and the
+ * retry's 409 looks like a definitive no (agents/agent.ts bookStep).
  */
 import type { ChaosOptions } from '../options.js';
 import type { Fault, Preparation } from './fault.js';
@@ -29,9 +31,9 @@ export class ConcurrentConflict implements Fault {
     this.slowRate = opts.slowRate ?? SLOW_RATE_WITH_CONFLICTS;
   }
   async prepare(): Promise<Preparation> {
-    return { simulator: { concurrentConflict: true, slowRate: this.slowRate } };
+    return { simulator: { concurrentConflict: true, slowRate: this.slowRate, bookOnAnswer: true } };
   }
   report() {
-    return { concurrent_conflict: true, slow_rate: this.slowRate };
+    return { concurrent_conflict: true, slow_rate: this.slowRate, book_on_answer: true };
   }
 }
