@@ -17,6 +17,7 @@ import { reconcileBundle } from '../src/agents/reconcile.js';
 import { runOnce } from '../src/supervisor/supervisor.js';
 import { MAX_RECONCILE_FAILURES, RECONCILE_RETRY_SECONDS } from '../src/bundles/reconciliation.js';
 import { unrunnableKindVersions } from '../src/bundles/read.js';
+import { cli } from './support/cli.js';
 
 async function reconcileState(pool: pg.Pool, id: string) {
   const { rows } = await pool.query(`SELECT state, reconcile_at, extract(epoch FROM reconcile_at - finished_at)::float8 AS after_s, reconcile_attempts FROM bundles WHERE id = $1`, [id]);
@@ -226,6 +227,35 @@ describe('reconciliation of undone bundles', () => {
     for (let i = 0; i < 3; i++) await runOnce(db.pool, { logger: quietLogger(), batchSize: 1 });
     const { rows } = await db.pool.query(`SELECT bundle_id FROM alerts WHERE kind = 'unreconciled' AND resolved_at IS NULL`);
     expect(rows.map((r) => r.bundle_id).sort()).toEqual([...ids].sort());
+  });
+
+  it('ends on an operator\'s word: ack --end-reconciliation after checking the providers by hand, and the unreconciled alert resolves', async () => {
+    const db = await createTestDb();
+    const [b, other] = await enqueueVip(db.pool, 2);
+    const id = b!.vip_bundle_id;
+    await db.pool.query(
+      `UPDATE bundles SET state = 'compensated', finished_at = now(), reconcile_at = now() + interval '1 hour', reconcile_failures = $2 WHERE id = $1`,
+      [id, MAX_RECONCILE_FAILURES],
+    );
+    await runOnce(db.pool, { logger: quietLogger() });
+    const alert = async () => (await db.pool.query(`SELECT resolved_at IS NOT NULL AS resolved FROM alerts WHERE bundle_id = $1 AND kind = 'unreconciled'`, [id])).rows;
+    expect(await alert()).toEqual([{ resolved: false }]);
+
+    const run = await cli(db.url, ['ack', b!.booking_id, '--end-reconciliation', '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ vip_bundle_id: id, state: 'compensated', reconciliation_ended: true });
+    const { rows: [after] } = await db.pool.query(`SELECT reconcile_at, reconcile_failures FROM bundles WHERE id = $1`, [id]);
+    expect(after).toEqual({ reconcile_at: null, reconcile_failures: 0 });
+    const { rows: notes } = await db.pool.query(`SELECT actor, reason FROM bundle_history WHERE bundle_id = $1 AND reason LIKE 'reconciliation ended%'`, [id]);
+    expect(notes).toEqual([{ actor: 'operator', reason: 'reconciliation ended by an operator (providers checked by hand)' }]);
+    await runOnce(db.pool, { logger: quietLogger() });
+    expect(await alert()).toEqual([{ resolved: true }]);
+    // Again: nothing is due any more, and it says so.
+    const again = await cli(db.url, ['ack', id, '--end-reconciliation']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('no reconciliation pass was due');
+    // An unfinished bundle has nothing to acknowledge, and nothing is ended.
+    expect((await cli(db.url, ['ack', other!.vip_bundle_id, '--end-reconciliation'])).code).toBe(1);
   });
 
   it('keeps a bundle whose pass is still due from being pruned, and its kind version from being removed', async () => {

@@ -1,3 +1,5 @@
+import type { Queryable } from '../db/pool.js';
+
 /**
  * How long an undone bundle's reconciliation pass (agents/reconcile.ts) keeps trying, shared by
  * the pass and the supervisor's alerts. After MAX_RECONCILE_FAILURES passes in a row that could
@@ -16,3 +18,25 @@ export const RECONCILE_RETRY_SECONDS = 3600;
  */
 export const unreconciledSql = (b: string, n: string) =>
   `${b}.reconcile_at IS NOT NULL AND ${b}.state IN ('compensated', 'dead') AND ${b}.reconcile_failures >= ${n}`;
+
+/**
+ * An operator ends an undone bundle's reconciliation passes, having checked the providers by hand:
+ * for a provider that refuses the lookups for good (an expired key, a revoked credential), the
+ * passes would otherwise go on hourly with the `unreconciled` alert open. One conditional UPDATE
+ * with its history row; a pass still running finds its mark gone and records nothing. Returns
+ * false when no pass was due (nothing changed).
+ */
+export async function endReconciliation(db: Queryable, bundleId: string, actor: string): Promise<boolean> {
+  const { rows } = await db.query(
+    `WITH ended AS (
+       UPDATE bundles SET reconcile_at = NULL, reconcile_failures = 0
+       WHERE id = $1 AND state IN ('compensated', 'dead') AND reconcile_at IS NOT NULL
+       RETURNING id, attempt, state, reconcile_failures
+     )
+     INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
+     SELECT id, $2, attempt, state, state, 'reconciliation ended by an operator (providers checked by hand)' FROM ended
+     RETURNING bundle_id`,
+    [bundleId, actor],
+  );
+  return rows.length > 0;
+}
