@@ -18,7 +18,6 @@ import type { ClaimedReconciliation } from '../scheduler/claim.js';
 import type { Logger } from '../logger.js';
 import { loadSteps } from './fenced-writes.js';
 
-
 export interface ReconcileDeps {
   pool: pg.Pool;
   providers: ProviderClient;

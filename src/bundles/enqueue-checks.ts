@@ -11,15 +11,6 @@ export const itemName = (index: number, total: number, names?: Array<string | un
   names ? names[index] : total > 1 ? `item ${index + 1}` : undefined;
 
 /**
- * An input that can never be enqueued whole is bad input, refused before anything is written: an
- * active key given to two bundles that are both new (neither has an idempotency key, so neither
- * can be a replay), or an idempotency key given to two different bodies (payload, in any key
- * order, and active key). Left to the database, the second would be refused only when its batch
- * is written, after the batches before it were committed. The same body twice under one key is a
- * replay, as across calls. An active key shared with an item that has an idempotency key is left
- * to the database: that item may replay a bundle that has since freed the key.
- */
-/**
  * What a key's first request had that this one lacks, for the refusal to say: the active key when
  * it is all that differs, not the body (which, to a CLI user, is the flags); `more`: other
  * differences (the kind version, enqueue.ts).
@@ -28,6 +19,15 @@ export function replayDifference(samePayload: boolean, sameActiveKey: boolean, m
   return [...(samePayload ? [] : ['a different body']), ...(sameActiveKey ? [] : ['a different active_key']), ...more].join(' and ');
 }
 
+/**
+ * An input that can never be enqueued whole is bad input, refused before anything is written: an
+ * active key given to two bundles that are both new (neither has an idempotency key, so neither
+ * can be a replay), or an idempotency key given to two different bodies (payload, in any key
+ * order, and active key). Left to the database, the second would be refused only when its batch
+ * is written, after the batches before it were committed. The same body twice under one key is a
+ * replay, as across calls. An active key shared with an item that has an idempotency key is left
+ * to the database: that item may replay a bundle that has since freed the key.
+ */
 export function refuseInconsistentInput(items: EnqueueItem[], names?: Array<string | undefined>): void {
   const name = (i: number) => itemName(i, items.length, names);
   const holders = new Map<string, number>();

@@ -31,7 +31,7 @@ export async function endReconciliation(db: Queryable, bundleId: string, actor: 
     `WITH ended AS (
        UPDATE bundles SET reconcile_at = NULL, reconcile_failures = 0
        WHERE id = $1 AND state IN ('compensated', 'dead') AND reconcile_at IS NOT NULL
-       RETURNING id, attempt, state, reconcile_failures
+       RETURNING id, attempt, state
      )
      INSERT INTO bundle_history (bundle_id, actor, attempt, from_state, to_state, reason)
      SELECT id, $2, attempt, state, state, 'reconciliation ended by an operator (providers checked by hand)' FROM ended
