@@ -225,6 +225,9 @@ describe('--json when a command fails', () => {
     const afterDashes = await cli(db.url, ['list', '--bogus', '--', '--json']);
     expect(afterDashes.code).toBe(2);
     expect(afterDashes.stdout).toBe('');
+    // `-f` takes a value in enqueue (--file) but none in inspect (--follow): there, --json after it is the flag.
+    const afterSwitch = await cli(db.url, ['inspect', '-f', '--json', '00000000-0000-4000-8000-00000000abcd', '--bogus']);
+    expect(expectRefusal(afterSwitch, ['--json'], { exit: 2, code: 'USAGE' })!.error).toMatch(/unknown option '--bogus'/);
     // `supervise --loop` logs to stdout like a service: a bad variable is exit 2 and no document.
     const loop = await cli(db.url, ['supervise', '--loop', '--json'], { env: { LOG_LEVEL: 'loud' } });
     expect(loop.code).toBe(2);

@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
+import { AddressInUse, BadInput, NotFound, Conflict, SchemaMissing, EmbeddedDatabaseError, SessionRequired } from '../errors.js';
 import { checkConnection, createPool, DatabaseUnavailable, resolveDatabaseUrl, resolveSessionDatabaseUrl } from '../db/pool.js';
 import { assertSchema } from '../db/migrate.js';
 import { integerText } from '../number-text.js';
@@ -102,8 +102,9 @@ export function reportUsageError(message: string): void {
   if (jsonRequested && !jsonPrinted) printJson({ error: message.replace(/^error: /, ''), code: 'USAGE', exit_code: EXIT.usage });
 }
 
-const isTypedError = (err: unknown): boolean =>
-  err instanceof BadInput || err instanceof SessionRequired || err instanceof EmbeddedDatabaseError || err instanceof NotFound || err instanceof Conflict || err instanceof SchemaMissing || err instanceof DatabaseUnavailable;
+/** The errors callers handle: their message is the report, their `code` the document's (pg's errors carry a `code` too). */
+const TYPED_ERRORS = [BadInput, SessionRequired, EmbeddedDatabaseError, NotFound, Conflict, SchemaMissing, DatabaseUnavailable, AddressInUse];
+const isTypedError = (err: unknown): boolean => TYPED_ERRORS.some((E) => err instanceof E);
 
 function describeError(err: unknown): { exitCode: number; text: string } {
   if (err instanceof BadInput) return { exitCode: EXIT.usage, text: `bad input:\n  ${err.issues.join('\n  ')}` };
@@ -114,16 +115,27 @@ function describeError(err: unknown): { exitCode: number; text: string } {
   return { exitCode: EXIT.failure, text: (err as Error)?.message ?? String(err) };
 }
 
+/** Fields a command adds to an error's --json document (addErrorDetails). */
+const errorDetails = new WeakMap<object, Record<string, unknown>>();
+
+/**
+ * Adds fields to the --json error document `err` will be reported with: what a command knows that
+ * the error does not (a refused enqueue's earlier batches, committed: `enqueued`).
+ */
+export function addErrorDetails(err: object, details: Record<string, unknown>): void {
+  errorDetails.set(err, { ...errorDetails.get(err), ...details });
+}
+
 /**
  * `{ error, code, exit_code }`, plus `issues` for bad input (one per offending field, as HTTP's 400
- * body has them) and `enqueued` for a refused enqueue whose earlier batches were committed. `code`
- * is the typed error's (BAD_INPUT, NOT_FOUND, CONFLICT, …), FAILURE for anything else.
+ * body has them) and what the command added (addErrorDetails). `code` is the typed error's
+ * (BAD_INPUT, NOT_FOUND, CONFLICT, …), FAILURE for anything else.
  */
 function errorDocument(err: unknown, exitCode: number): Record<string, unknown> {
-  const e = err as Error & { code?: unknown; enqueuedBefore?: Array<{ vip_bundle_id: string; booking_id: string }> };
+  const e = err as Error & { code?: unknown };
   const code = isTypedError(err) && typeof e.code === 'string' ? e.code : 'FAILURE';
   const doc: Record<string, unknown> = err instanceof BadInput ? { error: 'bad input', code, issues: err.issues } : { error: e?.message ?? String(err), code };
-  if (e?.enqueuedBefore?.length) doc.enqueued = e.enqueuedBefore.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
+  if (typeof err === 'object' && err !== null) Object.assign(doc, errorDetails.get(err));
   doc.exit_code = exitCode;
   return doc;
 }

@@ -6,7 +6,7 @@ import { ActiveKeyTaken } from '../bundles/active-keys.js';
 import { parseBundleDocumentShaped, parseVipBundle, type VipBundleInput } from '../bundles/input.js';
 import { z } from 'zod';
 import { bundleKind, carriedKindVersions } from '../bundles/kinds.js';
-import { parseOptions, printJson, withDb } from './context.js';
+import { addErrorDetails, parseOptions, printJson, withDb } from './context.js';
 import { inSpan, SpanKind } from '../tracing.js';
 import { integerText, parseIntegerText } from '../number-text.js';
 
@@ -139,10 +139,11 @@ Examples:
       // Validate everything before connecting: bad input writes nothing.
       const { bundles: inputs, single, where } = fromFile ? parseBundleDocumentShaped(await readSource(fromFile)) : { bundles: [fromFlags(flags)], single: true, where: [undefined] };
       const showProgress = process.stderr.isTTY && inputs.length >= 5000;
+      const idsOf = (results: EnqueueResult[]) => results.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
       const print = (results: EnqueueResult[]) => {
         if (flags.json) {
           // One document: an object for one bundle (flags or one JSON object), an array for a batch.
-          const ids = results.map((r) => ({ vip_bundle_id: r.vip_bundle_id, booking_id: r.booking_id }));
+          const ids = idsOf(results);
           return printJson(single ? ids[0] : ids);
         }
         for (const r of results) process.stdout.write(`${r.created ? 'enqueued' : 'already enqueued (same idempotency key)'} vip_bundle_id=${r.vip_bundle_id} booking_id=${r.booking_id}\n`);
@@ -158,7 +159,8 @@ Examples:
         // A refused batch of a large input: the batches before it are enqueued, and say so.
         // Under --json they are the error document's `enqueued` (context.ts), the one document printed.
         if ((err instanceof ActiveKeyTaken || err instanceof IdempotencyKeyReused) && err.enqueuedBefore.length) {
-          if (!flags.json) print(err.enqueuedBefore);
+          if (flags.json) addErrorDetails(err, { enqueued: idsOf(err.enqueuedBefore) });
+          else print(err.enqueuedBefore);
           const before = `the first ${err.enqueuedBefore.length} bundle(s) of the input were enqueued (${flags.json ? 'listed in "enqueued"' : 'printed'}), none after them`;
           // A bad-input report prints its issues, one a line; any other error its message.
           if (err instanceof IdempotencyKeyReused) err.issues.push(before);

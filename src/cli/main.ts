@@ -93,19 +93,24 @@ ${EXIT_CODES_HELP}`);
 
 /**
  * Whether `--json` is on the command line as a flag: not after `--`, and not as the value of an
- * option that takes one (`--idempotency-key --json`).
+ * option that takes one (`--idempotency-key --json`). Options are those of the command named so
+ * far and the ones above it, as commander reads them: `-f` takes a value in `enqueue` (`--file`)
+ * and none in `inspect` (`--follow`).
  */
 function jsonFlagGiven(program: Command, args: string[]): boolean {
   const takesValue = new Set<string>();
   const collect = (c: Command) => {
     for (const o of c.options) if (o.required || o.optional) for (const flag of [o.long, o.short]) if (flag) takesValue.add(flag);
   };
-  collect(program);
-  eachCommand(program, collect);
+  let command = program;
+  collect(command);
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--') return false;
-    if (args[i] === '--json') return true;
-    if (takesValue.has(args[i]!)) i++;
+    const arg = args[i]!;
+    if (arg === '--') return false;
+    if (arg === '--json') return true;
+    const sub = arg.startsWith('-') ? undefined : command.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
+    if (sub) collect((command = sub));
+    else if (takesValue.has(arg)) i++;
   }
   return false;
 }

@@ -199,7 +199,7 @@ export class ProviderClient {
     try {
       ({ status, text, retryAfter } = await exchange(url, method, { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body === undefined ? undefined : JSON.stringify(body), this.timeoutMs, signal));
     } catch (err) {
-      const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal, this.timeoutMs)}`, undefined, err);
+      const failure = ProviderError.transient(`${what}: ${describeFailure(err, signal)}`, undefined, err);
       this.report(call, { method, url, at, started, body, error: failure });
       throw failure;
     }
@@ -250,9 +250,9 @@ function classify(what: string, status: number, body: unknown, text: string, ret
   return ProviderError.transient(message, status, cause);
 }
 
-function describeFailure(err: unknown, signal: AbortSignal | undefined, timeoutMs: number): string {
+function describeFailure(err: unknown, signal: AbortSignal | undefined): string {
   if (signal?.aborted) return 'aborted by caller';
-  if (err instanceof ExchangeTimeout) return `timed out after ${timeoutMs} ms`;
+  if (err instanceof ExchangeTimeout) return err.message;
   const code = (err as { code?: unknown } | null)?.code;
   const reason = err instanceof Error ? err.message : String(err);
   return typeof code === 'string' && !reason.includes(code) ? `${code}: ${reason}` : reason;
@@ -318,9 +318,9 @@ function exchange(url: string, method: string, headers: Record<string, string>, 
   });
 }
 
-/** What a request aborted through its signal rejects with (as node:http's own `signal` option does). */
+/** What a request aborted through its signal rejects with (describeFailure reads the signal, not this). */
 function abortError(signal: AbortSignal): Error {
-  return Object.assign(new Error('The operation was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
+  return new Error('aborted', { cause: signal.reason });
 }
 
 function parseJson(text: string): unknown {
